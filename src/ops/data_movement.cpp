@@ -320,6 +320,30 @@ Status infer_Transpose(InferContext& ctx) {
   return Status::ok();
 }
 
+namespace {
+template <typename Element>
+void transpose_rows(const Element* src, Element* dst, const Shape& out_shape,
+                    const std::vector<int64_t>& src_stride) {
+  const int64_t rank = static_cast<int64_t>(out_shape.size());
+  const int64_t inner = rank ? out_shape[rank - 1] : 1;
+  const int64_t inner_stride = rank ? src_stride[rank - 1] : 1;
+  const int64_t rows = shape_numel(out_shape) / std::max<int64_t>(inner, 1);
+#pragma omp parallel for if (rows * inner > 65536)
+  for (int64_t row = 0; row < rows; ++row) {
+    // Decompose the row index once; the innermost axis is a strided gather.
+    int64_t rem = row, offset = 0;
+    for (int64_t d = rank - 2; d >= 0; --d) {
+      const int64_t coord = rem % out_shape[d];
+      rem /= out_shape[d];
+      offset += coord * src_stride[d];
+    }
+    const Element* s = src + offset;
+    Element* o = dst + row * inner;
+    for (int64_t i = 0; i < inner; ++i) o[i] = s[i * inner_stride];
+  }
+}
+}  // namespace
+
 Status compute_Transpose(const Node& node, std::span<const Tensor* const> in,
                          std::span<Tensor* const> out) {
   const Shape& xs = in[0]->shape();
@@ -329,22 +353,15 @@ Status compute_Transpose(const Node& node, std::span<const Tensor* const> in,
     for (int64_t i = rank - 1; i >= 0; --i) perm.push_back(i);
   }
   const auto in_strides = strides_of(xs);
-  const auto out_strides = strides_of(out[0]->shape());
   std::vector<int64_t> src_stride(rank);  // input stride of each output axis
   for (int64_t d = 0; d < rank; ++d) src_stride[d] = in_strides[perm[d]];
-  const size_t elem = dtype_size(in[0]->dtype());
-  const auto* src = static_cast<const std::byte*>(in[0]->raw());
-  auto* dst = static_cast<std::byte*>(out[0]->raw());
-  const int64_t n = out[0]->numel();
-#pragma omp parallel for if (n > 65536)
-  for (int64_t i = 0; i < n; ++i) {
-    int64_t rem = i, offset = 0;
-    for (int64_t d = 0; d < rank; ++d) {
-      const int64_t coord = rem / out_strides[d];
-      rem -= coord * out_strides[d];
-      offset += coord * src_stride[d];
-    }
-    std::memcpy(dst + i * elem, src + offset * elem, elem);
+  const Shape& ys = out[0]->shape();
+  switch (dtype_size(in[0]->dtype())) {
+    case 1: transpose_rows(in[0]->data<uint8_t>(), out[0]->data<uint8_t>(), ys, src_stride); break;
+    case 2: transpose_rows(in[0]->data<uint16_t>(), out[0]->data<uint16_t>(), ys, src_stride); break;
+    case 4: transpose_rows(in[0]->data<uint32_t>(), out[0]->data<uint32_t>(), ys, src_stride); break;
+    case 8: transpose_rows(in[0]->data<uint64_t>(), out[0]->data<uint64_t>(), ys, src_stride); break;
+    default: return unsupported(node.label(), ": dtype ", dtype_name(in[0]->dtype()));
   }
   return Status::ok();
 }

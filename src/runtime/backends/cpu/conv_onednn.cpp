@@ -49,8 +49,8 @@ Expected<std::unique_ptr<OnednnConv>> OnednnConv::create(const Node& node, const
     memory::dims w_dims = group == 1
                               ? memory::dims{ws[0], ws[1], ws[2], ws[3]}
                               : memory::dims{group, ws[0] / group, ws[1], ws[2], ws[3]};
-    impl->src_md = memory::desc(src_dims, dt::f32, tag::nchw);
-    impl->dst_md = memory::desc(dst_dims, dt::f32, tag::nchw);
+    impl->src_md = memory::desc(src_dims, dt::f32, tag::nhwc);
+    impl->dst_md = memory::desc(dst_dims, dt::f32, tag::nhwc);
     memory::desc w_any(w_dims, dt::f32, tag::any);
     memory::desc b_md({ws[0]}, dt::f32, tag::x);
     const memory::dims strides{win.stride_h, win.stride_w};

@@ -14,7 +14,8 @@ enum class FusedActivation { kNone, kSilu, kSigmoid };
 
 class OnednnConv {
  public:
-  // Prepares the primitive for NCHW float32 input of `input_shape`; weights (and bias) are
+  // Prepares the primitive for channels-last (NHWC) float32 data; shapes are given in NCHW
+  // order. Weights (and bias) are
   // reordered once into oneDNN's preferred layout.
   static Expected<std::unique_ptr<OnednnConv>> create(const Node& node, const Tensor& weight,
                                                       const Tensor* bias,

@@ -1,0 +1,21 @@
+// Each subcommand registers itself on the CLI app; its callback's exit code is stored in
+// `exit_code`. Errors reach the user as one line: "qyolo <command>: error: ...".
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <string>
+
+#include "qyolo/status.h"
+
+namespace qyolo::cli {
+
+void add_inspect_command(CLI::App& app, int& exit_code);
+void add_infer_command(CLI::App& app, int& exit_code);
+
+// Prints the status as one line on stderr and returns the exit code for it.
+int report_error(const std::string& command, const Status& status);
+
+// Parses "1x3x640x640" or "1,3,640,640".
+Expected<std::vector<int64_t>> parse_dims(const std::string& text);
+
+}  // namespace qyolo::cli
