@@ -16,12 +16,13 @@
 #include "qyolo/ops.h"
 #include "runtime/backends/cpu/conv_onednn.h"
 #include "runtime/backends/cpu/maxpool_nhwc.h"
+#include "runtime/backends/cpu/simple_onednn.h"
 
 namespace qyolo {
 namespace {
 
 enum class Layout { kNchw, kNhwc };
-enum class Kernel { kReference, kConv, kMaxPoolNhwc };
+enum class Kernel { kReference, kConv, kMaxPoolNhwc, kOnednn };
 
 const std::vector<int64_t> kToNhwc = {0, 2, 3, 1};
 const std::vector<int64_t> kToNchw = {0, 3, 1, 2};
@@ -43,6 +44,7 @@ struct Step {
   std::vector<int> inputs;   // value slots; -1 for an omitted input
   std::vector<int> outputs;  // value slots
   std::unique_ptr<cpu::OnednnConv> conv;
+  std::unique_ptr<cpu::OnednnPrimitive> primitive;  // Sigmoid or reorder
   cpu::FusedActivation activation = cpu::FusedActivation::kNone;
   double milliseconds = 0.0;
 };
@@ -231,6 +233,14 @@ void assign_layouts(CpuExecutor::Impl& m) {
     m.layouts[target] = to;
     step.inputs = {s};
     step.outputs = {target};
+    if (m.slots[s].dtype() == DType::kFloat32) {
+      const Shape logical = to == Layout::kNhwc ? m.slots[s].shape()
+                                                : permute(m.slots[s].shape(), kToNchw);
+      if (auto reorder = cpu::OnednnPrimitive::reorder(logical, to == Layout::kNhwc)) {
+        step.kernel = Kernel::kOnednn;
+        step.primitive = std::move(reorder).value();
+      }
+    }
     planned.push_back(std::move(step));
     cache[s] = target;
     return target;
@@ -301,6 +311,16 @@ void assign_layouts(CpuExecutor::Impl& m) {
   }
   for (int& s : m.output_slots) s = convert(s, Layout::kNchw);
   m.steps = std::move(planned);
+  // Sigmoid does not care about layout; oneDNN's JIT version is much faster than libm's.
+  for (Step& step : m.steps) {
+    if (step.kernel != Kernel::kReference || step.node->op_type != "Sigmoid") continue;
+    const Tensor& x = m.slots[step.inputs[0]];
+    if (x.dtype() != DType::kFloat32) continue;
+    if (auto sigmoid = cpu::OnednnPrimitive::sigmoid(x.numel())) {
+      step.kernel = Kernel::kOnednn;
+      step.primitive = std::move(sigmoid).value();
+    }
+  }
 }
 
 }  // namespace
@@ -381,6 +401,7 @@ Expected<std::map<std::string, Tensor>> CpuExecutor::run(
     switch (step.kernel) {
       case Kernel::kConv: status = step.conv->run(*in_ptrs[0], *out_ptrs[0]); break;
       case Kernel::kMaxPoolNhwc: status = cpu::maxpool_nhwc(*step.node, *in_ptrs[0], *out_ptrs[0]); break;
+      case Kernel::kOnednn: status = step.primitive->run(*in_ptrs[0], *out_ptrs[0]); break;
       case Kernel::kReference: status = step.op->compute(*step.node, in_ptrs, out_ptrs); break;
     }
     if (!status.is_ok()) return with_context(status, step.node->label());
