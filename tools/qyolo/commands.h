@@ -11,6 +11,7 @@ namespace qyolo::cli {
 
 void add_inspect_command(CLI::App& app, int& exit_code);
 void add_infer_command(CLI::App& app, int& exit_code);
+void add_cocoeval_command(CLI::App& app, int& exit_code);
 
 // Prints the status as one line on stderr and returns the exit code for it.
 int report_error(const std::string& command, const Status& status);

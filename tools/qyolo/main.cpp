@@ -38,6 +38,7 @@ int main(int argc, char** argv) {
   int exit_code = 0;
   qyolo::cli::add_inspect_command(app, exit_code);
   qyolo::cli::add_infer_command(app, exit_code);
+  qyolo::cli::add_cocoeval_command(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
