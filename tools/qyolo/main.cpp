@@ -39,6 +39,8 @@ int main(int argc, char** argv) {
   qyolo::cli::add_inspect_command(app, exit_code);
   qyolo::cli::add_infer_command(app, exit_code);
   qyolo::cli::add_cocoeval_command(app, exit_code);
+  qyolo::cli::add_val_command(app, exit_code);
+  qyolo::cli::add_detect_command(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
