@@ -54,6 +54,7 @@ struct CpuExecutor::Impl {
   ShapeInfo shapes;
   std::vector<Tensor> slots;
   std::vector<Layout> layouts;
+  std::vector<Shape> logical;  // NCHW-order shape of each slot, whatever its layout
   std::vector<bool> is_constant;
   std::unordered_map<std::string, int> slot_of;
   std::vector<Step> steps;
@@ -71,6 +72,7 @@ struct CpuExecutor::Impl {
   int new_slot() {
     slots.emplace_back();
     layouts.push_back(Layout::kNchw);
+    logical.emplace_back();
     is_constant.push_back(false);
     return static_cast<int>(slots.size()) - 1;
   }
@@ -182,7 +184,7 @@ bool is_activation_4d(const CpuExecutor::Impl& m, int s) {
 // Whether a reference step can run on NHWC data by rewriting its attributes.
 bool can_run_nhwc(const CpuExecutor::Impl& m, const Step& step) {
   const std::string& op = step.node->op_type;
-  auto shape_of = [&](int s) -> const Shape& { return m.slots[s].shape(); };
+  auto shape_of = [&](int s) -> const Shape& { return m.logical[s]; };
   if (op == "Sigmoid" || op == "Relu" || op == "Identity") return is_activation_4d(m, step.inputs[0]);
   if (op == "Add" || op == "Sub" || op == "Mul" || op == "Div" || op == "Pow") {
     const int a = step.inputs[0], b = step.inputs[1];
@@ -231,6 +233,7 @@ void assign_layouts(CpuExecutor::Impl& m) {
     m.slots[target] = Tensor(m.slots[s].dtype(), permute(m.slots[s].shape(),
                                                          to == Layout::kNhwc ? kToNhwc : kToNchw));
     m.layouts[target] = to;
+    m.logical[target] = m.logical[s];
     step.inputs = {s};
     step.outputs = {target};
     if (m.slots[s].dtype() == DType::kFloat32) {
@@ -276,16 +279,16 @@ void assign_layouts(CpuExecutor::Impl& m) {
           step.kernel = Kernel::kMaxPoolNhwc;
         } else if (op == "Resize") {
           // Give the kernel the NHWC output size through `sizes`, dropping `scales`.
-          const Shape nhwc_out = permute(m.slots[step.outputs[0]].shape(), kToNhwc);
+          const Shape nhwc_out = permute(m.logical[step.outputs[0]], kToNhwc);
           const int sizes = m.new_slot();
           m.slots[sizes] = Tensor::from_vector(std::vector<int64_t>(nhwc_out));
           m.is_constant[sizes] = true;
           // Scales must follow the axes too when they drive the coordinate transform.
           const int scales = m.new_slot();
-          const Shape& in = m.slots[step.inputs[0]].shape();
+          const Shape& in = m.logical[step.inputs[0]];
           std::vector<float> nhwc_scales = {1.0f,
-                                            static_cast<float>(nhwc_out[1]) / in[1],
-                                            static_cast<float>(nhwc_out[2]) / in[2], 1.0f};
+                                            static_cast<float>(nhwc_out[1]) / in[2],
+                                            static_cast<float>(nhwc_out[2]) / in[3], 1.0f};
           const int scales_index = step.inputs.size() == 2 ? 1 : 2;
           if (static_cast<int>(step.inputs.size()) > scales_index &&
               step.inputs[scales_index] >= 0 && m.slots[step.inputs[scales_index]].numel() == 4) {
@@ -360,6 +363,7 @@ Expected<std::unique_ptr<CpuExecutor>> CpuExecutor::create(const Graph& graph,
     m.outputs.push_back(*m.shapes.find(output.name));
     m.output_slots.push_back(m.slot(output.name));
   }
+  for (size_t s = 0; s < m.slots.size(); ++s) m.logical[s] = m.slots[s].shape();
   assign_layouts(m);
   return std::unique_ptr<CpuExecutor>(new CpuExecutor(std::move(impl)));
 }
