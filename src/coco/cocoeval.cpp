@@ -1,1 +1,635 @@
-// placeholder
+// COCOeval (bbox) as pycocotools 2.0.x computes it, on flat arrays.
+//
+// pycocotools walks (category, area range, image) with Python dicts; here the annotations are
+// grouped once by (category, image) into sorted index lists, and each category is evaluated
+// and accumulated on its own, in parallel: categories share nothing, so the result does not
+// depend on the thread count. Every floating-point step follows the Python and C code it
+// replaces in the same order (IoU as maskApi.c's bbIou, precision as numpy evaluates it,
+// means summed as numpy's pairwise sum), so the numbers agree bit for bit.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <numeric>
+#include <unordered_map>
+
+#include "qyolo/coco.h"
+
+// pycocotools' C and numpy code run without fused multiply-adds; a contraction would change
+// the last bit of an IoU or a precision and, at a threshold, a match.
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+
+namespace qyolo {
+namespace {
+
+constexpr double kNumpySpacing1 = 2.220446049250313e-16;  // np.spacing(1)
+constexpr size_t kNumpyBufferSize = 8192;  // numpy reduces contiguous data in blocks this long
+constexpr int kMaxIouThresholds = 32;      // matches are kept as one bit per threshold
+
+// np.linspace(start, stop, num): i * step + start, the last value set to `stop`.
+std::vector<double> numpy_linspace(double start, double stop, int num) {
+  std::vector<double> values(num);
+  const double step = (stop - start) / (num - 1);
+  for (int i = 0; i < num; ++i) values[i] = static_cast<double>(i) * step + start;
+  if (num > 1) values[num - 1] = stop;
+  return values;
+}
+
+// numpy's pairwise_sum_DOUBLE: eight accumulators up to 128 values, halving above.
+double pairwise_sum(const double* a, size_t n) {
+  if (n < 8) {
+    double sum = 0.;
+    for (size_t i = 0; i < n; ++i) sum += a[i];
+    return sum;
+  }
+  if (n <= 128) {
+    double r[8];
+    for (int j = 0; j < 8; ++j) r[j] = a[j];
+    size_t i = 8;
+    for (; i < n - (n % 8); i += 8) {
+      for (int j = 0; j < 8; ++j) r[j] += a[i + j];
+    }
+    double sum = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+    for (; i < n; ++i) sum += a[i];
+    return sum;
+  }
+  size_t half = n / 2;
+  half -= half % 8;
+  return pairwise_sum(a, half) + pairwise_sum(a + half, n - half);
+}
+
+// np.mean of a 1-D float64 array; -1 for an empty one, as summarize() reports it.
+double numpy_mean_or_minus_one(const std::vector<double>& values) {
+  if (values.empty()) return -1;
+  double sum = 0.;
+  for (size_t start = 0; start < values.size(); start += kNumpyBufferSize) {
+    sum += pairwise_sum(values.data() + start,
+                        std::min(kNumpyBufferSize, values.size() - start));
+  }
+  return sum / static_cast<double>(values.size());
+}
+
+// maskApi.c bbIou for one pair: a crowd ground truth divides by the detection's area only.
+inline double box_iou(const std::array<double, 4>& dt, const std::array<double, 4>& gt,
+                      bool crowd) {
+  const double w = std::fmin(dt[2] + dt[0], gt[2] + gt[0]) - std::fmax(dt[0], gt[0]);
+  if (w <= 0) return 0;
+  const double h = std::fmin(dt[3] + dt[1], gt[3] + gt[1]) - std::fmax(dt[1], gt[1]);
+  if (h <= 0) return 0;
+  const double dt_area = dt[2] * dt[3];
+  const double gt_area = gt[2] * gt[3];
+  const double intersection = w * h;
+  const double union_area = crowd ? dt_area : dt_area + gt_area - intersection;
+  return intersection / union_area;
+}
+
+std::vector<int64_t> sorted_unique(std::vector<int64_t> ids) {
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  return ids;
+}
+
+std::unordered_map<int64_t, int32_t> positions(const std::vector<int64_t>& ids) {
+  std::unordered_map<int64_t, int32_t> map;
+  map.reserve(ids.size() * 2);
+  for (size_t i = 0; i < ids.size(); ++i) map.emplace(ids[i], static_cast<int32_t>(i));
+  return map;
+}
+
+int32_t position_of(const std::unordered_map<int64_t, int32_t>& map, int64_t id) {
+  const auto it = map.find(id);
+  return it == map.end() ? -1 : it->second;
+}
+
+// Annotation indices grouped by (category, image), in the order pycocotools' _prepare()
+// appends them; category k holds entries [begin[k], begin[k + 1]).
+struct Groups {
+  std::vector<int64_t> key;    // category * images + image
+  std::vector<int32_t> index;  // into the annotation vector
+  std::vector<size_t> begin;   // per category, plus the end
+};
+
+Groups group_by_category_image(std::vector<std::pair<int64_t, int32_t>> entries,
+                               size_t num_categories, size_t num_images) {
+  std::stable_sort(entries.begin(), entries.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  Groups groups;
+  groups.key.reserve(entries.size());
+  groups.index.reserve(entries.size());
+  for (const auto& [key, index] : entries) {
+    groups.key.push_back(key);
+    groups.index.push_back(index);
+  }
+  groups.begin.assign(num_categories + 1, entries.size());
+  size_t e = 0;
+  for (size_t k = 0; k < num_categories; ++k) {
+    while (e < entries.size() && groups.key[e] < static_cast<int64_t>(k * num_images)) ++e;
+    groups.begin[k] = e;
+  }
+  return groups;
+}
+
+// The detections of one category after per-image evaluation, in pycocotools' concatenation
+// order (images ascending, each image's detections by score), with one bit per IoU threshold.
+struct CategoryDetections {
+  std::vector<double> score;
+  std::vector<int32_t> rank;       // position in its image's score order
+  std::vector<uint32_t> matched;   // [detection][area]: matched a ground truth with id != 0
+  std::vector<uint32_t> ignored;   // [detection][area]
+  std::vector<int64_t> num_gt;     // [area]: ground truth neither ignored nor crowd
+};
+
+// Per-thread buffers, reused across images and categories.
+struct Scratch {
+  std::vector<int32_t> dt_order, gt_order;
+  std::vector<double> ious;
+  std::vector<uint8_t> gt_ignore, gt_ignore_sorted, gt_matched, dt_ignore, dt_matched;
+  std::vector<int32_t> selected;
+  std::vector<double> rc, pr;
+  std::vector<int32_t> sort_order;
+};
+
+class Evaluator {
+ public:
+  Evaluator(const CocoDataset& gt, const std::vector<CocoAnnotation>& dt,
+            const CocoEvalParams& params)
+      : gt_(gt), dt_(dt), p_(params) {}
+
+  void prepare();
+  void run(CocoEvalResult& result);
+
+ private:
+  void evaluate_category(size_t k, Scratch& s, CategoryDetections& out) const;
+  void evaluate_image(const int32_t* gts, size_t num_gts, const int32_t* dts, size_t num_dts,
+                      Scratch& s, CategoryDetections& out) const;
+  void accumulate_category(size_t k, const CategoryDetections& dets, Scratch& s,
+                           CocoEvalResult& result) const;
+
+  const CocoDataset& gt_;
+  const std::vector<CocoAnnotation>& dt_;
+  const CocoEvalParams& p_;
+  size_t num_images_ = 0, num_categories_ = 0;
+  Groups gt_groups_, dt_groups_;
+};
+
+void Evaluator::prepare() {
+  num_images_ = p_.image_ids.size();
+  num_categories_ = p_.category_ids.size();
+  const auto image_pos = positions(p_.image_ids);
+  const auto category_pos = positions(p_.category_ids);
+  const int64_t images = static_cast<int64_t>(num_images_);
+
+  // Ground truth: getAnnIds walks the images in sorted order and each image's annotations in
+  // file order, keeping those of evaluated categories; loadAnns then looks each id up, so
+  // when ids repeat, the last annotation with that id stands in for all of them.
+  std::vector<std::pair<int32_t, int32_t>> walk;
+  walk.reserve(gt_.annotations.size());
+  std::unordered_map<int64_t, int32_t> last_with_id;
+  last_with_id.reserve(gt_.annotations.size() * 2);
+  for (size_t i = 0; i < gt_.annotations.size(); ++i) {
+    const CocoAnnotation& a = gt_.annotations[i];
+    last_with_id[a.id] = static_cast<int32_t>(i);
+    const int32_t image = position_of(image_pos, a.image_id);
+    if (image >= 0 && position_of(category_pos, a.category_id) >= 0) {
+      walk.emplace_back(image, static_cast<int32_t>(i));
+    }
+  }
+  std::stable_sort(walk.begin(), walk.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::vector<std::pair<int64_t, int32_t>> entries;
+  entries.reserve(walk.size());
+  for (const auto& [image_unused, i] : walk) {
+    const int32_t resolved = last_with_id[gt_.annotations[i].id];
+    const CocoAnnotation& a = gt_.annotations[resolved];
+    const int32_t image = position_of(image_pos, a.image_id);
+    const int32_t category = position_of(category_pos, a.category_id);
+    if (image >= 0 && category >= 0) entries.emplace_back(category * images + image, resolved);
+  }
+  gt_groups_ = group_by_category_image(std::move(entries), num_categories_, num_images_);
+
+  // Detections have ids 1..N, so file order within an image is all that matters.
+  entries.clear();
+  entries.reserve(dt_.size());
+  for (size_t i = 0; i < dt_.size(); ++i) {
+    const int32_t image = position_of(image_pos, dt_[i].image_id);
+    const int32_t category = position_of(category_pos, dt_[i].category_id);
+    if (image >= 0 && category >= 0) {
+      entries.emplace_back(category * images + image, static_cast<int32_t>(i));
+    }
+  }
+  dt_groups_ = group_by_category_image(std::move(entries), num_categories_, num_images_);
+}
+
+// evaluateImg() for every area range at once, for one (category, image) with any annotation.
+void Evaluator::evaluate_image(const int32_t* gts, size_t num_gts, const int32_t* dts,
+                               size_t num_dts, Scratch& s, CategoryDetections& out) const {
+  const size_t T = p_.iou_thresholds.size();
+  const size_t A = p_.area_ranges.size();
+  const size_t max_det = static_cast<size_t>(p_.max_detections.back());
+
+  // Highest score first, ties in file order (np.argsort(-score, kind='mergesort')).
+  s.dt_order.assign(dts, dts + num_dts);
+  std::stable_sort(s.dt_order.begin(), s.dt_order.end(),
+                   [this](int32_t a, int32_t b) { return dt_[a].score > dt_[b].score; });
+  const size_t D = std::min(num_dts, max_det);
+  const size_t G = num_gts;
+
+  // computeIoU: rows are the sorted detections, columns the ground truth in group order.
+  s.ious.resize(D * G);
+  for (size_t d = 0; d < D; ++d) {
+    const CocoAnnotation& det = dt_[s.dt_order[d]];
+    for (size_t g = 0; g < G; ++g) {
+      const CocoAnnotation& truth = gt_.annotations[gts[g]];
+      // The crowd flags pass through a uint8 array on their way to C.
+      s.ious[d * G + g] = box_iou(det.bbox, truth.bbox, (truth.iscrowd & 0xff) != 0);
+    }
+  }
+
+  const size_t first = out.score.size();
+  for (size_t d = 0; d < D; ++d) {
+    out.score.push_back(dt_[s.dt_order[d]].score);
+    out.rank.push_back(static_cast<int32_t>(d));
+  }
+  const size_t total = first + D;
+
+  out.matched.resize(total * A);
+  out.ignored.resize(total * A);
+  s.gt_ignore.resize(G);
+  s.gt_ignore_sorted.resize(G);
+  s.gt_order.resize(G);
+  for (size_t a = 0; a < A; ++a) {
+    const double lo = p_.area_ranges[a][0], hi = p_.area_ranges[a][1];
+    for (size_t g = 0; g < G; ++g) {
+      const CocoAnnotation& truth = gt_.annotations[gts[g]];
+      s.gt_ignore[g] = truth.iscrowd != 0 || truth.area < lo || truth.area > hi;
+    }
+    // Ignored ground truth last, otherwise in group order (a stable argsort of the flags).
+    size_t n = 0;
+    for (int pass = 0; pass < 2; ++pass) {
+      for (size_t g = 0; g < G; ++g) {
+        if (s.gt_ignore[g] == pass) {
+          s.gt_ignore_sorted[n] = s.gt_ignore[g];
+          s.gt_order[n++] = static_cast<int32_t>(g);
+        }
+      }
+    }
+    int64_t not_ignored = 0;
+    for (size_t g = 0; g < G; ++g) not_ignored += !s.gt_ignore[g];
+    out.num_gt[a] += not_ignored;
+
+    s.dt_matched.assign(T * D, 0);
+    s.dt_ignore.assign(T * D, 0);
+    if (D > 0 && G > 0) {
+      s.gt_matched.assign(T * G, 0);
+      for (size_t t = 0; t < T; ++t) {
+        const double threshold = std::min(p_.iou_thresholds[t], 1 - 1e-10);
+        uint8_t* gt_matched = &s.gt_matched[t * G];
+        for (size_t d = 0; d < D; ++d) {
+          const double* iou_row = &s.ious[d * G];
+          double best = threshold;
+          int64_t m = -1;
+          for (size_t j = 0; j < G; ++j) {
+            const int32_t g = s.gt_order[j];
+            // A ground truth matched already is taken, unless it is a crowd.
+            if (gt_matched[j] && gt_.annotations[gts[g]].iscrowd == 0) continue;
+            // Matched to a real ground truth, and only ignored ones are left: stop.
+            if (m > -1 && !s.gt_ignore_sorted[m] && s.gt_ignore_sorted[j]) break;
+            if (iou_row[g] < best) continue;
+            best = iou_row[g];
+            m = static_cast<int64_t>(j);
+          }
+          if (m == -1) continue;
+          s.dt_ignore[t * D + d] = s.gt_ignore_sorted[m];
+          // dtMatches holds the ground truth's id, and accumulate() reads 0 as "no match".
+          s.dt_matched[t * D + d] = gt_.annotations[gts[s.gt_order[m]]].id != 0;
+          gt_matched[m] = 1;
+        }
+      }
+    }
+    for (size_t d = 0; d < D; ++d) {
+      const CocoAnnotation& det = dt_[s.dt_order[d]];
+      const double area = det.bbox[2] * det.bbox[3];
+      const bool outside = area < lo || area > hi;
+      uint32_t matched_bits = 0, ignored_bits = 0;
+      for (size_t t = 0; t < T; ++t) {
+        const bool is_matched = s.dt_matched[t * D + d];
+        const bool is_ignored = s.dt_ignore[t * D + d] || (!is_matched && outside);
+        matched_bits |= static_cast<uint32_t>(is_matched) << t;
+        ignored_bits |= static_cast<uint32_t>(is_ignored) << t;
+      }
+      out.matched[(first + d) * A + a] = matched_bits;
+      out.ignored[(first + d) * A + a] = ignored_bits;
+    }
+  }
+}
+
+void Evaluator::evaluate_category(size_t k, Scratch& s, CategoryDetections& out) const {
+  const size_t A = p_.area_ranges.size();
+  out.score.clear();
+  out.rank.clear();
+  out.matched.clear();
+  out.ignored.clear();
+  out.num_gt.assign(A, 0);
+  size_t g = gt_groups_.begin[k], g_end = gt_groups_.begin[k + 1];
+  size_t d = dt_groups_.begin[k], d_end = dt_groups_.begin[k + 1];
+  // Walk the images that have ground truth or detections of this category, ascending.
+  while (g < g_end || d < d_end) {
+    const int64_t key = std::min(g < g_end ? gt_groups_.key[g] : INT64_MAX,
+                                 d < d_end ? dt_groups_.key[d] : INT64_MAX);
+    const size_t g0 = g, d0 = d;
+    while (g < g_end && gt_groups_.key[g] == key) ++g;
+    while (d < d_end && dt_groups_.key[d] == key) ++d;
+    evaluate_image(&gt_groups_.index[g0], g - g0, &dt_groups_.index[d0], d - d0, s, out);
+  }
+}
+
+// accumulate() for one category: every (area, max detections, IoU threshold).
+void Evaluator::accumulate_category(size_t k, const CategoryDetections& dets, Scratch& s,
+                                    CocoEvalResult& result) const {
+  const size_t T = p_.iou_thresholds.size();
+  const size_t R = p_.recall_thresholds.size();
+  const size_t A = p_.area_ranges.size();
+  const size_t M = p_.max_detections.size();
+  const size_t n = dets.score.size();
+  for (size_t a = 0; a < A; ++a) {
+    result.num_gt[k * A + a] = dets.num_gt[a];
+  }
+
+  // One stable sort serves every max-detections setting: a subset of a stably sorted list,
+  // kept in order, is the stable sort of that subset.
+  s.sort_order.resize(n);
+  std::iota(s.sort_order.begin(), s.sort_order.end(), 0);
+  std::stable_sort(s.sort_order.begin(), s.sort_order.end(),
+                   [&](int32_t x, int32_t y) { return dets.score[x] > dets.score[y]; });
+
+  for (size_t m = 0; m < M; ++m) {
+    s.selected.clear();
+    for (int32_t i : s.sort_order) {
+      if (dets.rank[i] < p_.max_detections[m]) s.selected.push_back(i);
+    }
+    const size_t nd = s.selected.size();
+    s.rc.resize(nd);
+    s.pr.resize(nd);
+    for (size_t a = 0; a < A; ++a) {
+      const int64_t npig = dets.num_gt[a];
+      if (npig == 0) continue;  // precision and recall stay -1
+      for (size_t t = 0; t < T; ++t) {
+        int64_t tp = 0, fp = 0;
+        for (size_t i = 0; i < nd; ++i) {
+          const size_t det = static_cast<size_t>(s.selected[i]) * A + a;
+          if (!((dets.ignored[det] >> t) & 1u)) {
+            if ((dets.matched[det] >> t) & 1u) {
+              ++tp;
+            } else {
+              ++fp;
+            }
+          }
+          const double tp_sum = static_cast<double>(tp), fp_sum = static_cast<double>(fp);
+          s.rc[i] = tp_sum / static_cast<double>(npig);
+          s.pr[i] = tp_sum / (fp_sum + tp_sum + kNumpySpacing1);
+        }
+        result.recall[result.recall_index(t, k, a, m)] = nd ? s.rc[nd - 1] : 0;
+        // Interpolated precision: the best precision at any recall at least as high.
+        for (size_t i = nd - 1; nd > 0 && i > 0; --i) {
+          if (s.pr[i] > s.pr[i - 1]) s.pr[i - 1] = s.pr[i];
+        }
+        // np.searchsorted(rc, recThrs, side='left'); thresholds past the last recall keep 0.
+        size_t pi = 0;
+        for (size_t r = 0; r < R; ++r) {
+          while (pi < nd && s.rc[pi] < p_.recall_thresholds[r]) ++pi;
+          const size_t index = result.precision_index(t, r, k, a, m);
+          if (pi < nd) {
+            result.precision[index] = s.pr[pi];
+            result.scores[index] = dets.score[s.selected[pi]];
+          } else {
+            result.precision[index] = 0;
+            result.scores[index] = 0;
+          }
+        }
+      }
+    }
+  }
+}
+
+void Evaluator::run(CocoEvalResult& result) {
+  const size_t K = num_categories_;
+#pragma omp parallel
+  {
+    Scratch scratch;
+    CategoryDetections dets;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t k = 0; k < static_cast<int64_t>(K); ++k) {
+      evaluate_category(static_cast<size_t>(k), scratch, dets);
+      accumulate_category(static_cast<size_t>(k), dets, scratch, result);
+    }
+  }
+  result.num_ground_truth = static_cast<int64_t>(gt_groups_.index.size());
+  result.num_detections = static_cast<int64_t>(dt_groups_.index.size());
+}
+
+// One line of summarize(): the mean of the entries above -1 at the chosen IoU threshold (all
+// when NaN), area range and max detections.
+double summarize_one(const CocoEvalResult& r, bool ap, double iou_threshold,
+                     const std::string& area_label, int max_det) {
+  const CocoEvalParams& p = r.params;
+  const size_t T = p.iou_thresholds.size(), R = p.recall_thresholds.size();
+  const size_t K = p.category_ids.size();
+  std::vector<size_t> t_list, a_list, m_list;
+  for (size_t t = 0; t < T; ++t) {
+    if (std::isnan(iou_threshold) || p.iou_thresholds[t] == iou_threshold) t_list.push_back(t);
+  }
+  for (size_t a = 0; a < p.area_labels.size(); ++a) {
+    if (p.area_labels[a] == area_label) a_list.push_back(a);
+  }
+  for (size_t m = 0; m < p.max_detections.size(); ++m) {
+    if (p.max_detections[m] == max_det) m_list.push_back(m);
+  }
+  // numpy pairs the area and max-detections index lists, broadcasting a single one.
+  std::vector<std::pair<size_t, size_t>> am;
+  if (a_list.size() == m_list.size() || a_list.size() == 1 || m_list.size() == 1) {
+    const size_t count = a_list.empty() || m_list.empty() ? 0 : std::max(a_list.size(),
+                                                                        m_list.size());
+    for (size_t i = 0; i < count; ++i) {
+      am.emplace_back(a_list[a_list.size() == 1 ? 0 : i], m_list[m_list.size() == 1 ? 0 : i]);
+    }
+  }
+  std::vector<double> values;
+  for (size_t t : t_list) {
+    if (ap) {
+      for (size_t rr = 0; rr < R; ++rr) {
+        for (size_t k = 0; k < K; ++k) {
+          for (const auto& [a, m] : am) {
+            const double v = r.precision[r.precision_index(t, rr, k, a, m)];
+            if (v > -1) values.push_back(v);
+          }
+        }
+      }
+    } else {
+      for (size_t k = 0; k < K; ++k) {
+        for (const auto& [a, m] : am) {
+          const double v = r.recall[r.recall_index(t, k, a, m)];
+          if (v > -1) values.push_back(v);
+        }
+      }
+    }
+  }
+  return numpy_mean_or_minus_one(values);
+}
+
+struct SummaryLine {
+  bool ap;
+  double iou_threshold;  // NaN: all
+  const char* area;
+  int max_det_slot;      // index into maxDets, or -1 for the literal 100
+};
+
+// summarize()'s _summarizeDets, in order.
+const SummaryLine kSummaryLines[12] = {
+    {true, NAN, "all", -1},      {true, .5, "all", 2},        {true, .75, "all", 2},
+    {true, NAN, "small", 2},     {true, NAN, "medium", 2},    {true, NAN, "large", 2},
+    {false, NAN, "all", 0},      {false, NAN, "all", 1},      {false, NAN, "all", 2},
+    {false, NAN, "small", 2},    {false, NAN, "medium", 2},   {false, NAN, "large", 2}};
+
+int summary_max_det(const CocoEvalParams& p, const SummaryLine& line) {
+  if (line.max_det_slot < 0) return 100;
+  if (line.max_det_slot >= static_cast<int>(p.max_detections.size())) return -1;
+  return p.max_detections[line.max_det_slot];
+}
+
+Status validate(const CocoEvalParams& p) {
+  if (p.iou_thresholds.empty() || p.iou_thresholds.size() > kMaxIouThresholds) {
+    return invalid_argument("COCOeval needs 1 to ", kMaxIouThresholds, " IoU thresholds, got ",
+                            p.iou_thresholds.size());
+  }
+  if (p.recall_thresholds.empty()) return invalid_argument("COCOeval needs recall thresholds");
+  if (p.max_detections.empty()) return invalid_argument("COCOeval needs max detections");
+  for (int m : p.max_detections) {
+    if (m < 0) return invalid_argument("COCOeval max detections must be >= 0, got ", m);
+  }
+  if (p.area_ranges.empty() || p.area_ranges.size() != p.area_labels.size()) {
+    return invalid_argument("COCOeval needs one label per area range, got ",
+                            p.area_ranges.size(), " ranges and ", p.area_labels.size(),
+                            " labels");
+  }
+  return Status::ok();
+}
+
+}  // namespace
+
+CocoEvalParams::CocoEvalParams()
+    : iou_thresholds(numpy_linspace(.5, 0.95, 10)),
+      recall_thresholds(numpy_linspace(.0, 1.00, 101)),
+      max_detections{1, 10, 100},
+      area_ranges{{0, 1e5 * 1e5}, {0, 32 * 32}, {32 * 32, 96 * 96}, {96 * 96, 1e5 * 1e5}},
+      area_labels{"all", "small", "medium", "large"} {}
+
+size_t CocoEvalResult::precision_index(size_t t, size_t r, size_t k, size_t a, size_t m) const {
+  const size_t R = params.recall_thresholds.size(), K = params.category_ids.size();
+  const size_t A = params.area_ranges.size(), M = params.max_detections.size();
+  return (((t * R + r) * K + k) * A + a) * M + m;
+}
+
+size_t CocoEvalResult::recall_index(size_t t, size_t k, size_t a, size_t m) const {
+  const size_t K = params.category_ids.size(), A = params.area_ranges.size();
+  const size_t M = params.max_detections.size();
+  return ((t * K + k) * A + a) * M + m;
+}
+
+Expected<CocoEvalResult> evaluate_coco_bbox(const CocoDataset& ground_truth,
+                                            const std::vector<CocoAnnotation>& detections,
+                                            const CocoEvalParams& params) {
+  QYOLO_RETURN_IF_ERROR(validate(params));
+  CocoEvalResult result;
+  CocoEvalParams& p = result.params;
+  p = params;
+  if (p.image_ids.empty()) {
+    for (const CocoImage& image : ground_truth.images) p.image_ids.push_back(image.id);
+  }
+  if (p.category_ids.empty()) {
+    for (const CocoCategory& category : ground_truth.categories) {
+      p.category_ids.push_back(category.id);
+    }
+  }
+  p.image_ids = sorted_unique(std::move(p.image_ids));
+  p.category_ids = sorted_unique(std::move(p.category_ids));
+  std::sort(p.max_detections.begin(), p.max_detections.end());
+
+  const size_t T = p.iou_thresholds.size(), R = p.recall_thresholds.size();
+  const size_t K = p.category_ids.size(), A = p.area_ranges.size();
+  const size_t M = p.max_detections.size();
+  result.precision.assign(T * R * K * A * M, -1.0);
+  result.scores.assign(T * R * K * A * M, -1.0);
+  result.recall.assign(T * K * A * M, -1.0);
+  result.num_gt.assign(K * A, 0);
+
+  Evaluator evaluator(ground_truth, detections, p);
+  evaluator.prepare();
+  evaluator.run(result);
+
+  for (size_t i = 0; i < 12; ++i) {
+    const SummaryLine& line = kSummaryLines[i];
+    const int max_det = summary_max_det(p, line);
+    result.stats[i] =
+        max_det < 0 ? -1 : summarize_one(result, line.ap, line.iou_threshold, line.area, max_det);
+  }
+  return result;
+}
+
+std::vector<CocoCategoryAp> coco_per_category_ap(const CocoEvalResult& result) {
+  const CocoEvalParams& p = result.params;
+  const size_t T = p.iou_thresholds.size(), R = p.recall_thresholds.size();
+  const size_t A = p.area_ranges.size();
+  const size_t all = static_cast<size_t>(
+      std::find(p.area_labels.begin(), p.area_labels.end(), "all") - p.area_labels.begin());
+  const size_t m = p.max_detections.size() - 1;
+  std::vector<CocoCategoryAp> out;
+  for (size_t k = 0; k < p.category_ids.size(); ++k) {
+    CocoCategoryAp entry;
+    entry.category_id = p.category_ids[k];
+    if (all == A) {
+      out.push_back(entry);
+      continue;
+    }
+    entry.num_gt = result.num_gt[k * A + all];
+    std::vector<double> every, at50;
+    for (size_t t = 0; t < T; ++t) {
+      for (size_t r = 0; r < R; ++r) {
+        const double v = result.precision[result.precision_index(t, r, k, all, m)];
+        if (v <= -1) continue;
+        every.push_back(v);
+        if (p.iou_thresholds[t] == .5) at50.push_back(v);
+      }
+    }
+    entry.ap = numpy_mean_or_minus_one(every);
+    entry.ap50 = numpy_mean_or_minus_one(at50);
+    out.push_back(entry);
+  }
+  return out;
+}
+
+std::string coco_summary_text(const CocoEvalResult& result) {
+  const CocoEvalParams& p = result.params;
+  std::string text;
+  for (size_t i = 0; i < 12; ++i) {
+    const SummaryLine& line = kSummaryLines[i];
+    char iou[32];
+    if (std::isnan(line.iou_threshold)) {
+      std::snprintf(iou, sizeof(iou), "%0.2f:%0.2f", p.iou_thresholds.front(),
+                    p.iou_thresholds.back());
+    } else {
+      std::snprintf(iou, sizeof(iou), "%0.2f", line.iou_threshold);
+    }
+    char buffer[160];
+    std::snprintf(buffer, sizeof(buffer), " %-18s %s @[ IoU=%-9s | area=%6s | maxDets=%3d ] = %0.3f\n",
+                  line.ap ? "Average Precision" : "Average Recall", line.ap ? "(AP)" : "(AR)",
+                  iou, line.area, summary_max_det(p, line), result.stats[i]);
+    text += buffer;
+  }
+  return text;
+}
+
+}  // namespace qyolo
