@@ -82,9 +82,11 @@ int run_cocoeval(const CocoEvalOptions& options) {
   auto dt = load_coco_results(options.dt, *gt);
   if (!dt) return report_error("cocoeval", dt.status());
   if (dt->empty()) {
-    // pycocotools' loadRes fails on an empty list; an empty result is worth a number.
+    // pycocotools' loadRes fails on an empty list; its evaluation of detections that all
+    // miss the evaluated categories gives 0 where there is ground truth, and so do we.
     std::fprintf(stderr,
-                 "qyolo cocoeval: warning: %s holds no detections; every metric is -1\n",
+                 "qyolo cocoeval: warning: %s holds no detections; AP and AR are 0 "
+                 "(-1 without ground truth)\n",
                  options.dt.c_str());
   }
   auto result = evaluate_coco_bbox(*gt, *dt);
