@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "qyolo/coco.h"
+#include "qyolo/npy.h"
 #include "test_util.h"
 
 namespace qyolo {
@@ -237,6 +238,18 @@ TEST(CocoEval, RandomCasesMatchPycocotools) {
       ++k;
     }
     EXPECT_EQ(k, per_category.size());
+    // Not only the means: every precision, score and recall entry, bit for bit.
+    for (const auto& [array, values] :
+         {std::pair{"precision", &result->precision}, std::pair{"scores", &result->scores},
+          std::pair{"recall", &result->recall}}) {
+      auto expected = read_npy((dir / (name + "_" + array + ".npy")).string());
+      ASSERT_TRUE(expected) << expected.status().message();
+      ASSERT_EQ(static_cast<size_t>(expected->numel()), values->size()) << array;
+      const double* e = expected->data<double>();
+      size_t mismatches = 0;
+      for (size_t i = 0; i < values->size(); ++i) mismatches += e[i] != (*values)[i];
+      EXPECT_EQ(mismatches, 0u) << array;
+    }
     if (cases == 0) {
       EXPECT_EQ(coco_summary_text(*result),
                 read_file(dir / ("summary_" + std::to_string(kFirstSeed) + ".txt")));

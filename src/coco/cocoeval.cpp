@@ -148,9 +148,10 @@ struct Scratch {
   std::vector<int32_t> dt_order, gt_order;
   std::vector<double> ious;
   std::vector<uint8_t> gt_ignore, gt_ignore_sorted, gt_matched, dt_ignore, dt_matched;
-  std::vector<int32_t> selected;
-  std::vector<double> rc, pr;
-  std::vector<int32_t> sort_order;
+  std::vector<int32_t> selected, sort_order;
+  std::vector<int64_t> needed_tp;                  // per recall threshold
+  std::vector<std::vector<double>> tp_precision;   // per IoU threshold, at each true positive
+  std::vector<std::vector<int32_t>> tp_position;   // where in the ranking that TP is
 };
 
 class Evaluator {
@@ -348,6 +349,15 @@ void Evaluator::evaluate_category(size_t k, Scratch& s, CategoryDetections& out)
 }
 
 // accumulate() for one category: every (area, max detections, IoU threshold).
+//
+// pycocotools computes recall and precision after every detection, takes the running maximum
+// of precision from the right, and reads it where recall first reaches each recall threshold.
+// Only a true positive raises precision (a false positive lowers it, an ignored detection
+// leaves it), so the maximum from any point on is attained at that point or at a later true
+// positive; and recall first reaches a threshold at a true positive (or at the first
+// detection, for a threshold of 0). So precision is needed at true positives only: the same
+// expression evaluated at fewer points, hence the same numbers, with a fraction of the
+// divisions and one pass over the detections for all thresholds.
 void Evaluator::accumulate_category(size_t k, const CategoryDetections& dets, Scratch& s,
                                     CocoEvalResult& result) const {
   const size_t T = p_.iou_thresholds.size();
@@ -355,9 +365,7 @@ void Evaluator::accumulate_category(size_t k, const CategoryDetections& dets, Sc
   const size_t A = p_.area_ranges.size();
   const size_t M = p_.max_detections.size();
   const size_t n = dets.score.size();
-  for (size_t a = 0; a < A; ++a) {
-    result.num_gt[k * A + a] = dets.num_gt[a];
-  }
+  for (size_t a = 0; a < A; ++a) result.num_gt[k * A + a] = dets.num_gt[a];
 
   // One stable sort serves every max-detections setting: a subset of a stably sorted list,
   // kept in order, is the stable sort of that subset.
@@ -366,48 +374,69 @@ void Evaluator::accumulate_category(size_t k, const CategoryDetections& dets, Sc
   std::stable_sort(s.sort_order.begin(), s.sort_order.end(),
                    [&](int32_t x, int32_t y) { return dets.score[x] > dets.score[y]; });
 
+  s.tp_precision.resize(T);
+  s.tp_position.resize(T);
+  s.needed_tp.resize(R);
   for (size_t m = 0; m < M; ++m) {
     s.selected.clear();
     for (int32_t i : s.sort_order) {
       if (dets.rank[i] < p_.max_detections[m]) s.selected.push_back(i);
     }
     const size_t nd = s.selected.size();
-    s.rc.resize(nd);
-    s.pr.resize(nd);
     for (size_t a = 0; a < A; ++a) {
       const int64_t npig = dets.num_gt[a];
       if (npig == 0) continue;  // precision and recall stay -1
+      const double npig_d = static_cast<double>(npig);
+      // np.searchsorted(rc, recThrs, side='left') with rc = tp / npig: the first detection at
+      // which the true positives reach the least n with n / npig >= the threshold.
+      for (size_t r = 0; r < R; ++r) {
+        const double threshold = p_.recall_thresholds[r];
+        int64_t need = static_cast<int64_t>(
+            std::clamp(std::ceil(threshold * npig_d), 0.0, npig_d + 1));
+        while (need > 0 && static_cast<double>(need - 1) / npig_d >= threshold) --need;
+        while (need <= npig && static_cast<double>(need) / npig_d < threshold) ++need;
+        s.needed_tp[r] = need;
+      }
+      uint32_t tp_count[kMaxIouThresholds] = {}, fp_count[kMaxIouThresholds] = {};
       for (size_t t = 0; t < T; ++t) {
-        int64_t tp = 0, fp = 0;
-        for (size_t i = 0; i < nd; ++i) {
-          const size_t det = static_cast<size_t>(s.selected[i]) * A + a;
-          if (!((dets.ignored[det] >> t) & 1u)) {
-            if ((dets.matched[det] >> t) & 1u) {
-              ++tp;
-            } else {
-              ++fp;
-            }
-          }
-          const double tp_sum = static_cast<double>(tp), fp_sum = static_cast<double>(fp);
-          s.rc[i] = tp_sum / static_cast<double>(npig);
-          s.pr[i] = tp_sum / (fp_sum + tp_sum + kNumpySpacing1);
-        }
-        result.recall[result.recall_index(t, k, a, m)] = nd ? s.rc[nd - 1] : 0;
-        // Interpolated precision: the best precision at any recall at least as high.
-        for (size_t i = nd - 1; nd > 0 && i > 0; --i) {
-          if (s.pr[i] > s.pr[i - 1]) s.pr[i - 1] = s.pr[i];
-        }
-        // np.searchsorted(rc, recThrs, side='left'); thresholds past the last recall keep 0.
-        size_t pi = 0;
-        for (size_t r = 0; r < R; ++r) {
-          while (pi < nd && s.rc[pi] < p_.recall_thresholds[r]) ++pi;
-          const size_t index = result.precision_index(t, r, k, a, m);
-          if (pi < nd) {
-            result.precision[index] = s.pr[pi];
-            result.scores[index] = dets.score[s.selected[pi]];
+        s.tp_precision[t].clear();
+        s.tp_position[t].clear();
+      }
+      for (size_t i = 0; i < nd; ++i) {
+        const size_t det = static_cast<size_t>(s.selected[i]) * A + a;
+        const uint32_t counted = ~dets.ignored[det];
+        const uint32_t tp_bits = dets.matched[det] & counted;
+        const uint32_t fp_bits = ~dets.matched[det] & counted;
+        for (size_t t = 0; t < T; ++t) {
+          if ((tp_bits >> t) & 1u) {
+            const double tp_sum = ++tp_count[t], fp_sum = fp_count[t];
+            s.tp_precision[t].push_back(tp_sum / (fp_sum + tp_sum + kNumpySpacing1));
+            s.tp_position[t].push_back(static_cast<int32_t>(i));
           } else {
+            fp_count[t] += (fp_bits >> t) & 1u;
+          }
+        }
+      }
+      for (size_t t = 0; t < T; ++t) {
+        const int64_t tps = tp_count[t];
+        result.recall[result.recall_index(t, k, a, m)] =
+            nd ? static_cast<double>(tps) / npig_d : 0;
+        std::vector<double>& best = s.tp_precision[t];
+        for (size_t i = best.size(); i-- > 1;) {
+          if (best[i] > best[i - 1]) best[i - 1] = best[i];
+        }
+        for (size_t r = 0; r < R; ++r) {
+          const int64_t need = s.needed_tp[r];
+          const size_t index = result.precision_index(t, r, k, a, m);
+          if (nd == 0 || need > tps) {  // recall never gets there: numpy leaves 0
             result.precision[index] = 0;
             result.scores[index] = 0;
+          } else if (need == 0) {  // the first detection; its precision is 0 unless a TP
+            result.precision[index] = tps ? best[0] : 0;
+            result.scores[index] = dets.score[s.selected[0]];
+          } else {
+            result.precision[index] = best[need - 1];
+            result.scores[index] = dets.score[s.selected[s.tp_position[t][need - 1]]];
           }
         }
       }

@@ -6,8 +6,10 @@
       and <dir>/case_<seed>_dt.json, runs pycocotools' COCOeval (bbox) on each and writes
       <dir>/manifest.tsv, one tab-separated line per case:
         <name>  <12 stats, space-separated>  <per category: id:ap:ap50, space-separated>
-      every float written with repr(), so it reads back bit for bit. The summary pycocotools
-      prints for the first case goes to <dir>/summary_<first_seed>.txt.
+      every float written with repr(), so it reads back bit for bit; and COCOeval's whole
+      eval['precision'], eval['scores'] ([T,R,K,A,M]) and eval['recall'] ([T,K,A,M]) as
+      <dir>/<name>_precision.npy, _scores.npy and _recall.npy. The summary pycocotools prints
+      for the first case goes to <dir>/summary_<first_seed>.txt.
 
   coco_oracle.py eval <gt.json> <dt.json> [<image id>,<image id>,...]
       Prints pycocotools' 12 stats, one repr() per line; with image ids, evaluates only those
@@ -31,7 +33,7 @@ from pycocotools.cocoeval import COCOeval
 
 
 def run_cocoeval(gt_path, dt_path, image_ids=None):
-    """(stats, per-category [(id, ap, ap50)], printed summary) from pycocotools."""
+    """(stats, per-category [(id, ap, ap50)], printed summary, eval dict) from pycocotools."""
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         gt = COCO(gt_path)
@@ -52,7 +54,7 @@ def run_cocoeval(gt_path, dt_path, image_ids=None):
         ap = float(np.mean(every[every > -1])) if (every > -1).any() else -1.0
         ap50 = float(np.mean(at50[at50 > -1])) if (at50 > -1).any() else -1.0
         per_category.append((int(category_id), ap, ap50))
-    return [float(x) for x in evaluator.stats], per_category, summary
+    return [float(x) for x in evaluator.stats], per_category, summary, evaluator.eval
 
 
 def random_box(rng, image_w, image_h):
@@ -179,7 +181,9 @@ def generate(out_dir, first_seed, count):
             json.dump(gt, f)
         with open(dt_path, "w") as f:
             json.dump(detections, f)
-        stats, per_category, summary = run_cocoeval(gt_path, dt_path)
+        stats, per_category, summary, arrays = run_cocoeval(gt_path, dt_path)
+        for array in ("precision", "scores", "recall"):
+            np.save(os.path.join(out_dir, f"{name}_{array}.npy"), arrays[array])
         if seed == first_seed:
             with open(os.path.join(out_dir, f"summary_{seed}.txt"), "w") as f:
                 f.write(summary)
@@ -195,7 +199,7 @@ def main(argv):
         generate(argv[2], int(argv[3]), int(argv[4]))
     elif len(argv) in (4, 5) and argv[1] == "eval":
         image_ids = [int(i) for i in argv[4].split(",")] if len(argv) == 5 else None
-        stats, _, _ = run_cocoeval(argv[2], argv[3], image_ids)
+        stats = run_cocoeval(argv[2], argv[3], image_ids)[0]
         for x in stats:
             print(repr(x))
     else:
