@@ -105,29 +105,45 @@ int32_t position_of(const std::unordered_map<int64_t, int32_t>& map, int64_t id)
   return it == map.end() ? -1 : it->second;
 }
 
-// Annotation indices grouped by (category, image), in the order pycocotools' _prepare()
-// appends them; category k holds entries [begin[k], begin[k + 1]).
+// Annotations grouped by (category, image), in the order pycocotools' _prepare() appends
+// them, with what evaluation reads copied out into flat arrays; category k holds entries
+// [begin[k], begin[k + 1]).
 struct Groups {
-  std::vector<int64_t> key;    // category * images + image
-  std::vector<int32_t> index;  // into the annotation vector
-  std::vector<size_t> begin;   // per category, plus the end
+  std::vector<int64_t> key;                  // category * images + image
+  std::vector<std::array<double, 4>> box;
+  std::vector<double> value;                 // ground truth: area; detections: score
+  std::vector<int64_t> iscrowd, id;          // ground truth only
+  std::vector<size_t> begin;                 // per category, plus the end
 };
 
 Groups group_by_category_image(std::vector<std::pair<int64_t, int32_t>> entries,
+                               const std::vector<CocoAnnotation>& annotations, bool is_gt,
                                size_t num_categories, size_t num_images) {
   std::stable_sort(entries.begin(), entries.end(),
                    [](const auto& a, const auto& b) { return a.first < b.first; });
   Groups groups;
-  groups.key.reserve(entries.size());
-  groups.index.reserve(entries.size());
-  for (const auto& [key, index] : entries) {
-    groups.key.push_back(key);
-    groups.index.push_back(index);
+  const size_t n = entries.size();
+  groups.key.resize(n);
+  groups.box.resize(n);
+  groups.value.resize(n);
+  if (is_gt) {
+    groups.iscrowd.resize(n);
+    groups.id.resize(n);
   }
-  groups.begin.assign(num_categories + 1, entries.size());
+  for (size_t e = 0; e < n; ++e) {
+    const CocoAnnotation& a = annotations[entries[e].second];
+    groups.key[e] = entries[e].first;
+    groups.box[e] = a.bbox;
+    groups.value[e] = is_gt ? a.area : a.score;
+    if (is_gt) {
+      groups.iscrowd[e] = a.iscrowd;
+      groups.id[e] = a.id;
+    }
+  }
+  groups.begin.assign(num_categories + 1, n);
   size_t e = 0;
   for (size_t k = 0; k < num_categories; ++k) {
-    while (e < entries.size() && groups.key[e] < static_cast<int64_t>(k * num_images)) ++e;
+    while (e < n && groups.key[e] < static_cast<int64_t>(k * num_images)) ++e;
     groups.begin[k] = e;
   }
   return groups;
@@ -148,7 +164,10 @@ struct Scratch {
   std::vector<int32_t> dt_order, gt_order;
   std::vector<double> ious;
   std::vector<uint8_t> gt_ignore, gt_ignore_sorted, gt_matched, dt_ignore, dt_matched;
-  std::vector<int32_t> selected, sort_order;
+  std::vector<std::pair<double, int32_t>> score_order;
+  std::vector<int32_t> selected, sorted_rank;
+  std::vector<double> sorted_score;
+  std::vector<uint32_t> sorted_matched, sorted_ignored;
   std::vector<int64_t> needed_tp;                  // per recall threshold
   std::vector<std::vector<double>> tp_precision;   // per IoU threshold, at each true positive
   std::vector<std::vector<int32_t>> tp_position;   // where in the ranking that TP is
@@ -165,7 +184,7 @@ class Evaluator {
 
  private:
   void evaluate_category(size_t k, Scratch& s, CategoryDetections& out) const;
-  void evaluate_image(const int32_t* gts, size_t num_gts, const int32_t* dts, size_t num_dts,
+  void evaluate_image(size_t gt_begin, size_t num_gts, size_t dt_begin, size_t num_dts,
                       Scratch& s, CategoryDetections& out) const;
   void accumulate_category(size_t k, const CategoryDetections& dets, Scratch& s,
                            CocoEvalResult& result) const;
@@ -210,7 +229,8 @@ void Evaluator::prepare() {
     const int32_t category = position_of(category_pos, a.category_id);
     if (image >= 0 && category >= 0) entries.emplace_back(category * images + image, resolved);
   }
-  gt_groups_ = group_by_category_image(std::move(entries), num_categories_, num_images_);
+  gt_groups_ = group_by_category_image(std::move(entries), gt_.annotations, true,
+                                       num_categories_, num_images_);
 
   // Detections have ids 1..N, so file order within an image is all that matters.
   entries.clear();
@@ -222,37 +242,43 @@ void Evaluator::prepare() {
       entries.emplace_back(category * images + image, static_cast<int32_t>(i));
     }
   }
-  dt_groups_ = group_by_category_image(std::move(entries), num_categories_, num_images_);
+  dt_groups_ = group_by_category_image(std::move(entries), dt_, false, num_categories_,
+                                       num_images_);
 }
 
 // evaluateImg() for every area range at once, for one (category, image) with any annotation.
-void Evaluator::evaluate_image(const int32_t* gts, size_t num_gts, const int32_t* dts,
+void Evaluator::evaluate_image(size_t gt_begin, size_t num_gts, size_t dt_begin,
                                size_t num_dts, Scratch& s, CategoryDetections& out) const {
   const size_t T = p_.iou_thresholds.size();
   const size_t A = p_.area_ranges.size();
   const size_t max_det = static_cast<size_t>(p_.max_detections.back());
+  const std::array<double, 4>* gt_box = &gt_groups_.box[gt_begin];
+  const double* gt_area = &gt_groups_.value[gt_begin];
+  const int64_t* gt_crowd = &gt_groups_.iscrowd[gt_begin];
+  const int64_t* gt_id = &gt_groups_.id[gt_begin];
 
   // Highest score first, ties in file order (np.argsort(-score, kind='mergesort')).
-  s.dt_order.assign(dts, dts + num_dts);
+  const double* score = &dt_groups_.value[0];
+  s.dt_order.resize(num_dts);
+  std::iota(s.dt_order.begin(), s.dt_order.end(), static_cast<int32_t>(dt_begin));
   std::stable_sort(s.dt_order.begin(), s.dt_order.end(),
-                   [this](int32_t a, int32_t b) { return dt_[a].score > dt_[b].score; });
+                   [score](int32_t a, int32_t b) { return score[a] > score[b]; });
   const size_t D = std::min(num_dts, max_det);
   const size_t G = num_gts;
 
   // computeIoU: rows are the sorted detections, columns the ground truth in group order.
   s.ious.resize(D * G);
   for (size_t d = 0; d < D; ++d) {
-    const CocoAnnotation& det = dt_[s.dt_order[d]];
+    const std::array<double, 4>& det_box = dt_groups_.box[s.dt_order[d]];
     for (size_t g = 0; g < G; ++g) {
-      const CocoAnnotation& truth = gt_.annotations[gts[g]];
       // The crowd flags pass through a uint8 array on their way to C.
-      s.ious[d * G + g] = box_iou(det.bbox, truth.bbox, (truth.iscrowd & 0xff) != 0);
+      s.ious[d * G + g] = box_iou(det_box, gt_box[g], (gt_crowd[g] & 0xff) != 0);
     }
   }
 
   const size_t first = out.score.size();
   for (size_t d = 0; d < D; ++d) {
-    out.score.push_back(dt_[s.dt_order[d]].score);
+    out.score.push_back(score[s.dt_order[d]]);
     out.rank.push_back(static_cast<int32_t>(d));
   }
   const size_t total = first + D;
@@ -264,10 +290,12 @@ void Evaluator::evaluate_image(const int32_t* gts, size_t num_gts, const int32_t
   s.gt_order.resize(G);
   for (size_t a = 0; a < A; ++a) {
     const double lo = p_.area_ranges[a][0], hi = p_.area_ranges[a][1];
+    int64_t not_ignored = 0;
     for (size_t g = 0; g < G; ++g) {
-      const CocoAnnotation& truth = gt_.annotations[gts[g]];
-      s.gt_ignore[g] = truth.iscrowd != 0 || truth.area < lo || truth.area > hi;
+      s.gt_ignore[g] = gt_crowd[g] != 0 || gt_area[g] < lo || gt_area[g] > hi;
+      not_ignored += !s.gt_ignore[g];
     }
+    out.num_gt[a] += not_ignored;
     // Ignored ground truth last, otherwise in group order (a stable argsort of the flags).
     size_t n = 0;
     for (int pass = 0; pass < 2; ++pass) {
@@ -278,9 +306,6 @@ void Evaluator::evaluate_image(const int32_t* gts, size_t num_gts, const int32_t
         }
       }
     }
-    int64_t not_ignored = 0;
-    for (size_t g = 0; g < G; ++g) not_ignored += !s.gt_ignore[g];
-    out.num_gt[a] += not_ignored;
 
     s.dt_matched.assign(T * D, 0);
     s.dt_ignore.assign(T * D, 0);
@@ -296,7 +321,7 @@ void Evaluator::evaluate_image(const int32_t* gts, size_t num_gts, const int32_t
           for (size_t j = 0; j < G; ++j) {
             const int32_t g = s.gt_order[j];
             // A ground truth matched already is taken, unless it is a crowd.
-            if (gt_matched[j] && gt_.annotations[gts[g]].iscrowd == 0) continue;
+            if (gt_matched[j] && gt_crowd[g] == 0) continue;
             // Matched to a real ground truth, and only ignored ones are left: stop.
             if (m > -1 && !s.gt_ignore_sorted[m] && s.gt_ignore_sorted[j]) break;
             if (iou_row[g] < best) continue;
@@ -306,14 +331,14 @@ void Evaluator::evaluate_image(const int32_t* gts, size_t num_gts, const int32_t
           if (m == -1) continue;
           s.dt_ignore[t * D + d] = s.gt_ignore_sorted[m];
           // dtMatches holds the ground truth's id, and accumulate() reads 0 as "no match".
-          s.dt_matched[t * D + d] = gt_.annotations[gts[s.gt_order[m]]].id != 0;
+          s.dt_matched[t * D + d] = gt_id[s.gt_order[m]] != 0;
           gt_matched[m] = 1;
         }
       }
     }
     for (size_t d = 0; d < D; ++d) {
-      const CocoAnnotation& det = dt_[s.dt_order[d]];
-      const double area = det.bbox[2] * det.bbox[3];
+      const std::array<double, 4>& det_box = dt_groups_.box[s.dt_order[d]];
+      const double area = det_box[2] * det_box[3];
       const bool outside = area < lo || area > hi;
       uint32_t matched_bits = 0, ignored_bits = 0;
       for (size_t t = 0; t < T; ++t) {
@@ -344,7 +369,7 @@ void Evaluator::evaluate_category(size_t k, Scratch& s, CategoryDetections& out)
     const size_t g0 = g, d0 = d;
     while (g < g_end && gt_groups_.key[g] == key) ++g;
     while (d < d_end && dt_groups_.key[d] == key) ++d;
-    evaluate_image(&gt_groups_.index[g0], g - g0, &dt_groups_.index[d0], d - d0, s, out);
+    evaluate_image(g0, g - g0, d0, d - d0, s, out);
   }
 }
 
@@ -369,18 +394,31 @@ void Evaluator::accumulate_category(size_t k, const CategoryDetections& dets, Sc
 
   // One stable sort serves every max-detections setting: a subset of a stably sorted list,
   // kept in order, is the stable sort of that subset.
-  s.sort_order.resize(n);
-  std::iota(s.sort_order.begin(), s.sort_order.end(), 0);
-  std::stable_sort(s.sort_order.begin(), s.sort_order.end(),
-                   [&](int32_t x, int32_t y) { return dets.score[x] > dets.score[y]; });
+  s.score_order.resize(n);
+  for (size_t i = 0; i < n; ++i) s.score_order[i] = {dets.score[i], static_cast<int32_t>(i)};
+  std::stable_sort(s.score_order.begin(), s.score_order.end(),
+                   [](const auto& x, const auto& y) { return x.first > y.first; });
+
+  // Gathered once into ranking order, so the passes below read memory in sequence.
+  s.sorted_score.resize(n);
+  s.sorted_rank.resize(n);
+  s.sorted_matched.resize(n * A);
+  s.sorted_ignored.resize(n * A);
+  for (size_t i = 0; i < n; ++i) {
+    const size_t from = static_cast<size_t>(s.score_order[i].second);
+    s.sorted_score[i] = s.score_order[i].first;
+    s.sorted_rank[i] = dets.rank[from];
+    std::copy_n(&dets.matched[from * A], A, &s.sorted_matched[i * A]);
+    std::copy_n(&dets.ignored[from * A], A, &s.sorted_ignored[i * A]);
+  }
 
   s.tp_precision.resize(T);
   s.tp_position.resize(T);
   s.needed_tp.resize(R);
   for (size_t m = 0; m < M; ++m) {
-    s.selected.clear();
-    for (int32_t i : s.sort_order) {
-      if (dets.rank[i] < p_.max_detections[m]) s.selected.push_back(i);
+    s.selected.clear();  // positions in the ranking of the detections within maxDets
+    for (size_t i = 0; i < n; ++i) {
+      if (s.sorted_rank[i] < p_.max_detections[m]) s.selected.push_back(static_cast<int32_t>(i));
     }
     const size_t nd = s.selected.size();
     for (size_t a = 0; a < A; ++a) {
@@ -404,9 +442,9 @@ void Evaluator::accumulate_category(size_t k, const CategoryDetections& dets, Sc
       }
       for (size_t i = 0; i < nd; ++i) {
         const size_t det = static_cast<size_t>(s.selected[i]) * A + a;
-        const uint32_t counted = ~dets.ignored[det];
-        const uint32_t tp_bits = dets.matched[det] & counted;
-        const uint32_t fp_bits = ~dets.matched[det] & counted;
+        const uint32_t counted = ~s.sorted_ignored[det];
+        const uint32_t tp_bits = s.sorted_matched[det] & counted;
+        const uint32_t fp_bits = ~s.sorted_matched[det] & counted;
         for (size_t t = 0; t < T; ++t) {
           if ((tp_bits >> t) & 1u) {
             const double tp_sum = ++tp_count[t], fp_sum = fp_count[t];
@@ -433,10 +471,10 @@ void Evaluator::accumulate_category(size_t k, const CategoryDetections& dets, Sc
             result.scores[index] = 0;
           } else if (need == 0) {  // the first detection; its precision is 0 unless a TP
             result.precision[index] = tps ? best[0] : 0;
-            result.scores[index] = dets.score[s.selected[0]];
+            result.scores[index] = s.sorted_score[s.selected[0]];
           } else {
             result.precision[index] = best[need - 1];
-            result.scores[index] = dets.score[s.selected[s.tp_position[t][need - 1]]];
+            result.scores[index] = s.sorted_score[s.selected[s.tp_position[t][need - 1]]];
           }
         }
       }
@@ -456,8 +494,8 @@ void Evaluator::run(CocoEvalResult& result) {
       accumulate_category(static_cast<size_t>(k), dets, scratch, result);
     }
   }
-  result.num_ground_truth = static_cast<int64_t>(gt_groups_.index.size());
-  result.num_detections = static_cast<int64_t>(dt_groups_.index.size());
+  result.num_ground_truth = static_cast<int64_t>(gt_groups_.key.size());
+  result.num_detections = static_cast<int64_t>(dt_groups_.key.size());
 }
 
 // One line of summarize(): the mean of the entries above -1 at the chosen IoU threshold (all
