@@ -315,6 +315,85 @@ TEST(CocoJson, SyntaxErrorNamesLineAndColumn) {
       << empty.status().message();
 }
 
+bool same_annotations(const std::vector<CocoAnnotation>& a, const std::vector<CocoAnnotation>& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (a[i].id != b[i].id || a[i].image_id != b[i].image_id ||
+        a[i].category_id != b[i].category_id || a[i].bbox != b[i].bbox ||
+        a[i].area != b[i].area || a[i].iscrowd != b[i].iscrowd || a[i].score != b[i].score) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// Files are read by a fast strict reader that hands anything unusual (\u escapes, non-ASCII
+// text, a byte-order mark) to nlohmann: both must read the same values.
+TEST(CocoJson, FastAndGeneralReadersAgree) {
+  const auto dir = temp_dir();
+  const std::string gt_text = read_file(fake100_gt());
+  const std::string dt_text = read_file(fake100_dt());
+  auto plain_gt = load_coco_annotations(fake100_gt());
+  ASSERT_TRUE(plain_gt) << plain_gt.status().message();
+  auto plain_dt = load_coco_results(fake100_dt(), *plain_gt);
+  ASSERT_TRUE(plain_dt) << plain_dt.status().message();
+  ASSERT_EQ(gt_text.front(), '{');
+  ASSERT_EQ(dt_text.front(), '[');
+  const std::vector<std::pair<std::string, std::string>> variants = {
+      {"{\"note\": \"caf\\u00e9\", " + gt_text.substr(1), "[" + dt_text.substr(1)},
+      {"{\"note\": \"caf\xc3\xa9\", " + gt_text.substr(1), "\xef\xbb\xbf" + dt_text},
+      {"{\"big\": [18446744073709551616, -9223372036854775809, 1e300, -0.0, 1E-2], " +
+           gt_text.substr(1),
+       " \n\t" + dt_text + "\r\n"},
+  };
+  for (const auto& [gt_variant, dt_variant] : variants) {
+    write_file(dir / "gt.json", gt_variant);
+    write_file(dir / "dt.json", dt_variant);
+    auto gt = load_coco_annotations((dir / "gt.json").string());
+    ASSERT_TRUE(gt) << gt.status().message();
+    EXPECT_TRUE(same_annotations(gt->annotations, plain_gt->annotations));
+    EXPECT_EQ(gt->images.size(), plain_gt->images.size());
+    EXPECT_EQ(gt->categories.size(), plain_gt->categories.size());
+    auto dt = load_coco_results((dir / "dt.json").string(), *gt);
+    ASSERT_TRUE(dt) << dt.status().message();
+    EXPECT_TRUE(same_annotations(*dt, *plain_dt));
+  }
+  // Escapes in names are decoded by both readers alike.
+  write_file(dir / "gt.json", R"({"images": [], "annotations": [], "categories": [)"
+                              R"({"id": 1, "name": "a\"b\\c\/d\te"}, {"id": 2, "name": "\u00e9"}]})");
+  auto escaped = load_coco_annotations((dir / "gt.json").string());
+  ASSERT_TRUE(escaped) << escaped.status().message();
+  EXPECT_EQ(escaped->categories[0].name, "a\"b\\c/d\te");
+  EXPECT_EQ(escaped->categories[1].name, "\xc3\xa9");
+}
+
+TEST(CocoJson, EverySyntaxErrorHasAPosition) {
+  const auto dir = temp_dir();
+  const auto path = (dir / "bad.json").string();
+  // Unknown keys, so that only the syntax is at fault.
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {R"([{"a": [1, 2,]}])", "line 1, column 14"},
+      {R"([{"a": 01}])", "line 1, column 9"},
+      {"[] x", "line 1, column 4"},
+      {R"([{"a": "abc)", "line 1, column 12"},
+      {"[\n  {\"a\" 1}]", "line 2, column 8"},
+      {R"([{"a": tru}])", "line 1, column 11"},
+      {R"([{"a": 1.}])", "line 1, column 10"},
+      {R"([{"a": -}])", "line 1, column 9"},
+      {"[{\"a\": \"a\tb\"}]", "line 1, column 10"},
+      {R"([{"a": 1e400}])", "line 1, column 12"},  // the token's last character
+      {"[{\"a\":\n\n  {\"b\": [}}]", "line 3, column 10"},
+  };
+  CocoDataset gt;
+  for (const auto& [text, position] : cases) {
+    write_file(path, text);
+    auto dt = load_coco_results(path, gt);
+    ASSERT_FALSE(dt) << text;
+    EXPECT_NE(dt.status().message().find("invalid JSON at " + position), std::string::npos)
+        << text << " -> " << dt.status().message();
+  }
+}
+
 TEST(CocoJson, StructuralErrorsNameTheElementAndField) {
   const auto dir = temp_dir();
   const auto path = (dir / "gt.json").string();
