@@ -53,7 +53,7 @@ def generate_coco5k(gt_path, dt_path, seed=2017, num_images=5000):
                        "height": height})
         truth = []
         for _ in range(int(min(rng.geometric(1 / 7.3), 60))):
-            # Object sizes spread over small, medium and large like COCO's (41/34/25 %).
+            # Object sizes spread over small, medium and large about as COCO's (41/34/24 %).
             side = float(np.exp(rng.normal(np.log(45), 1.1)))
             aspect = float(np.exp(rng.normal(0, 0.5)))
             w = min(width * 0.98, side * aspect ** 0.5)
