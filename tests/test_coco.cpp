@@ -28,9 +28,9 @@ using ::qyolo::testing::write_file;
 
 // pycocotools 2.0.8 on cocoapi's fake bbox results for 100 val2014 images (PROVENANCE.md).
 constexpr std::array<double, 12> kFake100Stats = {
-    0.5045806987249628, 0.6969727247299577, 0.5729816669904824, 0.5856257209410443,
+    0.5045806987249628, 0.6969727247299577, 0.5729816669904824,  0.5856257209410443,
     0.5193996948036719, 0.5013978986347466, 0.38681277964578054, 0.5936795762842003,
-    0.595352982877607,  0.6398109626113442, 0.5664205978994309, 0.5642905982905982};
+    0.595352982877607,  0.6398109626113442, 0.5664205978994309,  0.5642905982905982};
 
 std::string fake100(const std::string& name) {
   return data_path("cocoeval/cocoapi-fake100/" + name).string();
@@ -200,9 +200,9 @@ TEST(CocoEval, RandomCasesMatchPycocotools) {
   if (!have_python_oracles()) GTEST_SKIP() << "no Python with pycocotools at " << QYOLO_PYTHON;
   const auto dir = temp_dir();
   constexpr int kFirstSeed = 1, kCases = 60;
-  const auto generated = run_command(oracle_command(
-      "generate " + dir.string() + " " + std::to_string(kFirstSeed) + " " +
-      std::to_string(kCases)));
+  const auto generated =
+      run_command(oracle_command("generate " + dir.string() + " " + std::to_string(kFirstSeed) +
+                                 " " + std::to_string(kCases)));
   ASSERT_EQ(generated.exit_code, 0) << generated.output;
   std::istringstream manifest(read_file(dir / "manifest.tsv"));
   std::string line;
@@ -214,8 +214,8 @@ TEST(CocoEval, RandomCasesMatchPycocotools) {
     std::getline(fields, stats_text, '\t');
     std::getline(fields, categories_text, '\t');
     SCOPED_TRACE(name);
-    auto result = evaluate_files((dir / (name + "_gt.json")).string(),
-                                 (dir / (name + "_dt.json")).string());
+    auto result =
+        evaluate_files((dir / (name + "_gt.json")).string(), (dir / (name + "_dt.json")).string());
     ASSERT_TRUE(result) << result.status().message();
     std::istringstream stats(stats_text);
     for (size_t i = 0; i < 12; ++i) {
@@ -260,7 +260,8 @@ TEST(CocoEval, RandomCasesMatchPycocotools) {
 }
 
 TEST(CocoJson, ReadsAnInstancesFile) {
-  auto gt = load_coco_annotations(data_path("coco/val2017-mini/annotations/instances_val2017.json"));
+  auto gt =
+      load_coco_annotations(data_path("coco/val2017-mini/annotations/instances_val2017.json"));
   ASSERT_TRUE(gt) << gt.status().message();
   EXPECT_EQ(gt->annotations.size(), 624u);
   EXPECT_EQ(gt->categories.size(), 80u);
@@ -276,7 +277,8 @@ TEST(CocoJson, ReadsAnInstancesFile) {
 }
 
 TEST(CocoJson, Coco80TableMatchesTheCategories) {
-  auto gt = load_coco_annotations(data_path("coco/val2017-mini/annotations/instances_val2017.json"));
+  auto gt =
+      load_coco_annotations(data_path("coco/val2017-mini/annotations/instances_val2017.json"));
   ASSERT_TRUE(gt) << gt.status().message();
   for (int i = 0; i < kCoco80Classes; ++i) {
     const CocoCategory* category = gt->find_category(coco80_to_91(i));
@@ -301,7 +303,8 @@ TEST(CocoJson, SyntaxErrorNamesLineAndColumn) {
   EXPECT_NE(message.find("line 3, column 19"), std::string::npos) << message;
   EXPECT_EQ(message.find("json.exception"), std::string::npos) << message;
 
-  write_file(path, "[{\"image_id\": 1, \"category_id\": 1, \"bbox\": [1, 2, 3, 4], \"score\": 0.5}");
+  write_file(path,
+             "[{\"image_id\": 1, \"category_id\": 1, \"bbox\": [1, 2, 3, 4], \"score\": 0.5}");
   auto empty_gt = CocoDataset{};
   auto dt = load_coco_results(path.string(), empty_gt);
   ASSERT_FALSE(dt);
@@ -311,16 +314,15 @@ TEST(CocoJson, SyntaxErrorNamesLineAndColumn) {
   write_file(path, "");
   auto empty = load_coco_annotations(path.string());
   ASSERT_FALSE(empty);
-  EXPECT_NE(empty.status().message().find("line 1"), std::string::npos)
-      << empty.status().message();
+  EXPECT_NE(empty.status().message().find("line 1"), std::string::npos) << empty.status().message();
 }
 
 bool same_annotations(const std::vector<CocoAnnotation>& a, const std::vector<CocoAnnotation>& b) {
   if (a.size() != b.size()) return false;
   for (size_t i = 0; i < a.size(); ++i) {
     if (a[i].id != b[i].id || a[i].image_id != b[i].image_id ||
-        a[i].category_id != b[i].category_id || a[i].bbox != b[i].bbox ||
-        a[i].area != b[i].area || a[i].iscrowd != b[i].iscrowd || a[i].score != b[i].score) {
+        a[i].category_id != b[i].category_id || a[i].bbox != b[i].bbox || a[i].area != b[i].area ||
+        a[i].iscrowd != b[i].iscrowd || a[i].score != b[i].score) {
       return false;
     }
   }
@@ -359,8 +361,9 @@ TEST(CocoJson, FastAndGeneralReadersAgree) {
     EXPECT_TRUE(same_annotations(*dt, *plain_dt));
   }
   // Escapes in names are decoded by both readers alike.
-  write_file(dir / "gt.json", R"({"images": [], "annotations": [], "categories": [)"
-                              R"({"id": 1, "name": "a\"b\\c\/d\te"}, {"id": 2, "name": "\u00e9"}]})");
+  write_file(dir / "gt.json",
+             R"({"images": [], "annotations": [], "categories": [)"
+             R"({"id": 1, "name": "a\"b\\c\/d\te"}, {"id": 2, "name": "\u00e9"}]})");
   auto escaped = load_coco_annotations((dir / "gt.json").string());
   ASSERT_TRUE(escaped) << escaped.status().message();
   EXPECT_EQ(escaped->categories[0].name, "a\"b\\c/d\te");
@@ -435,8 +438,10 @@ TEST(CocoJson, StructuralErrorsNameTheElementAndField) {
     EXPECT_NE(gt.status().message().find(path), std::string::npos) << gt.status().message();
   }
   // What pycocotools accepts, so do we: a boolean iscrowd, integral floats as ids, extra keys.
-  write_file(path, "{" + images +
-                       R"("annotations": [{"id": 1.0, "image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4], "area": 1, "iscrowd": true, "segmentation": {"counts": [1, 2], "size": [3, 4]}}], "info": {"x": [1, {"y": null}]}})");
+  write_file(
+      path,
+      "{" + images +
+          R"("annotations": [{"id": 1.0, "image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4], "area": 1, "iscrowd": true, "segmentation": {"counts": [1, 2], "size": [3, 4]}}], "info": {"x": [1, {"y": null}]}})");
   auto gt = load_coco_annotations(path);
   ASSERT_TRUE(gt) << gt.status().message();
   ASSERT_EQ(gt->annotations.size(), 1u);
@@ -500,8 +505,10 @@ TEST(CocoJson, WritesResultsRoundedAsUltralytics) {
   ASSERT_TRUE(write_coco_results(path, detections).is_ok());
   const std::string text = read_file(path);
   // Python: round(1.0005, 3) == 1.0, round(2.0015, 3) == 2.002, round(0.123455, 5) == 0.12345.
-  EXPECT_NE(text.find(R"({"image_id": 42, "category_id": 18, "bbox": [1.0, 2.002, 123.457, 640.0], "score": 0.12345})"),
-            std::string::npos)
+  EXPECT_NE(
+      text.find(
+          R"({"image_id": 42, "category_id": 18, "bbox": [1.0, 2.002, 123.457, 640.0], "score": 0.12345})"),
+      std::string::npos)
       << text;
   EXPECT_NE(text.find(R"("bbox": [0.3, 0.0, 12.346, 5.0], "score": 2e-05})"), std::string::npos)
       << text;
@@ -566,9 +573,10 @@ TEST(CocoEvalCli, EmptyResultsWarn) {
 
 TEST(CocoEvalCli, ErrorsAreOneLine) {
   const auto dir = temp_dir();
-  write_file(dir / "dt.json", R"([{"image_id": 5, "category_id": 1, "bbox": [1, 2, 3, 4], "score": 1}])");
-  const auto bad_image = run_qyolo("cocoeval --gt " + fake100_gt() + " --dt " +
-                                   (dir / "dt.json").string());
+  write_file(dir / "dt.json",
+             R"([{"image_id": 5, "category_id": 1, "bbox": [1, 2, 3, 4], "score": 1}])");
+  const auto bad_image =
+      run_qyolo("cocoeval --gt " + fake100_gt() + " --dt " + (dir / "dt.json").string());
   EXPECT_EQ(bad_image.exit_code, 1);
   EXPECT_EQ(bad_image.output.find("qyolo cocoeval: error: "), 0u) << bad_image.output;
   EXPECT_NE(bad_image.output.find("image_id 5"), std::string::npos) << bad_image.output;

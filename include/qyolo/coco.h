@@ -85,11 +85,11 @@ std::string_view coco80_name(int class_index);
 struct CocoEvalParams {
   CocoEvalParams();
 
-  std::vector<int64_t> image_ids;     // empty: every image of the ground truth
-  std::vector<int64_t> category_ids;  // empty: every category of the ground truth
-  std::vector<double> iou_thresholds;     // np.linspace(.5, .95, 10); at most 32
-  std::vector<double> recall_thresholds;  // np.linspace(0, 1, 101)
-  std::vector<int> max_detections;        // {1, 10, 100}
+  std::vector<int64_t> image_ids;                  // empty: every image of the ground truth
+  std::vector<int64_t> category_ids;               // empty: every category of the ground truth
+  std::vector<double> iou_thresholds;              // np.linspace(.5, .95, 10); at most 32
+  std::vector<double> recall_thresholds;           // np.linspace(0, 1, 101)
+  std::vector<int> max_detections;                 // {1, 10, 100}
   std::vector<std::array<double, 2>> area_ranges;  // all, small, medium, large
   std::vector<std::string> area_labels;            // "all", "small", "medium", "large"
 };
@@ -101,8 +101,8 @@ struct CocoEvalResult {
   // [T][R][K][A][M] (iou threshold, recall threshold, category, area range, max detections);
   // -1 where a category has no ground truth in that area range.
   std::vector<double> precision;
-  std::vector<double> scores;  // the score at which each precision entry was reached
-  std::vector<double> recall;  // [T][K][A][M]; -1 as for precision
+  std::vector<double> scores;   // the score at which each precision entry was reached
+  std::vector<double> recall;   // [T][K][A][M]; -1 as for precision
   std::vector<int64_t> num_gt;  // [K][A]: ground truth that is neither crowd nor out of range
 
   // AP@[.5:.95], AP@.5, AP@.75, AP small/medium/large, AR@1, AR@10, AR@100, AR small/medium/

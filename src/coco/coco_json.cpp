@@ -28,22 +28,33 @@ constexpr std::array<int, kCoco80Classes> kCoco91Ids = {
     67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 84, 85, 86, 87, 88, 89, 90};
 
 constexpr std::array<std::string_view, kCoco80Classes> kCoco80Names = {
-    "person",        "bicycle",      "car",           "motorcycle",    "airplane",
-    "bus",           "train",        "truck",         "boat",          "traffic light",
-    "fire hydrant",  "stop sign",    "parking meter", "bench",         "bird",
-    "cat",           "dog",          "horse",         "sheep",         "cow",
-    "elephant",      "bear",         "zebra",         "giraffe",       "backpack",
-    "umbrella",      "handbag",      "tie",           "suitcase",      "frisbee",
-    "skis",          "snowboard",    "sports ball",   "kite",          "baseball bat",
-    "baseball glove", "skateboard",  "surfboard",     "tennis racket", "bottle",
-    "wine glass",    "cup",          "fork",          "knife",         "spoon",
-    "bowl",          "banana",       "apple",         "sandwich",      "orange",
-    "broccoli",      "carrot",       "hot dog",       "pizza",         "donut",
-    "cake",          "chair",        "couch",         "potted plant",  "bed",
-    "dining table",  "toilet",       "tv",            "laptop",        "mouse",
-    "remote",        "keyboard",     "cell phone",    "microwave",     "oven",
-    "toaster",       "sink",         "refrigerator",  "book",          "clock",
-    "vase",          "scissors",     "teddy bear",    "hair drier",    "toothbrush"};
+    "person",        "bicycle",      "car",
+    "motorcycle",    "airplane",     "bus",
+    "train",         "truck",        "boat",
+    "traffic light", "fire hydrant", "stop sign",
+    "parking meter", "bench",        "bird",
+    "cat",           "dog",          "horse",
+    "sheep",         "cow",          "elephant",
+    "bear",          "zebra",        "giraffe",
+    "backpack",      "umbrella",     "handbag",
+    "tie",           "suitcase",     "frisbee",
+    "skis",          "snowboard",    "sports ball",
+    "kite",          "baseball bat", "baseball glove",
+    "skateboard",    "surfboard",    "tennis racket",
+    "bottle",        "wine glass",   "cup",
+    "fork",          "knife",        "spoon",
+    "bowl",          "banana",       "apple",
+    "sandwich",      "orange",       "broccoli",
+    "carrot",        "hot dog",      "pizza",
+    "donut",         "cake",         "chair",
+    "couch",         "potted plant", "bed",
+    "dining table",  "toilet",       "tv",
+    "laptop",        "mouse",        "remote",
+    "keyboard",      "cell phone",   "microwave",
+    "oven",          "toaster",      "sink",
+    "refrigerator",  "book",         "clock",
+    "vase",          "scissors",     "teddy bear",
+    "hair drier",    "toothbrush"};
 
 Expected<std::string> read_whole_file(const std::string& path) {
   FILE* file = std::fopen(path.c_str(), "rb");
@@ -85,61 +96,59 @@ std::string syntax_message(const std::string& what) {
 
 enum class FileKind { kInstances, kResults };
 enum class Section { kNone, kImages, kAnnotations, kCategories, kResults };
-enum class Field { kOther, kId, kImageId, kCategoryId, kBbox, kArea, kIscrowd, kScore,
-                   kFileName, kWidth, kHeight, kName };
+enum class Field {
+  kOther,
+  kId,
+  kImageId,
+  kCategoryId,
+  kBbox,
+  kArea,
+  kIscrowd,
+  kScore,
+  kFileName,
+  kWidth,
+  kHeight,
+  kName
+};
 
 constexpr uint32_t bit(Field field) { return 1u << static_cast<int>(field); }
 
 const char* section_name(Section section) {
-  switch (section) {
-    case Section::kImages: return "images";
-    case Section::kAnnotations: return "annotations";
-    case Section::kCategories: return "categories";
-    case Section::kResults: return "results";
-    case Section::kNone: break;
-  }
-  return "";
+  constexpr const char* kNames[] = {"", "images", "annotations", "categories", "results"};
+  return kNames[static_cast<int>(section)];
 }
 
 const char* field_name(Field field) {
-  switch (field) {
-    case Field::kId: return "id";
-    case Field::kImageId: return "image_id";
-    case Field::kCategoryId: return "category_id";
-    case Field::kBbox: return "bbox";
-    case Field::kArea: return "area";
-    case Field::kIscrowd: return "iscrowd";
-    case Field::kScore: return "score";
-    case Field::kFileName: return "file_name";
-    case Field::kWidth: return "width";
-    case Field::kHeight: return "height";
-    case Field::kName: return "name";
-    case Field::kOther: break;
-  }
-  return "";
+  constexpr const char* kNames[] = {"",          "id",    "image_id", "category_id",
+                                    "bbox",      "area",  "iscrowd",  "score",
+                                    "file_name", "width", "height",   "name"};
+  return kNames[static_cast<int>(field)];
 }
 
 // The fields a section reads, and the ones pycocotools cannot do without.
 Field lookup_field(Section section, const std::string& key) {
-  constexpr std::array<Field, 11> kAll = {Field::kId,   Field::kImageId,  Field::kCategoryId,
-                                          Field::kBbox, Field::kArea,     Field::kIscrowd,
-                                          Field::kScore, Field::kFileName, Field::kWidth,
+  constexpr std::array<Field, 11> kAll = {Field::kId,     Field::kImageId,  Field::kCategoryId,
+                                          Field::kBbox,   Field::kArea,     Field::kIscrowd,
+                                          Field::kScore,  Field::kFileName, Field::kWidth,
                                           Field::kHeight, Field::kName};
   uint32_t wanted = 0;
   switch (section) {
     case Section::kImages:
       wanted = bit(Field::kId) | bit(Field::kFileName) | bit(Field::kWidth) | bit(Field::kHeight);
       break;
-    case Section::kCategories: wanted = bit(Field::kId) | bit(Field::kName); break;
+    case Section::kCategories:
+      wanted = bit(Field::kId) | bit(Field::kName);
+      break;
     case Section::kAnnotations:
       wanted = bit(Field::kId) | bit(Field::kImageId) | bit(Field::kCategoryId) |
                bit(Field::kBbox) | bit(Field::kArea) | bit(Field::kIscrowd);
       break;
     case Section::kResults:
-      wanted = bit(Field::kImageId) | bit(Field::kCategoryId) | bit(Field::kBbox) |
-               bit(Field::kScore);
+      wanted =
+          bit(Field::kImageId) | bit(Field::kCategoryId) | bit(Field::kBbox) | bit(Field::kScore);
       break;
-    case Section::kNone: break;
+    case Section::kNone:
+      break;
   }
   for (Field field : kAll) {
     if ((wanted & bit(field)) && key == field_name(field)) return field;
@@ -150,14 +159,16 @@ Field lookup_field(Section section, const std::string& key) {
 uint32_t required_fields(Section section) {
   switch (section) {
     case Section::kImages:
-    case Section::kCategories: return bit(Field::kId);
+    case Section::kCategories:
+      return bit(Field::kId);
     case Section::kAnnotations:
-      return bit(Field::kId) | bit(Field::kImageId) | bit(Field::kCategoryId) |
-             bit(Field::kBbox) | bit(Field::kArea) | bit(Field::kIscrowd);
+      return bit(Field::kId) | bit(Field::kImageId) | bit(Field::kCategoryId) | bit(Field::kBbox) |
+             bit(Field::kArea) | bit(Field::kIscrowd);
     case Section::kResults:
       return bit(Field::kImageId) | bit(Field::kCategoryId) | bit(Field::kBbox) |
              bit(Field::kScore);
-    case Section::kNone: break;
+    case Section::kNone:
+      break;
   }
   return 0;
 }
@@ -248,8 +259,9 @@ class CocoSaxReader final : public nlohmann::json_sax<Json> {
   bool start_array(std::size_t) override {
     if (depth_ == 0) {
       if (kind_ == FileKind::kInstances) {
-        return fail("expected a JSON object with 'images', 'annotations' and 'categories', "
-                    "found an array");
+        return fail(
+            "expected a JSON object with 'images', 'annotations' and 'categories', "
+            "found an array");
       }
       enter_section(Section::kResults);
     } else if (depth_ == 1 && kind_ == FileKind::kInstances) {
@@ -349,8 +361,8 @@ class CocoSaxReader final : public nlohmann::json_sax<Json> {
                            : field_ == Field::kBbox ? "an array [x, y, width, height]"
                            : field_ == Field::kFileName || field_ == Field::kName ? "a string"
                                                                                   : "a number";
-    return fail(str_cat(where(), ".", field_name(field_), ": expected ", expected, ", found ",
-                        found));
+    return fail(
+        str_cat(where(), ".", field_name(field_), ": expected ", expected, ", found ", found));
   }
 
   bool number(int64_t as_integer, double as_double, bool integral) {
@@ -363,9 +375,14 @@ class CocoSaxReader final : public nlohmann::json_sax<Json> {
     }
     if (!at_field_value()) return scalar_elsewhere("a number");
     switch (field_) {
-      case Field::kArea: record_.area = as_double; break;
-      case Field::kScore: record_.score = as_double; break;
-      case Field::kOther: return true;
+      case Field::kArea:
+        record_.area = as_double;
+        break;
+      case Field::kScore:
+        record_.score = as_double;
+        break;
+      case Field::kOther:
+        return true;
       default:
         if (!is_integer_field(field_)) return value_error("a number");
         if (!integral) return value_error("a non-integer number");
@@ -377,13 +394,26 @@ class CocoSaxReader final : public nlohmann::json_sax<Json> {
 
   bool set_integer(int64_t value) {
     switch (field_) {
-      case Field::kId: record_.id = value; break;
-      case Field::kImageId: record_.image_id = value; break;
-      case Field::kCategoryId: record_.category_id = value; break;
-      case Field::kIscrowd: record_.iscrowd = value; break;
-      case Field::kWidth: record_.width = value; break;
-      case Field::kHeight: record_.height = value; break;
-      default: return true;
+      case Field::kId:
+        record_.id = value;
+        break;
+      case Field::kImageId:
+        record_.image_id = value;
+        break;
+      case Field::kCategoryId:
+        record_.category_id = value;
+        break;
+      case Field::kIscrowd:
+        record_.iscrowd = value;
+        break;
+      case Field::kWidth:
+        record_.width = value;
+        break;
+      case Field::kHeight:
+        record_.height = value;
+        break;
+      default:
+        return true;
     }
     record_.seen |= bit(field_);
     return true;
@@ -419,7 +449,8 @@ class CocoSaxReader final : public nlohmann::json_sax<Json> {
         dataset.annotations.push_back(annotation);
         break;
       }
-      case Section::kNone: break;
+      case Section::kNone:
+        break;
     }
     return true;
   }
@@ -458,15 +489,32 @@ bool fast_string(const char*& p, const char* end, std::string& out) {
       out.append(run, p);
       if (++p >= end) return false;
       switch (*p++) {
-        case '"': out += '"'; break;
-        case '\\': out += '\\'; break;
-        case '/': out += '/'; break;
-        case 'b': out += '\b'; break;
-        case 'f': out += '\f'; break;
-        case 'n': out += '\n'; break;
-        case 'r': out += '\r'; break;
-        case 't': out += '\t'; break;
-        default: return false;
+        case '"':
+          out += '"';
+          break;
+        case '\\':
+          out += '\\';
+          break;
+        case '/':
+          out += '/';
+          break;
+        case 'b':
+          out += '\b';
+          break;
+        case 'f':
+          out += '\f';
+          break;
+        case 'n':
+          out += '\n';
+          break;
+        case 'r':
+          out += '\r';
+          break;
+        case 't':
+          out += '\t';
+          break;
+        default:
+          return false;
       }
       run = p;
       continue;
@@ -692,8 +740,8 @@ Status write_coco_results(const std::string& path, const std::vector<CocoAnnotat
   out.reserve(detections.size() * 100 + 4);
   for (size_t i = 0; i < detections.size(); ++i) {
     const CocoAnnotation& d = detections[i];
-    if (!std::isfinite(d.score) || !std::all_of(d.bbox.begin(), d.bbox.end(),
-                                                [](double v) { return std::isfinite(v); })) {
+    if (!std::isfinite(d.score) ||
+        !std::all_of(d.bbox.begin(), d.bbox.end(), [](double v) { return std::isfinite(v); })) {
       return invalid_argument(path, ": detection ", i, " has a non-finite box or score");
     }
     out += i ? ",\n{\"image_id\": " : "\n{\"image_id\": ";

@@ -67,8 +67,7 @@ double numpy_mean_or_minus_one(const std::vector<double>& values) {
   if (values.empty()) return -1;
   double sum = 0.;
   for (size_t start = 0; start < values.size(); start += kNumpyBufferSize) {
-    sum += pairwise_sum(values.data() + start,
-                        std::min(kNumpyBufferSize, values.size() - start));
+    sum += pairwise_sum(values.data() + start, std::min(kNumpyBufferSize, values.size() - start));
   }
   return sum / static_cast<double>(values.size());
 }
@@ -109,11 +108,11 @@ int32_t position_of(const std::unordered_map<int64_t, int32_t>& map, int64_t id)
 // them, with what evaluation reads copied out into flat arrays; category k holds entries
 // [begin[k], begin[k + 1]).
 struct Groups {
-  std::vector<int64_t> key;                  // category * images + image
+  std::vector<int64_t> key;  // category * images + image
   std::vector<std::array<double, 4>> box;
-  std::vector<double> value;                 // ground truth: area; detections: score
-  std::vector<int64_t> iscrowd, id;          // ground truth only
-  std::vector<size_t> begin;                 // per category, plus the end
+  std::vector<double> value;         // ground truth: area; detections: score
+  std::vector<int64_t> iscrowd, id;  // ground truth only
+  std::vector<size_t> begin;         // per category, plus the end
 };
 
 Groups group_by_category_image(std::vector<std::pair<int64_t, int32_t>> entries,
@@ -153,10 +152,10 @@ Groups group_by_category_image(std::vector<std::pair<int64_t, int32_t>> entries,
 // order (images ascending, each image's detections by score), with one bit per IoU threshold.
 struct CategoryDetections {
   std::vector<double> score;
-  std::vector<int32_t> rank;       // position in its image's score order
-  std::vector<uint32_t> matched;   // [detection][area]: matched a ground truth with id != 0
-  std::vector<uint32_t> ignored;   // [detection][area]
-  std::vector<int64_t> num_gt;     // [area]: ground truth neither ignored nor crowd
+  std::vector<int32_t> rank;      // position in its image's score order
+  std::vector<uint32_t> matched;  // [detection][area]: matched a ground truth with id != 0
+  std::vector<uint32_t> ignored;  // [detection][area]
+  std::vector<int64_t> num_gt;    // [area]: ground truth neither ignored nor crowd
 };
 
 // Per-thread buffers, reused across images and categories.
@@ -168,9 +167,9 @@ struct Scratch {
   std::vector<int32_t> selected, sorted_rank;
   std::vector<double> sorted_score;
   std::vector<uint32_t> sorted_matched, sorted_ignored;
-  std::vector<int64_t> needed_tp;                  // per recall threshold
-  std::vector<std::vector<double>> tp_precision;   // per IoU threshold, at each true positive
-  std::vector<std::vector<int32_t>> tp_position;   // where in the ranking that TP is
+  std::vector<int64_t> needed_tp;                 // per recall threshold
+  std::vector<std::vector<double>> tp_precision;  // per IoU threshold, at each true positive
+  std::vector<std::vector<int32_t>> tp_position;  // where in the ranking that TP is
 };
 
 class Evaluator {
@@ -184,8 +183,8 @@ class Evaluator {
 
  private:
   void evaluate_category(size_t k, Scratch& s, CategoryDetections& out) const;
-  void evaluate_image(size_t gt_begin, size_t num_gts, size_t dt_begin, size_t num_dts,
-                      Scratch& s, CategoryDetections& out) const;
+  void evaluate_image(size_t gt_begin, size_t num_gts, size_t dt_begin, size_t num_dts, Scratch& s,
+                      CategoryDetections& out) const;
   void accumulate_category(size_t k, const CategoryDetections& dets, Scratch& s,
                            CocoEvalResult& result) const;
 
@@ -229,8 +228,8 @@ void Evaluator::prepare() {
     const int32_t category = position_of(category_pos, a.category_id);
     if (image >= 0 && category >= 0) entries.emplace_back(category * images + image, resolved);
   }
-  gt_groups_ = group_by_category_image(std::move(entries), gt_.annotations, true,
-                                       num_categories_, num_images_);
+  gt_groups_ = group_by_category_image(std::move(entries), gt_.annotations, true, num_categories_,
+                                       num_images_);
 
   // Detections have ids 1..N, so file order within an image is all that matters.
   entries.clear();
@@ -242,13 +241,13 @@ void Evaluator::prepare() {
       entries.emplace_back(category * images + image, static_cast<int32_t>(i));
     }
   }
-  dt_groups_ = group_by_category_image(std::move(entries), dt_, false, num_categories_,
-                                       num_images_);
+  dt_groups_ =
+      group_by_category_image(std::move(entries), dt_, false, num_categories_, num_images_);
 }
 
 // evaluateImg() for every area range at once, for one (category, image) with any annotation.
-void Evaluator::evaluate_image(size_t gt_begin, size_t num_gts, size_t dt_begin,
-                               size_t num_dts, Scratch& s, CategoryDetections& out) const {
+void Evaluator::evaluate_image(size_t gt_begin, size_t num_gts, size_t dt_begin, size_t num_dts,
+                               Scratch& s, CategoryDetections& out) const {
   const size_t T = p_.iou_thresholds.size();
   const size_t A = p_.area_ranges.size();
   const size_t max_det = static_cast<size_t>(p_.max_detections.back());
@@ -429,8 +428,8 @@ void Evaluator::accumulate_category(size_t k, const CategoryDetections& dets, Sc
       // which the true positives reach the least n with n / npig >= the threshold.
       for (size_t r = 0; r < R; ++r) {
         const double threshold = p_.recall_thresholds[r];
-        int64_t need = static_cast<int64_t>(
-            std::clamp(std::ceil(threshold * npig_d), 0.0, npig_d + 1));
+        int64_t need =
+            static_cast<int64_t>(std::clamp(std::ceil(threshold * npig_d), 0.0, npig_d + 1));
         while (need > 0 && static_cast<double>(need - 1) / npig_d >= threshold) --need;
         while (need <= npig && static_cast<double>(need) / npig_d < threshold) ++need;
         s.needed_tp[r] = need;
@@ -457,8 +456,7 @@ void Evaluator::accumulate_category(size_t k, const CategoryDetections& dets, Sc
       }
       for (size_t t = 0; t < T; ++t) {
         const int64_t tps = tp_count[t];
-        result.recall[result.recall_index(t, k, a, m)] =
-            nd ? static_cast<double>(tps) / npig_d : 0;
+        result.recall[result.recall_index(t, k, a, m)] = nd ? static_cast<double>(tps) / npig_d : 0;
         std::vector<double>& best = s.tp_precision[t];
         for (size_t i = best.size(); i-- > 1;) {
           if (best[i] > best[i - 1]) best[i - 1] = best[i];
@@ -518,8 +516,8 @@ double summarize_one(const CocoEvalResult& r, bool ap, double iou_threshold,
   // numpy pairs the area and max-detections index lists, broadcasting a single one.
   std::vector<std::pair<size_t, size_t>> am;
   if (a_list.size() == m_list.size() || a_list.size() == 1 || m_list.size() == 1) {
-    const size_t count = a_list.empty() || m_list.empty() ? 0 : std::max(a_list.size(),
-                                                                        m_list.size());
+    const size_t count =
+        a_list.empty() || m_list.empty() ? 0 : std::max(a_list.size(), m_list.size());
     for (size_t i = 0; i < count; ++i) {
       am.emplace_back(a_list[a_list.size() == 1 ? 0 : i], m_list[m_list.size() == 1 ? 0 : i]);
     }
@@ -551,15 +549,15 @@ struct SummaryLine {
   bool ap;
   double iou_threshold;  // NaN: all
   const char* area;
-  int max_det_slot;      // index into maxDets, or -1 for the literal 100
+  int max_det_slot;  // index into maxDets, or -1 for the literal 100
 };
 
 // summarize()'s _summarizeDets, in order.
 const SummaryLine kSummaryLines[12] = {
-    {true, NAN, "all", -1},      {true, .5, "all", 2},        {true, .75, "all", 2},
-    {true, NAN, "small", 2},     {true, NAN, "medium", 2},    {true, NAN, "large", 2},
-    {false, NAN, "all", 0},      {false, NAN, "all", 1},      {false, NAN, "all", 2},
-    {false, NAN, "small", 2},    {false, NAN, "medium", 2},   {false, NAN, "large", 2}};
+    {true, NAN, "all", -1},   {true, .5, "all", 2},      {true, .75, "all", 2},
+    {true, NAN, "small", 2},  {true, NAN, "medium", 2},  {true, NAN, "large", 2},
+    {false, NAN, "all", 0},   {false, NAN, "all", 1},    {false, NAN, "all", 2},
+    {false, NAN, "small", 2}, {false, NAN, "medium", 2}, {false, NAN, "large", 2}};
 
 int summary_max_det(const CocoEvalParams& p, const SummaryLine& line) {
   if (line.max_det_slot < 0) return 100;
@@ -578,9 +576,8 @@ Status validate(const CocoEvalParams& p) {
     if (m < 0) return invalid_argument("COCOeval max detections must be >= 0, got ", m);
   }
   if (p.area_ranges.empty() || p.area_ranges.size() != p.area_labels.size()) {
-    return invalid_argument("COCOeval needs one label per area range, got ",
-                            p.area_ranges.size(), " ranges and ", p.area_labels.size(),
-                            " labels");
+    return invalid_argument("COCOeval needs one label per area range, got ", p.area_ranges.size(),
+                            " ranges and ", p.area_labels.size(), " labels");
   }
   return Status::ok();
 }
@@ -691,9 +688,10 @@ std::string coco_summary_text(const CocoEvalResult& result) {
       std::snprintf(iou, sizeof(iou), "%0.2f", line.iou_threshold);
     }
     char buffer[160];
-    std::snprintf(buffer, sizeof(buffer), " %-18s %s @[ IoU=%-9s | area=%6s | maxDets=%3d ] = %0.3f\n",
-                  line.ap ? "Average Precision" : "Average Recall", line.ap ? "(AP)" : "(AR)",
-                  iou, line.area, summary_max_det(p, line), result.stats[i]);
+    std::snprintf(buffer, sizeof(buffer),
+                  " %-18s %s @[ IoU=%-9s | area=%6s | maxDets=%3d ] = %0.3f\n",
+                  line.ap ? "Average Precision" : "Average Recall", line.ap ? "(AP)" : "(AR)", iou,
+                  line.area, summary_max_det(p, line), result.stats[i]);
     text += buffer;
   }
   return text;

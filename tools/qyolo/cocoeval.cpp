@@ -40,15 +40,16 @@ std::string json_string(const std::string& text) {
   return out + "\"";
 }
 
-Status write_metrics(const std::string& path, const CocoEvalOptions& options,
-                     const CocoDataset& gt, const CocoEvalResult& result, double seconds) {
+Status write_metrics(const std::string& path, const CocoEvalOptions& options, const CocoDataset& gt,
+                     const CocoEvalResult& result, double seconds) {
   std::string out = "{\n  \"stats\": [";
   for (size_t i = 0; i < result.stats.size(); ++i) {
     out += (i ? ", " : "") + number_text(result.stats[i]);
   }
   out += "],\n";
-  out += "  \"stat_names\": [\"AP\", \"AP50\", \"AP75\", \"APs\", \"APm\", \"APl\", \"AR1\", "
-         "\"AR10\", \"AR100\", \"ARs\", \"ARm\", \"ARl\"],\n";
+  out +=
+      "  \"stat_names\": [\"AP\", \"AP50\", \"AP75\", \"APs\", \"APm\", \"APl\", \"AR1\", "
+      "\"AR10\", \"AR100\", \"ARs\", \"ARm\", \"ARl\"],\n";
   out += "  \"gt\": " + json_string(options.gt) + ",\n";
   out += "  \"dt\": " + json_string(options.dt) + ",\n";
   out += "  \"images\": " + std::to_string(result.params.image_ids.size()) + ",\n";
