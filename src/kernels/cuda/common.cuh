@@ -1,0 +1,100 @@
+// Thin wrappers over the PTX instructions the INT8 kernels are built from: asynchronous
+// global->shared copies with zero fill, ldmatrix, and the int8 tensor-core MMA (sm_80+).
+#pragma once
+
+#include <cstdint>
+
+namespace qyolo::cuda::ptx {
+
+__device__ __forceinline__ uint32_t smem_address(const void* pointer) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(pointer));
+}
+
+// 16 bytes global -> shared, bypassing L1; `valid` false writes 16 zero bytes and reads nothing
+// (src-size 0), which is how padding and out-of-range rows become zeros.
+__device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, bool valid) {
+  const int src_bytes = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
+               "r"(src_bytes));
+}
+
+// 4 bytes (one hwc4 pixel), zero-filled where `valid` is false.
+__device__ __forceinline__ void cp_async_4(uint32_t dst, const void* src, bool valid) {
+  const int src_bytes = valid ? 4 : 0;
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src),
+               "r"(src_bytes));
+}
+
+// 8 bytes (two hwc4 pixels of the stem), of which `src_bytes` (0, 4 or 8) are read and the
+// rest zero-filled.
+__device__ __forceinline__ void cp_async_8(uint32_t dst, const void* src, int src_bytes) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(dst), "l"(src),
+               "r"(src_bytes));
+}
+
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+
+template <int kPending>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
+}
+
+// Four 8x8 b16 matrices (8 rows x 16 bytes each); lanes 8i..8i+7 give the row addresses of
+// matrix i, and register i of lane l holds 4 bytes of row l/4 of matrix i.
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t address) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(address));
+}
+
+// D = A * B + D, A 16x32 int8 row-major, B 32x8 int8 column-major, D 16x8 int32.
+__device__ __forceinline__ void mma_s8_16x8x32(int32_t (&d)[4], const uint32_t (&a)[4],
+                                               const uint32_t (&b)[2]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+      "{%8, %9}, {%0, %1, %2, %3};\n"
+      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// ---- Hopper (sm_90a) warpgroup MMA plumbing
+
+// Orders this thread's generic-proxy shared-memory writes (cp.async included) before reads by
+// the async proxy (wgmma operands); each writing thread issues it before the barrier.
+__device__ __forceinline__ void fence_proxy_async() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void wgmma_fence() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void wgmma_commit() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+#endif
+}
+
+template <int kPending>
+__device__ __forceinline__ void wgmma_wait() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(kPending) : "memory");
+#endif
+}
+
+// Descriptor of a K-major operand tile in shared memory: rows of 64 bytes in the 64-byte swizzle
+// (16-byte chunk c of row r at chunk c ^ ((r >> 1) & 3)), 8-row groups 512 bytes apart, the tile
+// 512-byte aligned. Adding 2 moves the start 32 bytes along K (the second k32 step).
+__device__ __forceinline__ uint64_t smem_descriptor_sw64(uint32_t address) {
+  uint64_t desc = (address & 0x3ffff) >> 4;  // start address, 16-byte units
+  desc |= uint64_t{1} << 16;                 // leading byte offset: unused with a swizzle
+  desc |= uint64_t{512 >> 4} << 32;          // stride byte offset: next 8 rows
+  desc |= uint64_t{2} << 62;                 // layout: 64-byte swizzle
+  return desc;
+}
+
+}  // namespace qyolo::cuda::ptx

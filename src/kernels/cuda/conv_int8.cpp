@@ -1,0 +1,222 @@
+// Host side of the INT8 convolution: argument checks, the tile heuristic, and the launch.
+#include <cuda_runtime_api.h>
+
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "conv_int8_params.h"
+#include "qyolo/cuda.h"
+#include "qyolo/cuda_conv.h"
+
+namespace qyolo::cuda {
+namespace {
+
+struct TileInfo {
+  const char* name;
+  int block_m, block_n;
+  bool wgmma;  // needs sm_90a code and a compute capability 9.0 device
+  bool s2d;    // runs kHwc4S2d weights (the stem), else kOhwi16
+  cudaError_t (*launch)(const ConvInt8Params&, cudaStream_t);
+};
+
+#define QYOLO_MMA_TILE(name, bm, bn, wm, wn, stages, s2d) \
+  TileInfo{#name, bm, bn, false, s2d, &launch_conv_int8_mma<bm, bn, wm, wn, stages, s2d>},
+#define QYOLO_WGMMA_TILE(name, bm, bn, stages, s2d) \
+  TileInfo{#name, bm, bn, true, s2d, &launch_conv_int8_wgmma<bm, bn, stages, s2d>},
+const TileInfo kTiles[] = {QYOLO_CONV_INT8_MMA_TILES(QYOLO_MMA_TILE)
+                               QYOLO_CONV_INT8_WGMMA_TILES(QYOLO_WGMMA_TILE)};
+#undef QYOLO_MMA_TILE
+#undef QYOLO_WGMMA_TILE
+constexpr int kTileCount = sizeof(kTiles) / sizeof(kTiles[0]);
+
+bool aligned16(const void* pointer) { return reinterpret_cast<uintptr_t>(pointer) % 16 == 0; }
+
+// What the heuristic needs to know of the current device, read once per device.
+struct DeviceTraits {
+  int sms = 132;
+  bool wgmma = false;
+};
+
+DeviceTraits device_traits() {
+  static std::atomic<int> cache[64];  // 0: unknown; else 1 + sms * 2 + wgmma
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= 64) {
+    cudaGetLastError();
+    return {};
+  }
+  int packed = cache[device].load(std::memory_order_relaxed);
+  if (packed == 0) {
+    int sms = 0, major = 0, minor = 0;
+    if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess) {
+      cudaGetLastError();
+      return {};
+    }
+    // wgmma code exists only where the library was built for sm_90a, and runs only on 9.0.
+    const bool wgmma = QYOLO_CUDA_HAVE_SM90A && major == 9 && minor == 0;
+    packed = 1 + sms * 2 + (wgmma ? 1 : 0);
+    cache[device].store(packed, std::memory_order_relaxed);
+  }
+  return {(packed - 1) / 2, ((packed - 1) & 1) != 0};
+}
+
+// Elements per 16-byte vector of the output type.
+int output_vector(ConvOutput output) {
+  return output == ConvOutput::kInt8 ? 16 : output == ConvOutput::kFloat16 ? 8 : 4;
+}
+
+int tile_index(const char* name) {
+  for (int t = 0; t < kTileCount; ++t)
+    if (std::strcmp(kTiles[t].name, name) == 0) return t;
+  return -1;
+}
+
+}  // namespace
+
+int conv_int8_tile_count() { return kTileCount; }
+
+const char* conv_int8_tile_name(int tile) {
+  return tile >= 0 && tile < kTileCount ? kTiles[tile].name : "invalid";
+}
+
+bool conv_int8_tile_supports(int tile, const ConvInt8Args& args) {
+  if (tile < 0 || tile >= kTileCount) return false;
+  if (kTiles[tile].wgmma && !device_traits().wgmma) return false;
+  const bool s2d =
+      conv_int8_weight_format(args.shape, args.input_layout) == ConvWeightFormat::kHwc4S2d;
+  return kTiles[tile].s2d == s2d;
+}
+
+// The widest tile whose channel width fits the layer and that still gives every SM a block;
+// where none does (small layers at batch 1), the candidate with the most blocks.
+int conv_int8_pick_tile(const ConvInt8Args& args) {
+  const DeviceTraits device = device_traits();
+  const int64_t pixels = args.shape.out_pixels();
+  const int cout = args.shape.out_channels;
+  const bool s2d =
+      conv_int8_weight_format(args.shape, args.input_layout) == ConvWeightFormat::kHwc4S2d;
+  std::vector<const char*> candidates;
+  if (s2d) {
+    candidates = device.wgmma ? std::vector<const char*>{cout <= 32 ? "wgmma_s2d_128x32_s4"
+                                                                    : "wgmma_s2d_128x64_s4"}
+                              : std::vector<const char*>{cout <= 32 ? "mma_s2d_128x32_w4x1_s4"
+                                                                    : "mma_s2d_128x64_w2x2_s4"};
+  } else if (device.wgmma) {
+    if (cout <= 32) candidates = {"wgmma_128x32_s4", "mma_128x32_w4x1_s4"};
+    else if (cout <= 64) candidates = {"wgmma_128x64_s4", "wgmma_64x64_s4"};
+    else if (cout <= 128) candidates = {"wgmma_128x128_s4", "wgmma_64x128_s4", "wgmma_64x64_s4"};
+    else candidates = {"wgmma_128x256_s3", "wgmma_128x128_s4", "wgmma_64x128_s4", "wgmma_64x64_s4"};
+  } else {
+    if (cout <= 32) candidates = {"mma_256x32_w8x1_s4", "mma_128x32_w4x1_s4"};
+    else if (cout <= 64) candidates = {"mma_256x64_w4x2_s4", "mma_128x64_w2x2_s4", "mma_64x64_w2x2_s4"};
+    else candidates = {"mma_128x128_w2x2_s4", "mma_128x64_w2x2_s4", "mma_64x64_w2x2_s4"};
+  }
+  int best = -1;
+  int64_t best_blocks = -1;
+  for (const char* name : candidates) {
+    const int t = tile_index(name);
+    if (t < 0) continue;
+    const int64_t blocks = ((pixels + kTiles[t].block_m - 1) / kTiles[t].block_m) *
+                           ((cout + kTiles[t].block_n - 1) / kTiles[t].block_n);
+    if (blocks >= device.sms) return t;
+    if (blocks > best_blocks) best_blocks = blocks, best = t;
+  }
+  return best;
+}
+
+Expected<int> conv_int8_autotune(const ConvInt8Args& args, cudaStream_t stream, int repeats) {
+  QYOLO_ASSIGN_OR_RETURN(Event start, Event::create());
+  QYOLO_ASSIGN_OR_RETURN(Event end, Event::create());
+  int best = -1;
+  float best_ms = std::numeric_limits<float>::max();
+  ConvInt8Args a = args;
+  for (int t = 0; t < kTileCount; ++t) {
+    if (!conv_int8_tile_supports(t, a)) continue;
+    a.tile = t;
+    QYOLO_RETURN_IF_ERROR(conv_int8(a, stream));  // warm-up: module load, occupancy query
+    QYOLO_RETURN_IF_ERROR(start.record(stream));
+    for (int r = 0; r < repeats; ++r) QYOLO_RETURN_IF_ERROR(conv_int8(a, stream));
+    QYOLO_RETURN_IF_ERROR(end.record(stream));
+    QYOLO_RETURN_IF_ERROR(end.synchronize());
+    QYOLO_ASSIGN_OR_RETURN(float ms, Event::elapsed_ms(start, end));
+    if (ms < best_ms) best_ms = ms, best = t;
+  }
+  if (best < 0) return unsupported("conv_int8_autotune: no tile variant can run this convolution");
+  return best;
+}
+
+Status conv_int8(const ConvInt8Args& a, cudaStream_t stream) {
+  const ConvInt8Shape& s = a.shape;
+  const ConvInt8Epilogue& e = a.epilogue;
+  QYOLO_RETURN_IF_ERROR(check_conv_int8(s, a.input_layout, a.output_layout, e));
+  if (!a.input || !a.weights || !a.output) return invalid_argument("conv_int8: null pointer");
+  const ConvWeightFormat format = conv_int8_weight_format(s, a.input_layout);
+  if (format == ConvWeightFormat::kOhwi16 &&
+      (a.input_layout.stride % 16 != 0 || a.input_layout.offset % 16 != 0))
+    return invalid_argument("conv_int8: input pixel stride ", a.input_layout.stride,
+                            " and channel offset ", a.input_layout.offset,
+                            " must be multiples of 16 (or an int8:hwc4 input of stride 4 to a stride-2 "
+                            "convolution with even kernel and padding)");
+  if (!aligned16(a.input) || !aligned16(a.weights))
+    return invalid_argument("conv_int8: input and weights must be 16-byte aligned");
+  const int64_t pixels = s.out_pixels();
+  if (pixels > std::numeric_limits<int>::max() / 2)
+    return invalid_argument("conv_int8: ", pixels, " output pixels is too many for one launch");
+
+  const int tile = a.tile < 0 ? conv_int8_pick_tile(a) : a.tile;
+  if (!conv_int8_tile_supports(tile, a))
+    return invalid_argument("conv_int8: tile ", a.tile, " (", conv_int8_tile_name(a.tile),
+                            ") cannot run this convolution (",
+                            format == ConvWeightFormat::kHwc4S2d ? "hwc4 space-to-depth" : "ohwi16",
+                            " weights", tile >= 0 && tile < kTileCount && kTiles[tile].wgmma ? ", or no sm_90a device" : "",
+                            ")");
+
+  const size_t out_element = e.output == ConvOutput::kInt8 ? 1 : e.output == ConvOutput::kFloat16 ? 2 : 4;
+  ConvInt8Params p{};
+  p.input = a.input + a.input_layout.offset;
+  p.weights = a.weights;
+  p.weight_scales = e.weight_scales;
+  p.bias = e.bias;
+  p.residual = e.residual && e.output != ConvOutput::kInt32Accumulator
+                   ? e.residual + e.residual_layout.offset
+                   : nullptr;
+  p.output = static_cast<char*>(a.output) + a.output_layout.offset * out_element;
+  p.in_h = s.in_h, p.in_w = s.in_w, p.out_h = s.out_h(), p.out_w = s.out_w();
+  p.in_stride = a.input_layout.stride;
+  if (format == ConvWeightFormat::kHwc4S2d) {
+    // The 3x3/1 view of a 6x6/2 convolution: taps and padding in units of 2x2 pixels.
+    p.kernel = s.kernel / 2, p.stride = 1, p.pad = s.pad / 2;
+    p.taps_channels = 16;
+  } else {
+    p.kernel = s.kernel, p.stride = s.stride, p.pad = s.pad;
+    p.taps_channels = round_up(s.in_channels, 16);
+  }
+  p.k_total = conv_int8_packed_k(s, format);
+  p.cout = s.out_channels;
+  p.pixels = int(pixels);
+  p.out_stride = a.output_layout.stride;
+  p.residual_stride = p.residual ? e.residual_layout.stride : 0;
+  p.input_scale = e.input_scale;
+  p.residual_scale = e.residual_scale;
+  p.inv_output_scale = 1.0f / e.output_scale;
+  p.silu = e.silu ? 1 : 0;
+  p.output_kind = e.output == ConvOutput::kInt8      ? kOutInt8
+                  : e.output == ConvOutput::kFloat16 ? kOutFloat16
+                                                     : kOutInt32;
+  // 16-byte stores need every row start aligned; the residual is read 16 (int8 output) or
+  // 8 (float16 output) channels at a time.
+  const int vec = output_vector(e.output);
+  bool vector_io = aligned16(p.output) && a.output_layout.stride % vec == 0;
+  if (p.residual)
+    vector_io = vector_io && reinterpret_cast<uintptr_t>(p.residual) % vec == 0 &&
+                e.residual_layout.stride % vec == 0;
+  p.vector_io = vector_io ? 1 : 0;
+
+  return check(kTiles[tile].launch(p, stream), kTiles[tile].name);
+}
+
+}  // namespace qyolo::cuda

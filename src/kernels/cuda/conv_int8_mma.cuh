@@ -1,0 +1,210 @@
+// INT8 implicit-GEMM convolution on the sm_80 tensor-core path (mma.sync m16n8k32), for A100-class
+// GPUs and for the small problems where a Hopper warpgroup tile would leave SMs idle.
+//
+// A block computes BM x BN output tiles (M = output pixels, N = output channels) with
+// WARPS_M x WARPS_N warps; warps read fragments with ldmatrix and keep their accumulators in
+// registers until the shared epilogue (conv_int8_epilogue.cuh). Blocks are persistent: each
+// walks the tiles blockIdx.x, + gridDim.x, ..., and its STAGES-deep cp.async pipeline of 64-byte
+// K steps (conv_int8_loader.cuh) runs across tile boundaries, so the next tile's data is in
+// flight during this tile's last MMAs and its epilogue. YOLOv5's layers have few K steps per
+// tile; without this, short-lived blocks leave the memory system idle between them.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <atomic>
+#include <climits>
+#include <cstdint>
+
+#include "common.cuh"
+#include "conv_int8_epilogue.cuh"
+#include "conv_int8_loader.cuh"
+#include "conv_int8_params.h"
+
+namespace qyolo::cuda {
+
+template <int BM, int BN, int WARPS_M, int WARPS_N, int STAGES>
+struct MmaTile {
+  static constexpr int kThreads = WARPS_M * WARPS_N * 32;
+  static constexpr int kWarpM = BM / WARPS_M;
+  static constexpr int kWarpN = BN / WARPS_N;
+  static constexpr int kMI = kWarpM / 16;  // m16 fragments per warp
+  static constexpr int kNI = kWarpN / 8;   // n8 fragments per warp
+  static constexpr int kStageBytes = (BM + BN) * kTileK;
+  static constexpr int kEpilogueBytes = WARPS_M * WARPS_N * epilogue_stage_floats<kWarpN>() * 4;
+  // The epilogue has its own shared memory: the pipeline keeps loading the next tile meanwhile.
+  static constexpr int kSmemBytes = STAGES * kStageBytes + kEpilogueBytes;
+  static_assert(kWarpM % 16 == 0 && kWarpN % 16 == 0, "warp tile must be whole m16 x n16");
+  static_assert(STAGES >= 2, "a pipeline needs two stages");
+};
+
+// The output tiles of one persistent block, in order, and the K steps within each.
+struct TileWalk {
+  int n_tiles, k_steps, tiles, steps;
+  __device__ __forceinline__ TileWalk(const ConvInt8Params& p, int bm, int bn) {
+    n_tiles = (p.cout + bn - 1) / bn;
+    k_steps = (p.k_total + kTileK - 1) / kTileK;
+    const int total = ((p.pixels + bm - 1) / bm) * n_tiles;
+    tiles = (total - int(blockIdx.x) + int(gridDim.x) - 1) / int(gridDim.x);
+    steps = tiles * k_steps;
+  }
+  // Output-channel tiles vary fastest: the blocks sharing input rows run together, and all but
+  // the first read those rows from L2.
+  __device__ __forceinline__ int m0(int i, int bm) const {
+    return (int(blockIdx.x + i * gridDim.x) / n_tiles) * bm;
+  }
+  __device__ __forceinline__ int n0(int i, int bn) const {
+    return (int(blockIdx.x + i * gridDim.x) % n_tiles) * bn;
+  }
+};
+
+// Issues the copies of the block's K steps in order, one step per call, moving to the next
+// tile when one is complete.
+template <typename Loader, int BM, int BN, int STAGES, int kStageBytes>
+struct StepLoader {
+  Loader loader;
+  int step = 0, kt = 0, tile = 0;
+  __device__ __forceinline__ StepLoader(const ConvInt8Params& p, int tid) : loader(p, tid) {}
+  __device__ __forceinline__ void issue(const ConvInt8Params& p, const TileWalk& walk,
+                                        uint8_t* stages) {
+    if (step >= walk.steps) return;
+    if (kt == 0) loader.begin_tile(p, walk.m0(tile, BM), walk.n0(tile, BN));
+    uint8_t* a_tile = stages + (step % STAGES) * kStageBytes;
+    loader.load(p, a_tile, a_tile + BM * kTileK, kt);
+    ++step;
+    if (++kt == walk.k_steps) kt = 0, ++tile;
+  }
+};
+
+template <int BM, int BN, int WARPS_M, int WARPS_N, int STAGES, bool S2D>
+__global__ void __launch_bounds__(WARPS_M* WARPS_N * 32, 1)
+    conv_int8_mma_kernel(const ConvInt8Params p) {
+  using Tile = MmaTile<BM, BN, WARPS_M, WARPS_N, STAGES>;
+  extern __shared__ __align__(128) uint8_t smem[];
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int warp_m = warp / WARPS_N, warp_n = warp % WARPS_N;
+  const TileWalk walk(p, BM, BN);
+  StepLoader<ConvLoader<BM, BN, Tile::kThreads, S2D>, BM, BN, STAGES, Tile::kStageBytes> loads(p, tid);
+  float* stage = reinterpret_cast<float*>(smem + STAGES * Tile::kStageBytes) +
+                 warp * epilogue_stage_floats<Tile::kWarpN>();
+
+  int32_t acc[Tile::kMI][Tile::kNI][4];
+#pragma unroll
+  for (int mi = 0; mi < Tile::kMI; ++mi)
+#pragma unroll
+    for (int ni = 0; ni < Tile::kNI; ++ni)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[mi][ni][e] = 0;
+
+#pragma unroll
+  for (int s = 0; s < STAGES - 1; ++s) {
+    loads.issue(p, walk, smem);
+    ptx::cp_async_commit();  // empty groups keep the wait count below uniform
+  }
+  int kt = 0, tile = 0;
+  for (int step = 0; step < walk.steps; ++step) {
+    ptx::cp_async_wait<STAGES - 2>();
+    __syncthreads();  // step's stage is visible to all; the previous step's is free to refill
+    loads.issue(p, walk, smem);
+    ptx::cp_async_commit();
+
+    const uint32_t a_base = ptx::smem_address(smem + (step % STAGES) * Tile::kStageBytes);
+    const uint32_t b_base = a_base + BM * kTileK;
+#pragma unroll
+    for (int ks = 0; ks < 2; ++ks) {
+      uint32_t a[Tile::kMI][4], b[Tile::kNI][2];
+#pragma unroll
+      for (int mi = 0; mi < Tile::kMI; ++mi) {
+        const int row = warp_m * Tile::kWarpM + mi * 16 + (lane & 15);
+        ptx::ldmatrix_x4(a[mi], a_base + swizzle(row, ks * 2 + (lane >> 4)));
+      }
+#pragma unroll
+      for (int nj = 0; nj < Tile::kNI / 2; ++nj) {
+        const int row = warp_n * Tile::kWarpN + nj * 16 + (lane & 7) + ((lane >> 4) << 3);
+        uint32_t t[4];
+        ptx::ldmatrix_x4(t, b_base + swizzle(row, ks * 2 + ((lane >> 3) & 1)));
+        b[2 * nj][0] = t[0], b[2 * nj][1] = t[1];
+        b[2 * nj + 1][0] = t[2], b[2 * nj + 1][1] = t[3];
+      }
+#pragma unroll
+      for (int mi = 0; mi < Tile::kMI; ++mi)
+#pragma unroll
+        for (int ni = 0; ni < Tile::kNI; ++ni) ptx::mma_s8_16x8x32(acc[mi][ni], a[mi], b[ni]);
+    }
+
+    if (++kt == walk.k_steps) {
+      kt = 0;
+      epilogue_warp(p, acc, stage, walk.m0(tile, BM) + warp_m * Tile::kWarpM,
+                    walk.n0(tile, BN) + warp_n * Tile::kWarpN, lane);
+      ++tile;
+#pragma unroll
+      for (int mi = 0; mi < Tile::kMI; ++mi)
+#pragma unroll
+        for (int ni = 0; ni < Tile::kNI; ++ni)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) acc[mi][ni][e] = 0;
+    }
+  }
+  ptx::cp_async_wait<0>();
+}
+
+// Opts a kernel in to more than 48 KB of dynamic shared memory, once per device.
+template <typename Kernel>
+cudaError_t opt_in_shared_memory(Kernel* kernel, int bytes, std::atomic<uint64_t>& done) {
+  if (bytes <= 48 * 1024) return cudaSuccess;
+  int device = 0;
+  if (cudaError_t e = cudaGetDevice(&device); e != cudaSuccess) return e;
+  const uint64_t bit = uint64_t{1} << (device & 63);
+  if (done.load(std::memory_order_relaxed) & bit) return cudaSuccess;
+  const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+  if (e == cudaSuccess) done.fetch_or(bit, std::memory_order_relaxed);
+  return e;
+}
+
+// Blocks to launch for a persistent kernel: every SM filled as far as occupancy allows, never
+// more blocks than tiles. The occupancy is read once per device.
+template <typename Kernel>
+cudaError_t persistent_blocks(Kernel* kernel, int threads, int smem_bytes, int64_t tiles,
+                              std::atomic<uint64_t>* cache, int64_t& blocks) {
+  int device = 0;
+  if (cudaError_t e = cudaGetDevice(&device); e != cudaSuccess) return e;
+  uint64_t slots = cache[device & 63].load(std::memory_order_relaxed);
+  if (slots == 0) {
+    int per_sm = 0, sms = 0;
+    if (cudaError_t e =
+            cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem_bytes);
+        e != cudaSuccess)
+      return e;
+    if (cudaError_t e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+        e != cudaSuccess)
+      return e;
+    slots = uint64_t(per_sm > 0 ? per_sm : 1) * uint64_t(sms);
+    cache[device & 63].store(slots, std::memory_order_relaxed);
+  }
+  blocks = tiles < int64_t(slots) ? tiles : int64_t(slots);
+  return cudaSuccess;
+}
+
+inline int64_t conv_tiles(const ConvInt8Params& p, int bm, int bn) {
+  return int64_t{(p.pixels + bm - 1) / bm} * ((p.cout + bn - 1) / bn);
+}
+
+template <int BM, int BN, int WARPS_M, int WARPS_N, int STAGES, bool S2D>
+cudaError_t launch_conv_int8_mma(const ConvInt8Params& p, cudaStream_t stream) {
+  using Tile = MmaTile<BM, BN, WARPS_M, WARPS_N, STAGES>;
+  auto* kernel = conv_int8_mma_kernel<BM, BN, WARPS_M, WARPS_N, STAGES, S2D>;
+  static std::atomic<uint64_t> opted_in{0};
+  static std::atomic<uint64_t> slots[64];
+  if (cudaError_t e = opt_in_shared_memory(kernel, Tile::kSmemBytes, opted_in); e != cudaSuccess)
+    return e;
+  const int64_t tiles = conv_tiles(p, BM, BN);
+  if (tiles > INT_MAX) return cudaErrorInvalidConfiguration;
+  int64_t blocks = 0;
+  if (cudaError_t e = persistent_blocks(kernel, Tile::kThreads, Tile::kSmemBytes, tiles, slots, blocks);
+      e != cudaSuccess)
+    return e;
+  kernel<<<unsigned(blocks), Tile::kThreads, Tile::kSmemBytes, stream>>>(p);
+  return cudaGetLastError();
+}
+
+}  // namespace qyolo::cuda

@@ -1,0 +1,68 @@
+// What the host passes to every INT8 convolution kernel, and the tile variants' table.
+// Plain C++ (no device code) so the dispatcher compiles with the host compiler.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace qyolo::cuda {
+
+enum ConvKernelOutput : int { kOutInt8 = 0, kOutFloat16 = 1, kOutInt32 = 2 };
+
+struct ConvInt8Params {
+  const int8_t* input;          // already offset to the first input channel
+  const int8_t* weights;        // packed rows of k_total bytes
+  const float* weight_scales;   // [cout]
+  const float* bias;            // [cout] or null
+  const int8_t* residual;       // already offset to its first channel, or null
+  void* output;                 // already offset to the first output channel
+
+  int in_h, in_w, out_h, out_w;
+  int kernel, stride, pad;  // of the 3x3/1 view for kHwc4S2d (in_h, in_w stay real pixels)
+  int in_stride;     // elements from one input pixel to the next
+  int taps_channels; // bytes of K per tap: padded input channels (multiple of 16); 16 for S2D
+  int k_total;       // packed weight row in bytes, multiple of 16
+  int cout;
+  int pixels;        // batch * out_h * out_w
+  int out_stride, residual_stride;
+
+  float input_scale, residual_scale, inv_output_scale;
+  int silu;
+  int output_kind;   // ConvKernelOutput
+  int vector_io;     // output/residual offsets and strides allow 16-byte accesses
+};
+
+// The kernel variants, in two lists. K runs in steps of 64 bytes; each variant is compiled in
+// its own file (tiles/), so a new one costs one more small translation unit.
+//   MMA(name, BM, BN, WARPS_M, WARPS_N, STAGES, S2D): mma.sync (sm_80+), BM output pixels by
+//     BN output channels per block, WARPS_M x WARPS_N warps, a STAGES-deep cp.async pipeline.
+//   WGMMA(name, BM, BN, STAGES, S2D): wgmma (sm_90a), BM / 64 warpgroups.
+// S2D variants run the stem's hwc4 input (kHwc4S2d weights), the others kOhwi16.
+#define QYOLO_CONV_INT8_MMA_TILES(X)      \
+  X(mma_128x128_w2x2_s4, 128, 128, 2, 2, 4, false) \
+  X(mma_256x64_w4x2_s4, 256, 64, 4, 2, 4, false)   \
+  X(mma_128x64_w2x2_s4, 128, 64, 2, 2, 4, false)   \
+  X(mma_64x64_w2x2_s4, 64, 64, 2, 2, 4, false)     \
+  X(mma_256x32_w8x1_s4, 256, 32, 8, 1, 4, false)   \
+  X(mma_128x32_w4x1_s4, 128, 32, 4, 1, 4, false)   \
+  X(mma_s2d_128x32_w4x1_s4, 128, 32, 4, 1, 4, true) \
+  X(mma_s2d_128x64_w2x2_s4, 128, 64, 2, 2, 4, true)
+
+#define QYOLO_CONV_INT8_WGMMA_TILES(X)       \
+  X(wgmma_128x256_s3, 128, 256, 3, false)     \
+  X(wgmma_128x128_s4, 128, 128, 4, false)     \
+  X(wgmma_128x64_s4, 128, 64, 4, false)       \
+  X(wgmma_64x128_s4, 64, 128, 4, false)       \
+  X(wgmma_64x64_s4, 64, 64, 4, false)         \
+  X(wgmma_128x32_s4, 128, 32, 4, false)       \
+  X(wgmma_s2d_128x32_s4, 128, 32, 4, true)    \
+  X(wgmma_s2d_128x64_s4, 128, 64, 4, true)
+
+// Launch one variant; each is defined by an explicit instantiation in tiles/<name>.cu.
+template <int BM, int BN, int WARPS_M, int WARPS_N, int STAGES, bool S2D>
+cudaError_t launch_conv_int8_mma(const ConvInt8Params& params, cudaStream_t stream);
+template <int BM, int BN, int STAGES, bool S2D>
+cudaError_t launch_conv_int8_wgmma(const ConvInt8Params& params, cudaStream_t stream);
+
+}  // namespace qyolo::cuda

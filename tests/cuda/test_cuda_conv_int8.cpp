@@ -1,0 +1,389 @@
+// The CUDA INT8 convolutions against the CPU reference (qyolo/conv_int8.h): every yolov5n and
+// yolov5s convolution shape at batch 1 and 3, and every tile variant on awkward shapes.
+// Integer accumulators (the kInt32Accumulator output) must match exactly. Quantized outputs
+// must match within one step: the GPU's SiLU uses the fast exp/divide and requantization
+// multiplies by 1/output_scale, so values within a few ulps of a rounding boundary may round
+// the other way; the test counts them. Skipped, with a message, where there is no GPU.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <iterator>
+#include <random>
+#include <set>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "conv_shapes_json.h"
+#include "qyolo/conv_int8.h"
+#include "qyolo/cuda.h"
+#include "qyolo/cuda_conv.h"
+
+namespace qyolo {
+namespace {
+
+using cuda::DeviceBuffer;
+
+#define SKIP_WITHOUT_GPU()                                                                 \
+  if (cuda::device_count() == 0)                                                           \
+  GTEST_SKIP() << "no CUDA device (cudaGetDeviceCount reports none): GPU test not run"
+
+std::string data_dir() {
+  if (const char* env = std::getenv("QYOLO_DATA"); env && *env) return env;
+  return QYOLO_TEST_DATA;
+}
+
+// What one case writes and how: the epilogue variants cycle over the shapes.
+struct Variant {
+  ConvOutput output = ConvOutput::kInt8;
+  bool silu = true;
+  bool residual = false;
+  bool slice = false;  // input and output are channel slices of wider tensors
+};
+
+const Variant kVariants[] = {
+    {ConvOutput::kInt8, true, false, false},    {ConvOutput::kInt8, false, false, true},
+    {ConvOutput::kInt8, true, true, false},     {ConvOutput::kFloat16, false, false, false},
+    {ConvOutput::kFloat16, true, true, true},   {ConvOutput::kInt8, true, true, true},
+};
+
+struct Totals {
+  int cases = 0;
+  int64_t accumulators = 0, accumulator_mismatches = 0;
+  int64_t outputs = 0, identical = 0, one_step = 0, worse = 0;
+  int64_t untouched_violations = 0;
+
+  void add(const Totals& o) {
+    cases += o.cases;
+    accumulators += o.accumulators, accumulator_mismatches += o.accumulator_mismatches;
+    outputs += o.outputs, identical += o.identical, one_step += o.one_step, worse += o.worse;
+    untouched_violations += o.untouched_violations;
+  }
+  std::string summary() const {
+    char line[400];
+    std::snprintf(line, sizeof line,
+                  "%d cases: int32 accumulators %lld/%lld exact; outputs %lld/%lld identical, "
+                  "%lld one step (%.2g%%), %lld worse; %lld writes outside the slice",
+                  cases, (long long)(accumulators - accumulator_mismatches), (long long)accumulators,
+                  (long long)identical, (long long)outputs, (long long)one_step,
+                  outputs ? 100.0 * one_step / outputs : 0.0, (long long)worse,
+                  (long long)untouched_violations);
+    return line;
+  }
+};
+
+float half_to_float(uint16_t h) {
+  const int exponent = (h >> 10) & 0x1f, mantissa = h & 0x3ff;
+  const float magnitude = exponent == 0 ? std::ldexp(float(mantissa), -24)
+                                        : std::ldexp(float(mantissa | 0x400), exponent - 25);
+  return (h & 0x8000) ? -magnitude : magnitude;
+}
+
+// Distance between two halves in units in the last place (same-sign values; 0 for equal bits).
+int64_t half_ulps(uint16_t a, uint16_t b) {
+  auto ordered = [](uint16_t h) { return (h & 0x8000) ? -int64_t(h & 0x7fff) : int64_t(h); };
+  return std::llabs(ordered(a) - ordered(b));
+}
+
+// The stem's geometry: an int8:hwc4 input runs on the space-to-depth kernels.
+bool stem_like(const ConvInt8Shape& s) {
+  return s.in_channels <= 4 && s.stride == 2 && s.kernel % 2 == 0 && s.pad % 2 == 0;
+}
+
+void fill_int8(std::vector<int8_t>& v, std::mt19937& rng) {
+  std::uniform_int_distribution<int> d(-128, 127);
+  for (auto& x : v) x = static_cast<int8_t>(d(rng));
+}
+
+// Runs `shape` on the GPU with `tile` (-1: the heuristic's) in the int32 and the epilogue mode
+// and compares both with the reference. Returns the counts; failures are gtest failures.
+Totals run_case(const std::string& label, const ConvInt8Shape& shape, const Variant& variant,
+                int tile, uint32_t seed) {
+  Totals t;
+  t.cases = 1;
+  std::mt19937 rng(seed);
+  const int cin = shape.in_channels, cout = shape.out_channels;
+  const bool hwc4 = stem_like(shape) && !variant.slice;
+  ChannelSlice in_layout{hwc4 ? 4 : round_up(cin, 16), 0};
+  if (variant.slice && !hwc4) in_layout = {round_up(cin, 16) + 32, 16};
+  ChannelSlice out_layout{cout, 0};
+  if (variant.slice) out_layout = {round_up(cout, 16) + 48, 32};
+  const ChannelSlice res_layout{round_up(cout, 16) + (variant.slice ? 16 : 0), variant.slice ? 16 : 0};
+
+  const int64_t in_pixels = int64_t{shape.batch} * shape.in_h * shape.in_w;
+  const int64_t out_pixels = shape.out_pixels();
+  std::vector<int8_t> input(in_pixels * in_layout.stride), weights(size_t(cout) * shape.kernel *
+                                                                   shape.kernel * cin);
+  fill_int8(input, rng);  // the padding channels too: their weights are zero
+  fill_int8(weights, rng);
+  std::vector<int8_t> residual;
+  if (variant.residual) {
+    residual.resize(out_pixels * res_layout.stride);
+    fill_int8(residual, rng);
+  }
+  // Scales that put y in roughly [-12, 12] so SiLU's curved part and clamping are both used.
+  const double acc_std = std::sqrt(double(shape.kernel) * shape.kernel * cin) * 5461.0;
+  std::uniform_real_distribution<float> unit(0.5f, 1.5f), centered(-2.0f, 2.0f);
+  std::vector<float> weight_scales(cout), bias(cout);
+  const float input_scale = 0.05f;
+  for (int c = 0; c < cout; ++c) {
+    weight_scales[c] = float(4.0 / acc_std / input_scale) * unit(rng);
+    bias[c] = centered(rng);
+  }
+
+  ConvInt8Epilogue epilogue;
+  epilogue.input_scale = input_scale;
+  epilogue.weight_scales = weight_scales.data();
+  epilogue.bias = bias.data();
+  epilogue.silu = variant.silu;
+  epilogue.residual = variant.residual ? residual.data() : nullptr;
+  epilogue.residual_layout = res_layout;
+  epilogue.residual_scale = 0.03f;
+  epilogue.output = variant.output;
+
+  // Reference accumulators, then an output scale that clamps the largest few values.
+  const std::vector<int32_t> acc =
+      conv_int8_accumulate_reference(shape, input.data(), in_layout, weights.data());
+  float amax = 0.0f;
+  for (int64_t m = 0; m < out_pixels; m += 7)
+    for (int c = 0; c < cout; ++c) {
+      const int8_t r = variant.residual ? residual[m * res_layout.stride + res_layout.offset + c] : 0;
+      amax = std::max(amax, std::fabs(conv_int8_epilogue_value(acc[m * cout + c], c, epilogue, r)));
+    }
+  epilogue.output_scale = std::max(amax, 1e-3f) / 127.0f * 0.9f;
+
+  // Device copies.
+  const ConvWeightFormat format = conv_int8_weight_format(shape, in_layout);
+  const std::vector<int8_t> packed = pack_conv_int8_weights(shape, format, weights.data());
+  const size_t element = variant.output == ConvOutput::kInt8 ? 1 : 2;
+  const size_t out_elements = size_t(out_pixels) * out_layout.stride;
+  auto d_input = DeviceBuffer::allocate(input.size());
+  auto d_weights = DeviceBuffer::allocate(packed.size());
+  auto d_scales = DeviceBuffer::allocate(cout * sizeof(float));
+  auto d_bias = DeviceBuffer::allocate(cout * sizeof(float));
+  auto d_residual = DeviceBuffer::allocate(std::max<size_t>(residual.size(), 16));
+  auto d_acc = DeviceBuffer::allocate(size_t(out_pixels) * cout * 4);
+  auto d_out = DeviceBuffer::allocate(out_elements * element);
+  for (auto* b : {&d_input, &d_weights, &d_scales, &d_bias, &d_residual, &d_acc, &d_out})
+    if (!b->has_value()) {
+      ADD_FAILURE() << label << ": " << b->status().message();
+      return t;
+    }
+  auto ok = [&](const Status& s) {
+    if (!s.is_ok()) ADD_FAILURE() << label << ": " << s.message();
+    return s.is_ok();
+  };
+  if (!ok(d_input->upload(input.data(), input.size())) ||
+      !ok(d_weights->upload(packed.data(), packed.size())) ||
+      !ok(d_scales->upload(weight_scales.data(), cout * 4)) ||
+      !ok(d_bias->upload(bias.data(), cout * 4)) ||
+      (variant.residual && !ok(d_residual->upload(residual.data(), residual.size()))) ||
+      !ok(d_acc->fill(0x5a)) || !ok(d_out->fill(0x5a)))
+    return t;
+
+  cuda::ConvInt8Args args;
+  args.shape = shape;
+  args.input = d_input->as<int8_t>();
+  args.input_layout = in_layout;
+  args.weights = d_weights->as<int8_t>();
+  args.tile = tile;
+  const char* tile_name = cuda::conv_int8_tile_name(tile < 0 ? cuda::conv_int8_pick_tile(args) : tile);
+
+  // 1. raw accumulators, exact
+  args.epilogue.output = ConvOutput::kInt32Accumulator;
+  args.output = d_acc->data();
+  args.output_layout = {cout, 0};
+  if (!ok(cuda::conv_int8(args, nullptr)) || !ok(cuda::check(cudaDeviceSynchronize(), label.c_str())))
+    return t;
+  std::vector<int32_t> gpu_acc(size_t(out_pixels) * cout);
+  if (!ok(d_acc->download(gpu_acc.data(), gpu_acc.size() * 4))) return t;
+  t.accumulators = int64_t(gpu_acc.size());
+  for (size_t i = 0; i < gpu_acc.size(); ++i)
+    if (gpu_acc[i] != acc[i]) {
+      if (t.accumulator_mismatches++ < 5)
+        ADD_FAILURE() << label << " [" << tile_name << "]: accumulator of pixel " << i / cout
+                      << " channel " << i % cout << " is " << gpu_acc[i] << ", reference " << acc[i];
+    }
+
+  // 2. the fused epilogue
+  args.epilogue = epilogue;
+  args.epilogue.weight_scales = d_scales->as<float>();
+  args.epilogue.bias = d_bias->as<float>();
+  args.epilogue.residual = variant.residual ? d_residual->as<int8_t>() : nullptr;
+  args.output = d_out->data();
+  args.output_layout = out_layout;
+  if (!ok(cuda::conv_int8(args, nullptr)) || !ok(cuda::check(cudaDeviceSynchronize(), label.c_str())))
+    return t;
+  std::vector<uint8_t> gpu_out(out_elements * element), ref_out(out_elements * element, 0x5a);
+  if (!ok(d_out->download(gpu_out.data(), gpu_out.size()))) return t;
+  conv_int8_epilogue_reference(shape, acc.data(), epilogue, ref_out.data(), out_layout);
+
+  for (size_t i = 0; i < out_elements; ++i) {
+    const int c = int(i % out_layout.stride) - out_layout.offset;
+    const bool inside = c >= 0 && c < cout;
+    // Int8: distance in quantization steps. Half: one step is one half ulp, or 4e-5 absolute
+    // where a residual add cancels (the GPU's few-ulp float error is relative to the terms,
+    // |y| <= ~12 here, not to their small sum).
+    int64_t diff;
+    if (element == 1) {
+      diff = std::abs(int(int8_t(gpu_out[i])) - int(int8_t(ref_out[i])));
+    } else {
+      uint16_t g, r;
+      std::memcpy(&g, &gpu_out[2 * i], 2);
+      std::memcpy(&r, &ref_out[2 * i], 2);
+      diff = half_ulps(g, r);
+      if (diff > 1 && inside && std::fabs(half_to_float(g) - half_to_float(r)) <= 4e-5f) diff = 1;
+    }
+    if (!inside) {
+      if (diff != 0 && t.untouched_violations++ < 3)
+        ADD_FAILURE() << label << " [" << tile_name << "]: wrote outside its channel slice at "
+                      << i;
+      continue;
+    }
+    ++t.outputs;
+    if (diff == 0) {
+      ++t.identical;
+    } else if (diff == 1) {
+      ++t.one_step;
+    } else if (t.worse++ < 5) {
+      ADD_FAILURE() << label << " [" << tile_name << "]: output pixel " << i / out_layout.stride
+                    << " channel " << c << " differs by " << diff
+                    << (element == 1 ? " steps" : " half ulps");
+    }
+  }
+  // One-step differences come from values within a few float ulps of a rounding boundary:
+  // rare for int8 (steps of ~1% of the value), commoner for half (steps of 2^-11 relative).
+  // A systematic error would show at a rate of tens of percent.
+  const int64_t allowed = element == 1 ? t.outputs / 2000 : t.outputs / 100;
+  EXPECT_LE(t.one_step, std::max<int64_t>(8, allowed))
+      << label << " [" << tile_name << "]: too many one-step differences";
+  return t;
+}
+
+std::string shape_label(const std::string& model, const std::string& node, const ConvInt8Shape& s) {
+  char text[200];
+  std::snprintf(text, sizeof text, "%s %s %dx%dx%d->%d k%d s%d b%d", model.c_str(), node.c_str(),
+                s.in_channels, s.in_h, s.in_w, s.out_channels, s.kernel, s.stride, s.batch);
+  return text;
+}
+
+TEST(ConvInt8Cuda, EveryYolov5ShapeMatchesReference) {
+  SKIP_WITHOUT_GPU();
+  if (auto d = cuda::describe_device(0)) std::printf("device: %s\n", d->c_str());
+  const std::string path = data_dir() + "/yolov5_conv_shapes_640.json";
+  Totals all;
+  for (const std::string model : {"yolov5n", "yolov5s"}) {
+    auto convs = testing::read_conv_shapes(path, model);
+    ASSERT_TRUE(convs.has_value()) << convs.status().message();
+    // Each distinct geometry once; the variants cycle over them.
+    std::set<std::tuple<int, int, int, int, int, int>> seen;
+    for (const int batch : {1, 3}) {
+      Totals per_batch;
+      int index = 0;
+      seen.clear();
+      for (const auto& entry : *convs) {
+        ConvInt8Shape s = entry.shape;
+        if (!seen.insert({s.in_channels, s.in_h, s.out_channels, s.kernel, s.stride, s.pad}).second)
+          continue;
+        s.batch = batch;
+        const Variant& v = kVariants[index % std::size(kVariants)];
+        per_batch.add(run_case(shape_label(model, entry.onnx_node, s), s, v, -1,
+                               uint32_t(1000 * batch + index)));
+        ++index;
+      }
+      std::printf("%s batch %d: %s\n", model.c_str(), batch, per_batch.summary().c_str());
+      all.add(per_batch);
+    }
+  }
+  std::printf("all yolov5 shapes: %s\n", all.summary().c_str());
+  EXPECT_EQ(all.accumulator_mismatches, 0);
+  EXPECT_EQ(all.worse, 0);
+  EXPECT_EQ(all.untouched_violations, 0);
+}
+
+// Every tile variant on shapes that hit the edges: pixel counts that are not a multiple of any
+// tile, 255 and 520 output channels, 16- and 48-channel taps (K steps that straddle taps), odd
+// widths for the hwc4 stem path, and every epilogue variant.
+TEST(ConvInt8Cuda, EveryTileVariantOnEdgeShapes) {
+  SKIP_WITHOUT_GPU();
+  // batch, cin, h, w, cout, kernel, stride, pad
+  const std::vector<ConvInt8Shape> shapes = {
+      {3, 64, 20, 23, 255, 1, 1, 0}, {2, 48, 17, 19, 96, 3, 2, 1}, {1, 16, 33, 31, 40, 3, 1, 1},
+      {1, 160, 9, 9, 520, 3, 1, 1},  {2, 32, 12, 12, 64, 1, 1, 0}, {1, 3, 64, 62, 32, 6, 2, 2},
+      {2, 3, 37, 41, 16, 6, 2, 2},   {1, 4, 30, 30, 64, 4, 2, 2},  {3, 3, 21, 19, 48, 6, 2, 2},
+      {2, 2, 15, 17, 32, 2, 2, 0},   {1, 3, 16, 16, 8, 6, 2, 4},
+  };
+  Totals all;
+  int index = 0;
+  for (int tile = 0; tile < cuda::conv_int8_tile_count(); ++tile) {
+    Totals per_tile;
+    for (const auto& s : shapes) {
+      cuda::ConvInt8Args probe;
+      probe.shape = s;
+      probe.input_layout = {stem_like(s) ? 4 : round_up(s.in_channels, 16), 0};
+      if (!cuda::conv_int8_tile_supports(tile, probe)) continue;
+      Variant v = kVariants[index % std::size(kVariants)];
+      if (stem_like(s)) v.slice = false;  // the hwc4 input is a whole tensor
+      per_tile.add(run_case(shape_label("edge", cuda::conv_int8_tile_name(tile), s), s, v, tile,
+                            uint32_t(77 + index)));
+      ++index;
+    }
+    std::printf("tile %-22s %s\n", cuda::conv_int8_tile_name(tile), per_tile.summary().c_str());
+    all.add(per_tile);
+  }
+  EXPECT_EQ(all.accumulator_mismatches, 0);
+  EXPECT_EQ(all.worse, 0);
+  EXPECT_EQ(all.untouched_violations, 0);
+}
+
+// Argument checks happen before anything touches the GPU, so this runs everywhere.
+TEST(ConvInt8Cuda, RejectsBadArguments) {
+  alignas(16) static int8_t dummy[64];
+  cuda::ConvInt8Args good;
+  good.shape = {1, 32, 8, 8, 16, 3, 1, 1};
+  good.input = dummy;
+  good.input_layout = {32, 0};
+  good.weights = dummy;
+  good.output = dummy;
+  good.output_layout = {16, 0};
+  static const float scales[16] = {};
+  good.epilogue.weight_scales = scales;
+
+  auto expect_error = [](cuda::ConvInt8Args a, const std::string& needle) {
+    const Status s = cuda::conv_int8(a, nullptr);
+    EXPECT_FALSE(s.is_ok()) << needle;
+    EXPECT_NE(s.message().find(needle), std::string::npos) << s.message();
+  };
+  auto a = good;
+  a.input_layout = {40, 0};
+  expect_error(a, "multiples of 16");
+  a = good;
+  a.input_layout = {32, 16};
+  expect_error(a, "do not fit the pixel stride");
+  a = good;
+  a.output_layout = {32, 20};
+  expect_error(a, "do not fit the pixel stride");
+  a = good;
+  a.input = dummy + 1;
+  expect_error(a, "16-byte aligned");
+  a = good;
+  a.shape.kernel = 20;
+  expect_error(a, "larger than the padded input");
+  a = good;
+  a.epilogue.output_scale = 0.0f;
+  expect_error(a, "output_scale");
+  a = good;
+  a.tile = 6;  // a space-to-depth stem tile for an ohwi16 convolution
+  expect_error(a, "cannot run this convolution");
+  a = good;
+  a.epilogue.weight_scales = nullptr;
+  expect_error(a, "weight_scales");
+}
+
+}  // namespace
+}  // namespace qyolo
