@@ -83,15 +83,20 @@ std::string line_column(const std::string& text, size_t position) {
   return str_cat("line ", line, ", column ", position - line_start);
 }
 
-// The part of nlohmann's message after its own "[json.exception...] parse error at ...: ".
+// The part of nlohmann's message after its own "[json.exception...] parse error at ...: ",
+// cut short: its "last read" can quote a long run of the file.
 std::string syntax_message(const std::string& what) {
+  constexpr size_t kMaxLength = 240;
+  std::string message = what;
   const size_t column = what.find("column ");
-  if (column != std::string::npos) {
-    const size_t colon = what.find(": ", column);
-    if (colon != std::string::npos) return what.substr(colon + 2);
+  const size_t colon = column == std::string::npos ? column : what.find(": ", column);
+  if (colon != std::string::npos) {
+    message = what.substr(colon + 2);
+  } else if (const size_t bracket = what.find("] "); bracket != std::string::npos) {
+    message = what.substr(bracket + 2);
   }
-  const size_t bracket = what.find("] ");
-  return bracket == std::string::npos ? what : what.substr(bracket + 2);
+  if (message.size() > kMaxLength) message = message.substr(0, kMaxLength) + "...";
+  return message;
 }
 
 enum class FileKind { kInstances, kResults };
