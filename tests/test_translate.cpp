@@ -434,6 +434,20 @@ TEST(Translate, SigmoidScaleMulOutputReproducesTheShippedCache) {
   EXPECT_EQ(keys(t), (std::vector<std::string>{"x", "m", "c", "s"}));
   EXPECT_EQ(static_cast<float>(scale(t, "s")), 0.05f);
   EXPECT_EQ(static_cast<float>(scale(t, "c")), 0.05f);
+
+  // A Concat without input scales hands its own over in the forward pass, so those lines
+  // come before the backward pass's.
+  GraphBuilder b;
+  b.input("a");
+  b.node("Tanh", "t0", {"a"}, {"a0"});
+  b.node("Tanh", "t1", {"a"}, {"a1"});
+  b.node("Concat", "cat", {"a0", "a1"}, {"c"});
+  b.node("Tanh", "t2", {b.qdq("c", 0.2f)}, {"v"});
+  b.node("Transpose", "tr", {"v"}, {"u"});
+  b.node("Tanh", "t3", {b.qdq("u", 0.5f)}, {"y"});
+  b.output("y");
+  EXPECT_EQ(keys(translate_ok(b.g, nvidia_yolo_flags())), (std::vector<std::string>{"c", "u", "v", "a0", "a1"}));
+  EXPECT_EQ(keys(translate_ok(b.g, options)), (std::vector<std::string>{"c", "u", "a0", "a1", "v"}));
 }
 
 TEST(Translate, SigmoidRuleLooksAtTheFirstConsumerOnly) {
@@ -739,20 +753,26 @@ std::set<std::string> key_set(const Translation& t) {
   return out;
 }
 
-// NVIDIA's yolov5s cache with its module names mapped to the ultralytics export's.
-std::set<std::string> nvidia_keys_in_ultralytics_names() {
+// NVIDIA's yolov5s cache's tensors, its module names mapped to the ultralytics export's
+// ("/model.2/concat/Concat" is "/model.2/Concat", ".../m.0/addop/Add" is ".../m.0/Add").
+std::vector<std::string> nvidia_keys_in_ultralytics_names(bool /*in_order*/) {
   auto cache = read_calibration_cache(data_path("caches/yolov5s_qat2ptq.cache").string());
   EXPECT_TRUE(cache) << cache.status().message();
-  std::set<std::string> out;
+  std::vector<std::string> out;
   for (const auto& entry : cache->entries) {
     std::string name = entry.tensor;
     for (const std::string module : {"concat/", "addop/"}) {
       const auto at = name.find(module);
       if (at != std::string::npos) name.erase(at, module.size());
     }
-    out.insert(name);
+    out.push_back(name);
   }
   return out;
+}
+
+std::set<std::string> nvidia_key_set() {
+  const auto keys = nvidia_keys_in_ultralytics_names(false);
+  return {keys.begin(), keys.end()};
 }
 
 TEST(TranslateYolov5n, Option1RoundTripsAndMatchesNvidiasCacheKeys) {
@@ -773,7 +793,7 @@ TEST(TranslateYolov5n, Option1RoundTripsAndMatchesNvidiasCacheKeys) {
   check_with_python(t.graph, dir / "yolov5n_qat1_noqdq.onnx", false);
 
   // The same tensors as NVIDIA's shipped yolov5s cache (the same network, other widths).
-  EXPECT_EQ(key_set(t), nvidia_keys_in_ultralytics_names());
+  EXPECT_EQ(key_set(t), nvidia_key_set());
   // Its value relations: the Sigmoid of a SiLU 1/127 and the Conv output the Mul output's.
   EXPECT_DOUBLE_EQ(scale(t, "/model.23/cv3/act/Sigmoid_output_0"), 1.0 / 127.0);
   EXPECT_EQ(static_cast<float>(scale(t, "/model.23/cv3/conv/Conv_output_0")),
@@ -785,18 +805,20 @@ TEST(TranslateYolov5n, Option1RoundTripsAndMatchesNvidiasCacheKeys) {
   for (const auto& node : t.fp16_nodes) EXPECT_EQ(node.rfind("/model.24/", 0), 0u) << node;
   EXPECT_FALSE(t.fp16_nodes.empty());
 
-  // With the shipped cache's Sigmoid convention every Sigmoid and Conv output of a SiLU
-  // carries its Mul output's scale, as in the shipped cache.
+  // With the shipped cache's convention every Sigmoid and Conv output of a SiLU carries its
+  // Mul output's scale, and the lines come in the shipped file's order.
   TranslateOptions shipped = nvidia_yolo_flags();
   shipped.sigmoid_scale = SigmoidScale::kMulOutput;
   const Translation s = translate_ok(*qat, shipped);
-  EXPECT_EQ(key_set(s), key_set(t));
+  EXPECT_EQ(keys(s), nvidia_keys_in_ultralytics_names(/*in_order=*/true));
   int silus = 0;
   for (const auto& entry : s.scales) {
     const auto at = entry.tensor.find("/act/Sigmoid_output_0");
     if (at == std::string::npos) continue;
     const std::string mul = entry.tensor.substr(0, at) + "/act/Mul_output_0";
+    const std::string conv = entry.tensor.substr(0, at) + "/conv/Conv_output_0";
     EXPECT_EQ(static_cast<float>(entry.scale), static_cast<float>(scale(s, mul))) << entry.tensor;
+    EXPECT_EQ(static_cast<float>(scale(s, conv)), static_cast<float>(scale(t, conv))) << conv;
     ++silus;
   }
   EXPECT_EQ(silus, 57);
@@ -827,7 +849,7 @@ TEST(TranslateYolov5n, Option2AllNodesWithQdq) {
   }
   EXPECT_LE(scale(t, "/model.0/act/Sigmoid_output_0"), 1.0 / 127.0 + 1e-9);
   // All of Option 1's tensors are there too.
-  const auto option1 = nvidia_keys_in_ultralytics_names();
+  const auto option1 = nvidia_key_set();
   const auto mine = key_set(t);
   for (const auto& key : option1) EXPECT_TRUE(mine.count(key)) << key;
 }

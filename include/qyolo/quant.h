@@ -50,8 +50,11 @@ std::vector<std::string> cache_tensors_missing_from(const CalibrationCache& cach
 // ---------------------------------------------------------------------------------------
 // The Q/DQ translator.
 
-// What a Sigmoid feeding a Mul (SiLU) gets under --infer-mul-scales: 1/127 as NVIDIA's
-// published translator writes, or the Mul output's scale as NVIDIA's shipped cache has it.
+// What a SiLU's Sigmoid output gets under --infer-mul-scales: 1/127 as NVIDIA's published
+// translator writes, or the Mul output's scale as NVIDIA's shipped yolov5s cache has it. The
+// latter uses the rules that reproduce the shipped cache, its line order included: both SiLU
+// inputs take the Mul output's scale in the backward pass, and a Concat none of whose inputs
+// has a scale hands its own to them in the forward pass.
 enum class SigmoidScale { kUnit, kMulOutput };
 
 struct TranslateOptions {

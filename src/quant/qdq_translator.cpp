@@ -79,12 +79,10 @@ class Translator {
   void fallback(const std::vector<size_t>& order);
   std::string unscaled_reason(const Node* producer, bool is_output) const;
 
-  bool known(const std::string& tensor) const {
-    return scales_.has(tensor) || pending_index_.count(tensor);
-  }
-  double scale_of(const std::string& tensor) const {
-    return scales_.has(tensor) ? scales_.get(tensor) : kUnitSigmoidScale;
-  }
+  bool known(const std::string& tensor) const { return scales_.has(tensor); }
+  double scale_of(const std::string& tensor) const { return scales_.get(tensor); }
+  bool shipped_rules() const { return options_.sigmoid_scale == SigmoidScale::kMulOutput; }
+  bool is_silu_mul(const Node& mul) const;
 
   Graph g_;
   TranslateOptions options_;
@@ -92,10 +90,22 @@ class Translator {
   std::vector<bool> removed_;
   Translation result_;
   std::unordered_set<std::string> sigmoid_skip_;  // Sigmoid outputs the backward rule leaves
-  // --sigmoid-scale mul-output: Sigmoid outputs reserved in the forward pass, with their Mul.
-  std::vector<std::pair<std::string, size_t>> pending_;
-  std::unordered_map<std::string, size_t> pending_index_;
+  std::unordered_map<std::string, size_t> producer_;
 };
+
+// Mul(x, Sigmoid(x)) in either order.
+bool Translator::is_silu_mul(const Node& mul) const {
+  if (mul.op_type != "Mul" || mul.inputs.size() != 2) return false;
+  for (int k = 0; k < 2; ++k) {
+    auto it = producer_.find(mul.inputs[k]);
+    if (it == producer_.end()) continue;
+    const Node& sigmoid = g_.nodes[it->second];
+    if (sigmoid.op_type == "Sigmoid" && !sigmoid.inputs.empty() && sigmoid.inputs[0] == mul.inputs[1 - k]) {
+      return true;
+    }
+  }
+  return false;
+}
 
 Status Translator::rename_outputs_after_nodes() {
   std::unordered_map<std::string, std::string> renames;
@@ -357,7 +367,14 @@ void Translator::forward(const std::vector<size_t>& order, const std::set<std::s
     if (!ops.count(node.op_type) || node.inputs.empty() || node.outputs.empty()) continue;
     const std::string& in = node.inputs[0];
     const std::string& out = node.outputs[0];
-    if (node.op_type == "Concat") {
+    if (node.op_type == "Concat" && shipped_rules() && known(out) &&
+        std::none_of(node.inputs.begin(), node.inputs.end(), [&](const std::string& v) { return known(v); })) {
+      // The shipped cache's rules: a Concat with no input scale hands its own to its inputs
+      // already in the forward pass.
+      for (const auto& input : node.inputs) {
+        if (!input.empty() && !known(input)) scales_.set(input, scale_of(out), ScaleSource::kForward);
+      }
+    } else if (node.op_type == "Concat") {
       // The largest known input scale, even over a scale the output got from its own Q/DQ.
       bool any = false;
       double largest = 0.0;
@@ -370,16 +387,11 @@ void Translator::forward(const std::vector<size_t>& order, const std::set<std::s
     } else if (node.op_type == "Sigmoid") {
       // A SiLU's Sigmoid: its output is in (0, 1), so scale 1/127, and the backward rule must
       // not turn that into an input scale. Only the first consumer is looked at.
-      if (known(out) || !ops.count("Mul")) continue;
+      if (known(out) || !ops.count("Mul") || shipped_rules()) continue;
       const auto readers = consumers(out, order);
       if (readers.empty() || g_.nodes[readers[0]].op_type != "Mul") continue;
       sigmoid_skip_.insert(out);
-      if (options_.sigmoid_scale == SigmoidScale::kUnit) {
-        scales_.set(out, kUnitSigmoidScale, ScaleSource::kForward);
-      } else {
-        pending_index_[out] = pending_.size();
-        pending_.push_back({out, readers[0]});
-      }
+      scales_.set(out, kUnitSigmoidScale, ScaleSource::kForward);
     } else {
       if (known(in) && !known(out)) scales_.set(out, scale_of(in), ScaleSource::kForward);
       if (node.op_type == "Split" && known(in)) {
@@ -416,28 +428,21 @@ void Translator::backward(const std::vector<size_t>& order, const std::set<std::
       for (const auto& input : node.inputs) {
         if (!input.empty() && !known(input)) scales_.set(input, s_out, ScaleSource::kBackward);
       }
+    } else if (node.op_type == "Mul" && shipped_rules() && is_silu_mul(node)) {
+      // The shipped cache's rules: both SiLU inputs (the Conv output, then the Sigmoid output)
+      // take the Mul output's scale.
+      for (const auto& input : node.inputs) {
+        if (!known(input)) scales_.set(input, s_out, ScaleSource::kBackward);
+      }
     } else if (node.op_type == "Mul") {
       // Solves s_out = 127 * s_in0 * s_in1 for input 0; with a SiLU's 1/127 Sigmoid scale that
       // gives input 0 the output's scale. Nothing when input 1 is unknown too.
       if (node.inputs.size() < 2 || !known(node.inputs[1])) continue;
       scales_.set(in, s_out / scale_of(node.inputs[1]) / 127.0, ScaleSource::kBackward);
-      auto pending = pending_index_.find(node.inputs[1]);
-      if (pending != pending_index_.end() && pending_[pending->second].second == *it) {
-        scales_.set(node.inputs[1], s_out, ScaleSource::kBackward);
-        pending_index_.erase(pending);
-      }
     } else {
       scales_.set(in, s_out, ScaleSource::kBackward);
     }
   }
-  // Reserved Sigmoid outputs whose Mul rule did not fire take the Mul's output scale.
-  for (const auto& [sigmoid_out, mul] : pending_) {
-    if (!pending_index_.count(sigmoid_out)) continue;
-    const std::string& mul_out = g_.nodes[mul].outputs[0];
-    scales_.set(sigmoid_out, scales_.has(mul_out) ? scales_.get(mul_out) : kUnitSigmoidScale,
-                ScaleSource::kForward);
-  }
-  pending_index_.clear();
 }
 
 std::string Translator::unscaled_reason(const Node* producer, bool is_output) const {
@@ -551,6 +556,9 @@ Expected<Translation> Translator::run() {
                    [&](size_t a, size_t b) { return kept_rank[a] < kept_rank[b]; });
   const std::vector<size_t> order = quant::depth_order(g_, by_rank);
 
+  for (size_t i = 0; i < g_.nodes.size(); ++i) {
+    for (const auto& out : g_.nodes[i].outputs) producer_[out] = i;
+  }
   const auto ops = inference_ops();
   forward(order, ops);
   backward(order, ops);

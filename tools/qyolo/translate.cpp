@@ -99,7 +99,7 @@ void add_translate_command(CLI::App& app, int& exit_code) {
                 options->translate.rename_node_outputs, "Rename each output after its node");
   cmd->add_option("--sigmoid-scale", options->sigmoid_scale,
                   "SiLU Sigmoid output scale: unit (1/127, NVIDIA's code) or mul-output "
-                  "(the Mul output's, as NVIDIA's shipped cache)")
+                  "(the Mul output's, with the rules and line order of NVIDIA's shipped cache)")
       ->check(CLI::IsMember({"unit", "mul-output"}));
   cmd->add_flag("--infer-all", options->translate.infer_all,
                 "Beyond NVIDIA: infer through Concat, Mul, Add, Resize, Split, Slice; clamp "
