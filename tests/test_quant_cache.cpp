@@ -152,6 +152,9 @@ TEST(CalibCache, InvalidScalesNameTensorAndLine) {
   EXPECT_FALSE(format_calibration_cache(cache));
   cache.entries = {{"two\nlines", 1.0f}};
   EXPECT_FALSE(format_calibration_cache(cache));
+  cache.entries.clear();
+  cache.version = "8.6";
+  EXPECT_FALSE(format_calibration_cache(cache));
 }
 
 TEST(CalibCache, MissingFileIsAnIoError) {

@@ -898,6 +898,29 @@ TEST(TranslateYolov5n, CommandLine) {
   EXPECT_NE(mine.output.find("no scale  /model.24/"), std::string::npos) << mine.output;
 }
 
+// Any QAT model that appears among the shared models translates and round-trips.
+TEST(TranslateSharedModels, EveryQatModelTranslates) {
+  int translated = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(data_path("models"))) {
+    if (entry.path().extension() != ".onnx") continue;
+    auto graph = load_onnx(entry.path().string());
+    ASSERT_TRUE(graph) << graph.status().message();
+    const bool has_qdq = std::any_of(graph->nodes.begin(), graph->nodes.end(),
+                                     [](const Node& n) { return n.op_type == "QuantizeLinear"; });
+    if (!has_qdq) continue;
+    TranslateOptions options = nvidia_yolo_flags();
+    options.check_weight_scales = false;  // fine-tuned weights need not match max calibration
+    const Translation t = translate_ok(*graph, options);
+    EXPECT_FALSE(t.scales.empty()) << entry.path();
+    for (const auto& node : t.graph.nodes) {
+      EXPECT_NE(node.op_type, "QuantizeLinear") << entry.path();
+      EXPECT_NE(node.op_type, "DequantizeLinear") << entry.path();
+    }
+    ++translated;
+  }
+  if (translated == 0) GTEST_SKIP() << "no QAT model among " << data_path("models");
+}
+
 // One line on stderr, naming the subject, exit code 1.
 void expect_cli_error(const testing::CommandResult& result, const std::string& needle) {
   EXPECT_EQ(result.exit_code, 1) << result.output;

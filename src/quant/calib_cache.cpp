@@ -119,7 +119,10 @@ Expected<CalibrationCache> read_calibration_cache(const std::string& path) {
 }
 
 Expected<std::string> format_calibration_cache(const CalibrationCache& cache) {
-  std::string out = "TRT-" + cache.version + "-" + cache.algorithm + "\n";
+  std::string out = "TRT-" + cache.version + "-" + cache.algorithm;
+  CalibrationCache check;
+  QYOLO_RETURN_IF_ERROR(parse_header(out, "calibration cache header", check));
+  out += "\n";
   std::set<std::string> seen;
   for (const auto& entry : cache.entries) {
     if (entry.tensor.empty() || entry.tensor.find('\n') != std::string::npos) {
