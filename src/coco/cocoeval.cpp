@@ -1,7 +1,7 @@
 // COCOeval (bbox) as pycocotools 2.0.x computes it, on flat arrays.
 //
 // pycocotools walks (category, area range, image) with Python dicts; here the annotations are
-// grouped once by (category, image) into sorted index lists, and each category is evaluated
+// grouped once by (category, image) into sorted flat arrays, and each category is evaluated
 // and accumulated on its own, in parallel: categories share nothing, so the result does not
 // depend on the thread count. Every floating-point step follows the Python and C code it
 // replaces in the same order (IoU as maskApi.c's bbIou, precision as numpy evaluates it,
@@ -251,13 +251,13 @@ void Evaluator::evaluate_image(size_t gt_begin, size_t num_gts, size_t dt_begin,
   const size_t T = p_.iou_thresholds.size();
   const size_t A = p_.area_ranges.size();
   const size_t max_det = static_cast<size_t>(p_.max_detections.back());
-  const std::array<double, 4>* gt_box = &gt_groups_.box[gt_begin];
-  const double* gt_area = &gt_groups_.value[gt_begin];
-  const int64_t* gt_crowd = &gt_groups_.iscrowd[gt_begin];
-  const int64_t* gt_id = &gt_groups_.id[gt_begin];
+  const std::array<double, 4>* gt_box = gt_groups_.box.data() + gt_begin;
+  const double* gt_area = gt_groups_.value.data() + gt_begin;
+  const int64_t* gt_crowd = gt_groups_.iscrowd.data() + gt_begin;
+  const int64_t* gt_id = gt_groups_.id.data() + gt_begin;
 
   // Highest score first, ties in file order (np.argsort(-score, kind='mergesort')).
-  const double* score = &dt_groups_.value[0];
+  const double* score = dt_groups_.value.data();
   s.dt_order.resize(num_dts);
   std::iota(s.dt_order.begin(), s.dt_order.end(), static_cast<int32_t>(dt_begin));
   std::stable_sort(s.dt_order.begin(), s.dt_order.end(),
