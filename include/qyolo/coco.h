@@ -118,7 +118,9 @@ struct CocoEvalResult {
 
 // Runs evaluate(), accumulate() and summarize() of pycocotools' COCOeval (iouType 'bbox').
 // Detections are matched by box; their `id` and `area` are not read (area is w * h, as
-// loadRes sets it). Errors only for parameters pycocotools cannot run with either.
+// loadRes sets it). With no detections at all, AP and AR are 0 wherever there is ground truth
+// (what pycocotools gives when no detection is on an evaluated category; its loadRes refuses
+// an empty list) and -1 elsewhere. Errors only for parameters pycocotools cannot run with.
 Expected<CocoEvalResult> evaluate_coco_bbox(const CocoDataset& ground_truth,
                                             const std::vector<CocoAnnotation>& detections,
                                             const CocoEvalParams& params = {});
