@@ -106,7 +106,8 @@ TEST(CalibCache, HexHasNoLeadingZerosAndReadersAcceptAnyWidth) {
 }
 
 TEST(CalibCache, ToleratesCrlfBlankLinesAndMissingFinalNewline) {
-  auto cache = parse_calibration_cache("TRT-8600-EntropyCalibration2\r\nx: 3f800000\r\n\r\ny: 3f800000", "t");
+  auto cache = parse_calibration_cache(
+      "TRT-8600-EntropyCalibration2\r\nx: 3f800000\r\n\r\ny: 3f800000", "t");
   ASSERT_TRUE(cache) << cache.status().message();
   EXPECT_EQ(cache->entries.size(), 2u);
   auto empty = parse_calibration_cache("TRT-7000-LegacyCalibration\n", "t");
@@ -116,15 +117,20 @@ TEST(CalibCache, ToleratesCrlfBlankLinesAndMissingFinalNewline) {
 
 TEST(CalibCache, MalformedLinesNameFileAndLine) {
   expect_error(parse_calibration_cache("", "my.cache"), "my.cache: empty file");
-  expect_error(parse_calibration_cache("images: 3c00f9f4\n", "my.cache"), "my.cache:1: expected a header");
-  expect_error(parse_calibration_cache("TRT-86a0-EntropyCalibration2\n", "my.cache"), "my.cache:1:");
+  expect_error(parse_calibration_cache("images: 3c00f9f4\n", "my.cache"),
+               "my.cache:1: expected a header");
+  expect_error(parse_calibration_cache("TRT-86a0-EntropyCalibration2\n", "my.cache"),
+               "my.cache:1:");
   expect_error(parse_calibration_cache("TRT-8600-\n", "my.cache"), "my.cache:1:");
   const std::string header = "TRT-8600-EntropyCalibration2\n";
   expect_error(parse_calibration_cache(header + "a: 3f800000\nno colon here\n", "my.cache"),
                "my.cache:3: malformed line 'no colon here'");
-  expect_error(parse_calibration_cache(header + "a: 3f80000g\n", "my.cache"), "my.cache:2: malformed line");
-  expect_error(parse_calibration_cache(header + "a:3f800000\n", "my.cache"), "my.cache:2: malformed line");
-  expect_error(parse_calibration_cache(header + ": 3f800000\n", "my.cache"), "my.cache:2: malformed line");
+  expect_error(parse_calibration_cache(header + "a: 3f80000g\n", "my.cache"),
+               "my.cache:2: malformed line");
+  expect_error(parse_calibration_cache(header + "a:3f800000\n", "my.cache"),
+               "my.cache:2: malformed line");
+  expect_error(parse_calibration_cache(header + ": 3f800000\n", "my.cache"),
+               "my.cache:2: malformed line");
   expect_error(parse_calibration_cache(header + "a: \n", "my.cache"), "my.cache:2: malformed line");
   expect_error(parse_calibration_cache(header + "a: 13f800000\n", "my.cache"),
                "my.cache:2: tensor 'a': '13f800000' does not fit in 32 bits");
@@ -134,10 +140,14 @@ TEST(CalibCache, MalformedLinesNameFileAndLine) {
 
 TEST(CalibCache, InvalidScalesNameTensorAndLine) {
   const std::string header = "TRT-8600-EntropyCalibration2\nok: 3f800000\n";
-  expect_error(parse_calibration_cache(header + "zero: 0\n", "c"), "c:3: tensor 'zero' has scale 0");
-  expect_error(parse_calibration_cache(header + "negzero: 80000000\n", "c"), "c:3: tensor 'negzero'");
-  expect_error(parse_calibration_cache(header + "neg: bf800000\n", "c"), "c:3: tensor 'neg' has scale -1");
-  expect_error(parse_calibration_cache(header + "inf: 7f800000\n", "c"), "c:3: tensor 'inf' has scale inf");
+  expect_error(parse_calibration_cache(header + "zero: 0\n", "c"),
+               "c:3: tensor 'zero' has scale 0");
+  expect_error(parse_calibration_cache(header + "negzero: 80000000\n", "c"),
+               "c:3: tensor 'negzero'");
+  expect_error(parse_calibration_cache(header + "neg: bf800000\n", "c"),
+               "c:3: tensor 'neg' has scale -1");
+  expect_error(parse_calibration_cache(header + "inf: 7f800000\n", "c"),
+               "c:3: tensor 'inf' has scale inf");
   expect_error(parse_calibration_cache(header + "nan: 7fc00000\n", "c"), "c:3: tensor 'nan'");
   expect_error(parse_calibration_cache(header + "nan: 7fc00000\n", "c"), "positive and finite");
 
@@ -172,16 +182,20 @@ TEST(CalibCache, ListsTensorsTheModelLacks) {
   // the ultralytics export of yolov5n does not.
   const auto missing = cache_tensors_missing_from(*cache, *graph);
   EXPECT_FALSE(missing.empty());
-  EXPECT_NE(std::find(missing.begin(), missing.end(), "/model.2/concat/Concat_output_0"), missing.end());
-  EXPECT_NE(std::find(missing.begin(), missing.end(), "/model.4/m/m.0/addop/Add_output_0"), missing.end());
+  EXPECT_NE(std::find(missing.begin(), missing.end(), "/model.2/concat/Concat_output_0"),
+            missing.end());
+  EXPECT_NE(std::find(missing.begin(), missing.end(), "/model.4/m/m.0/addop/Add_output_0"),
+            missing.end());
   EXPECT_EQ(std::find(missing.begin(), missing.end(), "images"), missing.end());
   EXPECT_EQ(std::find(missing.begin(), missing.end(), "/model.0/act/Mul_output_0"), missing.end());
   for (const auto& name : missing) {
-    EXPECT_TRUE(name.find("concat/") != std::string::npos || name.find("addop/") != std::string::npos)
+    EXPECT_TRUE(name.find("concat/") != std::string::npos ||
+                name.find("addop/") != std::string::npos)
         << name;
   }
   CalibrationCache mine;
-  mine.entries = {{"images", 1.0f}, {"/model.0/conv/Conv_output_0", 1.0f}, {"model.0.conv.weight", 1.0f}};
+  mine.entries = {
+      {"images", 1.0f}, {"/model.0/conv/Conv_output_0", 1.0f}, {"model.0.conv.weight", 1.0f}};
   EXPECT_TRUE(cache_tensors_missing_from(mine, *graph).empty());
   mine.entries.push_back({"nope", 1.0f});
   EXPECT_EQ(cache_tensors_missing_from(mine, *graph), std::vector<std::string>{"nope"});

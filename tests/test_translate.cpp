@@ -52,8 +52,8 @@ struct GraphBuilder {
     return g.nodes.back();
   }
   // value -> Q -> DQ, returning the DQ output. Separate scale tensors for Q and DQ.
-  std::string qdq(const std::string& value, float q_scale, float dq_scale = 0.0f,
-                  int8_t zero = 0, int64_t axis = -1, std::vector<float> channel_scales = {}) {
+  std::string qdq(const std::string& value, float q_scale, float dq_scale = 0.0f, int8_t zero = 0,
+                  int64_t axis = -1, std::vector<float> channel_scales = {}) {
     const std::string tag = "qdq" + std::to_string(counter++);
     Tensor qs = channel_scales.empty() ? Tensor::from_vector(std::vector<float>{q_scale}, {})
                                        : Tensor::from_vector(channel_scales);
@@ -66,7 +66,8 @@ struct GraphBuilder {
     g.initializers[tag + "/zp"] = zp;
     Node& q = node("QuantizeLinear", tag + "/Q", {value, tag + "/qs", tag + "/zp"}, {tag + "/q"});
     if (axis >= 0) q.attributes["axis"] = Attribute::of_int(axis);
-    Node& dq = node("DequantizeLinear", tag + "/DQ", {tag + "/q", tag + "/ds", tag + "/zp"}, {tag + "/dq"});
+    Node& dq = node("DequantizeLinear", tag + "/DQ", {tag + "/q", tag + "/ds", tag + "/zp"},
+                    {tag + "/dq"});
     if (axis >= 0) dq.attributes["axis"] = Attribute::of_int(axis);
     return tag + "/dq";
   }
@@ -261,7 +262,9 @@ TEST(Translate, QuantizeMustFeedOneDequantize) {
   b.node("Tanh", "r2", {"qdq0/q"}, {"z"});
   b.output("y");
   b.output("z");
-  expect_error(b.g, "QuantizeLinear 'qdq0/Q': its output must feed exactly one DequantizeLinear, but feeds 2 nodes");
+  expect_error(b.g,
+               "QuantizeLinear 'qdq0/Q': its output must feed exactly one DequantizeLinear, but "
+               "feeds 2 nodes");
 }
 
 TEST(Translate, BadScalesAndPerChannelActivations) {
@@ -306,7 +309,7 @@ TEST(Translate, GenericOpsCarryScalesForwardThenBackward) {
   b.node("MaxPool", "pool", {b.qdq("x", 0.1f)}, {"m"});
   b.node("Reshape", "reshape", {"m", "shape"}, {"r"});
   b.g.initializers["shape"] = Tensor::from_vector(std::vector<int64_t>{-1});
-  b.node("Tanh", "tanh", {"r"}, {"t"});      // not in NVIDIA's op set
+  b.node("Tanh", "tanh", {"r"}, {"t"});  // not in NVIDIA's op set
   b.node("Transpose", "tr", {"t"}, {"u"});
   b.node("Conv", "conv", {b.qdq("u", 0.4f), "w"}, {"y"});
   b.g.initializers["w"] = Tensor::from_vector(std::vector<float>{1}, {1, 1, 1, 1});
@@ -446,8 +449,10 @@ TEST(Translate, SigmoidScaleMulOutputReproducesTheShippedCache) {
   b.node("Transpose", "tr", {"v"}, {"u"});
   b.node("Tanh", "t3", {b.qdq("u", 0.5f)}, {"y"});
   b.output("y");
-  EXPECT_EQ(keys(translate_ok(b.g, nvidia_yolo_flags())), (std::vector<std::string>{"c", "u", "v", "a0", "a1"}));
-  EXPECT_EQ(keys(translate_ok(b.g, options)), (std::vector<std::string>{"c", "u", "a0", "a1", "v"}));
+  EXPECT_EQ(keys(translate_ok(b.g, nvidia_yolo_flags())),
+            (std::vector<std::string>{"c", "u", "v", "a0", "a1"}));
+  EXPECT_EQ(keys(translate_ok(b.g, options)),
+            (std::vector<std::string>{"c", "u", "a0", "a1", "v"}));
 }
 
 TEST(Translate, SigmoidRuleLooksAtTheFirstConsumerOnly) {
@@ -600,11 +605,12 @@ TEST(Translate, FilesAsNvidiasPythonWritesThem) {
   t.scales = {{"images", static_cast<double>(0.0078721f), ScaleSource::kQdq},
               {"a\"b\\c\n\xc3\xa9\xf0\x9f\x98\x80\x7f", 1.0, ScaleSource::kUnaryDla}};
   t.fp16_nodes = {"/model.24/m.0/Conv", "/model.24/m.0/Conv"};
-  EXPECT_EQ(precision_config_json(t),
-            "{\n    \"int8_tensor_scales\": {\n        \"images\": 0.007872099988162518,\n"
-            "        \"a\\\"b\\\\c\\n\\u00e9\\ud83d\\ude00\\u007f\": 1.0\n    },\n"
-            "    \"fp16_nodes\": [\n        \"/model.24/m.0/Conv\",\n        \"/model.24/m.0/Conv\"\n"
-            "    ]\n}");
+  EXPECT_EQ(
+      precision_config_json(t),
+      "{\n    \"int8_tensor_scales\": {\n        \"images\": 0.007872099988162518,\n"
+      "        \"a\\\"b\\\\c\\n\\u00e9\\ud83d\\ude00\\u007f\": 1.0\n    },\n"
+      "    \"fp16_nodes\": [\n        \"/model.24/m.0/Conv\",\n        \"/model.24/m.0/Conv\"\n"
+      "    ]\n}");
   EXPECT_EQ(layer_precisions_arg(t), "/model.24/m.0/Conv:fp16,/model.24/m.0/Conv:fp16,");
   EXPECT_EQ(precision_config_json(Translation{}),
             "{\n    \"int8_tensor_scales\": {},\n    \"fp16_nodes\": []\n}");
@@ -637,7 +643,8 @@ TEST(InsertQdq, PlacementsOnASmallGraph) {
   b.node("Conv", "conv4", {"a", "w4"}, {"z"});
   b.output("y");
   b.output("z");
-  const std::map<std::string, float> ranges = {{"x", 1.0f}, {"a", 2.0f}, {"b", 4.0f}, {"s", 5.0f}, {"c", 6.0f}};
+  const std::map<std::string, float> ranges = {
+      {"x", 1.0f}, {"a", 2.0f}, {"b", 4.0f}, {"s", 5.0f}, {"c", 6.0f}};
   EXPECT_EQ(qdq_activation_tensors(b.g, QdqPlacement::kTensorRT),
             (std::vector<std::string>{"x", "a", "b", "c"}));
   auto qat = insert_qdq(b.g, QdqPlacement::kTensorRT, ranges);
@@ -709,7 +716,8 @@ const Yolov5nQat& yolov5n_qat() {
     std::vector<std::map<std::string, Tensor>> batches;
     const auto dir = data_path("coco/calib2017/images");
     std::vector<std::filesystem::path> images;
-    for (const auto& entry : std::filesystem::directory_iterator(dir)) images.push_back(entry.path());
+    for (const auto& entry : std::filesystem::directory_iterator(dir))
+      images.push_back(entry.path());
     std::sort(images.begin(), images.end());
     for (size_t i = 0; i < 2 && i < images.size(); ++i) {
       auto image = read_image(images[i].string());
@@ -800,7 +808,8 @@ TEST(TranslateYolov5n, Option1RoundTripsAndMatchesNvidiasCacheKeys) {
             static_cast<float>(scale(t, "/model.23/cv3/act/Mul_output_0")));
   // The shared quantizers: a Concat's inputs and output, a residual Add's inputs.
   EXPECT_EQ(scale(t, "/model.4/cv3/act/Mul_output_0"), scale(t, "/model.16/Concat_output_0"));
-  EXPECT_EQ(scale(t, "/model.2/m/m.0/cv2/act/Mul_output_0"), scale(t, "/model.2/cv1/act/Mul_output_0"));
+  EXPECT_EQ(scale(t, "/model.2/m/m.0/cv2/act/Mul_output_0"),
+            scale(t, "/model.2/cv1/act/Mul_output_0"));
   // What stays FP16 is the decoding head after the three output convolutions.
   for (const auto& node : t.fp16_nodes) EXPECT_EQ(node.rfind("/model.24/", 0), 0u) << node;
   EXPECT_FALSE(t.fp16_nodes.empty());
@@ -862,9 +871,9 @@ TEST(TranslateYolov5n, CommandLine) {
   const auto model = dir / "yolov5n_qat.onnx";
   ASSERT_TRUE(save_onnx(*qat, model.string()).is_ok());
   // NVIDIA's spellings.
-  const auto result = run_qyolo("translate -i " + model.string() + " --output_dir " +
-                                (dir / "out").string() +
-                                " --infer_concat_scales --infer_mul_scales --trt_calib_version 8510");
+  const auto result =
+      run_qyolo("translate -i " + model.string() + " --output_dir " + (dir / "out").string() +
+                " --infer_concat_scales --infer_mul_scales --trt_calib_version 8510");
   ASSERT_EQ(result.exit_code, 0) << result.output;
   EXPECT_NE(result.output.find("134 pairs removed"), std::string::npos) << result.output;
   const TranslationFiles files = translation_files((dir / "out").string(), "yolov5n_qat");
@@ -944,11 +953,13 @@ TEST(TranslateCli, BadInputs) {
   c.node("Tanh", "r", {c.qdq("x", 0.1f, 0.2f)}, {"y"});
   c.output("y");
   ASSERT_TRUE(save_onnx(c.g, (dir / "mismatch.onnx").string()).is_ok());
-  expect_cli_error(run_qyolo("translate " + (dir / "mismatch.onnx").string() + " -o " + dir.string()),
-                   "must share one scale");
+  expect_cli_error(
+      run_qyolo("translate " + (dir / "mismatch.onnx").string() + " -o " + dir.string()),
+      "must share one scale");
   expect_cli_error(run_qyolo("translate " + (dir / "missing.onnx").string()), "missing.onnx");
   expect_cli_error(run_qyolo("translate -o " + dir.string()), "no model given");
-  const auto bad_flag = run_qyolo("translate " + (dir / "zp.onnx").string() + " --sigmoid-scale half");
+  const auto bad_flag =
+      run_qyolo("translate " + (dir / "zp.onnx").string() + " --sigmoid-scale half");
   EXPECT_NE(bad_flag.exit_code, 0);
 }
 

@@ -63,7 +63,7 @@ struct TranslateOptions {
   bool infer_average_pool_scales = false;  // --infer-average-pool-scales
   std::vector<std::string> extra_ops;      // --addtl-ops-to-infer-adjacent-scales
   bool add_unary_ew_scales_for_dla = false;
-  bool check_weight_scales = true;  // --calibration-type max: weight scales = max|w[c]| / 127
+  bool check_weight_scales = true;   // --calibration-type max: weight scales = max|w[c]| / 127
   bool rename_node_outputs = false;  // every output renamed after its node
   SigmoidScale sigmoid_scale = SigmoidScale::kUnit;
   // Beyond NVIDIA: Concat and Mul inference on, scales through Add, Resize, Split and Slice,
@@ -89,14 +89,14 @@ struct UnscaledTensor {
 };
 
 struct Translation {
-  Graph graph;                       // the model without Q/DQ, FP32 weights
-  std::vector<TensorScale> scales;   // "int8_tensor_scales", in NVIDIA's order
+  Graph graph;                      // the model without Q/DQ, FP32 weights
+  std::vector<TensorScale> scales;  // "int8_tensor_scales", in NVIDIA's order
   std::vector<std::string> fp16_nodes;
   std::vector<UnscaledTensor> unscaled;  // every node output (and input) without a scale
   std::vector<std::string> warnings;
   int activation_qdq = 0;  // Q/DQ pairs removed
   int weight_qdq = 0;
-  int inferred = 0;        // scales that came from the inference passes
+  int inferred = 0;  // scales that came from the inference passes
 };
 
 // Translates a QAT graph. Errors name the node: a zero point that is not int8 0, Q and DQ
@@ -119,8 +119,8 @@ struct TranslationFiles {
 // NVIDIA's file names: <stem>_noqdq.onnx, <stem>_precision_config_calib.cache, ...
 TranslationFiles translation_files(const std::string& dir, const std::string& stem);
 // Writes the four files into `dir` (created if missing).
-Expected<TranslationFiles> write_translation(const Translation& translation,
-                                             const std::string& dir, const std::string& stem,
+Expected<TranslationFiles> write_translation(const Translation& translation, const std::string& dir,
+                                             const std::string& stem,
                                              const std::string& trt_version = "8600");
 
 // Python's repr() of a double: the shortest text that reads back to it ("1e-05", "1.0").

@@ -29,8 +29,8 @@ bool scale_is_valid(float scale) { return std::isfinite(scale) && scale > 0.0f; 
 // "TRT-8600-EntropyCalibration2" -> version and algorithm.
 Status parse_header(const std::string& line, const std::string& source, CalibrationCache& cache) {
   auto bad = [&] {
-    return invalid_argument(source, ":1: expected a header like 'TRT-8600-EntropyCalibration2', got '",
-                            line, "'");
+    return invalid_argument(
+        source, ":1: expected a header like 'TRT-8600-EntropyCalibration2', got '", line, "'");
   };
   if (line.rfind("TRT-", 0) != 0) return bad();
   const size_t dash = line.find('-', 4);
@@ -65,7 +65,8 @@ Expected<CalibrationCache> parse_calibration_cache(const std::string& text,
                                                    const std::string& source) {
   CalibrationCache cache;
   cache.entries.clear();
-  if (text.empty()) return invalid_argument(source, ": empty file, expected a TensorRT calibration cache");
+  if (text.empty())
+    return invalid_argument(source, ": empty file, expected a TensorRT calibration cache");
   std::unordered_map<std::string, int> line_of;
   std::istringstream in(text);
   std::string line;

@@ -5,9 +5,9 @@
 #include <numeric>
 #include <set>
 
+#include "quant/quant_internal.h"
 #include "qyolo/executor.h"
 #include "qyolo/quant.h"
-#include "quant/quant_internal.h"
 
 namespace qyolo {
 namespace {
@@ -25,7 +25,7 @@ struct Slot {
 };
 
 struct Plan {
-  std::vector<Slot> slots;            // activations, in node and input order
+  std::vector<Slot> slots;             // activations, in node and input order
   std::vector<size_t> weighted_convs;  // Convs whose weight gets a per-channel Q/DQ
   std::vector<int> parent;             // union-find over quantizers
 
@@ -51,7 +51,8 @@ std::string silu_input(const Graph& graph, const std::unordered_map<std::string,
     auto it = producer.find(mul.inputs[k]);
     if (it == producer.end()) continue;
     const Node& sigmoid = graph.nodes[it->second];
-    if (sigmoid.op_type == "Sigmoid" && sigmoid.inputs[0] == mul.inputs[1 - k]) return mul.inputs[1 - k];
+    if (sigmoid.op_type == "Sigmoid" && sigmoid.inputs[0] == mul.inputs[1 - k])
+      return mul.inputs[1 - k];
   }
   return "";
 }
@@ -126,7 +127,8 @@ Plan make_plan(const Graph& graph, QdqPlacement placement) {
       if (node.op_type == "Concat") {
         int major = -1;
         for (size_t reader : readers_of(node.outputs[0])) {
-          if (!conv_quantizer.count(reader) || graph.nodes[reader].inputs[0] != node.outputs[0]) continue;
+          if (!conv_quantizer.count(reader) || graph.nodes[reader].inputs[0] != node.outputs[0])
+            continue;
           if (major < 0) major = conv_quantizer[reader];
           plan.merge(major, conv_quantizer[reader]);
         }
@@ -149,7 +151,8 @@ Plan make_plan(const Graph& graph, QdqPlacement placement) {
     }
   }
   for (auto& slots : by_node) {
-    std::sort(slots.begin(), slots.end(), [](const Slot& a, const Slot& b) { return a.input < b.input; });
+    std::sort(slots.begin(), slots.end(),
+              [](const Slot& a, const Slot& b) { return a.input < b.input; });
     plan.slots.insert(plan.slots.end(), slots.begin(), slots.end());
   }
   return plan;
@@ -190,7 +193,8 @@ Expected<std::map<std::string, float>> max_abs_ranges(
   Graph probe = graph;
   const ConstantValues constants(graph);
   for (const auto& name : tensors) {
-    if (constants.contains(name)) return invalid_argument("'", name, "' is a constant, not an activation");
+    if (constants.contains(name))
+      return invalid_argument("'", name, "' is a constant, not an activation");
     if (graph.find_input(name) || probe.is_output(name)) continue;
     ValueInfo info;
     info.name = name;
@@ -211,7 +215,8 @@ Expected<std::map<std::string, float>> max_abs_ranges(
         value = &input->second;
       }
       if (value->dtype() != DType::kFloat32) {
-        return invalid_argument("value '", name, "' is ", dtype_name(value->dtype()), ", not float32");
+        return invalid_argument("value '", name, "' is ", dtype_name(value->dtype()),
+                                ", not float32");
       }
       float& amax = ranges[name];
       const float* data = value->data<float>();
@@ -231,13 +236,13 @@ Expected<Graph> upgrade_to_opset13(const Graph& graph) {
   for (const auto& node : out.nodes) taken.insert(node.outputs.begin(), node.outputs.end());
   for (const auto& input : out.inputs) taken.insert(input.name);
   for (auto& node : out.nodes) {
-    const char* attribute = node.op_type == "Split" ? "split"
+    const char* attribute = node.op_type == "Split"                                      ? "split"
                             : (node.op_type == "Squeeze" || node.op_type == "Unsqueeze") ? "axes"
                                                                                          : nullptr;
     if (!attribute || !node.has_attribute(attribute)) continue;
     // Opset 13 takes these lists as an int64 input instead of an attribute.
-    const std::string name = unique_name(taken, str_cat(node.name.empty() ? node.op_type : node.name,
-                                                        "/", attribute));
+    const std::string name =
+        unique_name(taken, str_cat(node.name.empty() ? node.op_type : node.name, "/", attribute));
     taken.insert(name);
     out.initializers[name] = Tensor::from_vector(node.get_ints(attribute));
     node.attributes.erase(attribute);
@@ -312,7 +317,8 @@ Expected<Graph> insert_qdq(const Graph& graph, QdqPlacement placement,
     for (; next_slot < plan.slots.size() && plan.slots[next_slot].node == i; ++next_slot) {
       const Slot& slot = plan.slots[next_slot];
       const float amax = std::max(group_amax[plan.find(slot.quantizer)], kMinAmax);
-      quantize(node, base, slot.input, Tensor::from_vector(std::vector<float>{amax / 127.0f}, {}), -1);
+      quantize(node, base, slot.input, Tensor::from_vector(std::vector<float>{amax / 127.0f}, {}),
+               -1);
     }
     if (weighted.count(i)) {
       const Tensor& weight = *source.find_initializer(node.inputs[1]);
@@ -326,7 +332,8 @@ Expected<Graph> insert_qdq(const Graph& graph, QdqPlacement placement,
       std::vector<float> scales(static_cast<size_t>(channels));
       for (int64_t c = 0; c < channels; ++c) {
         float amax = 0.0f;
-        for (int64_t j = 0; j < inner; ++j) amax = std::max(amax, std::fabs(weight.data<float>()[c * inner + j]));
+        for (int64_t j = 0; j < inner; ++j)
+          amax = std::max(amax, std::fabs(weight.data<float>()[c * inner + j]));
         scales[c] = std::max(amax, kMinAmax) / 127.0f;
       }
       quantize(node, base, 1, Tensor::from_vector(scales, {channels}), 0);

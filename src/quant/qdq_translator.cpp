@@ -7,8 +7,8 @@
 #include <unordered_map>
 #include <unordered_set>
 
-#include "qyolo/quant.h"
 #include "quant/quant_internal.h"
+#include "qyolo/quant.h"
 
 namespace qyolo {
 namespace {
@@ -43,7 +43,8 @@ class ScaleTable {
 
 std::string join_values(const std::vector<double>& values, size_t limit = 4) {
   std::string out;
-  for (size_t i = 0; i < values.size() && i < limit; ++i) out += (i ? ", " : "") + str_cat(values[i]);
+  for (size_t i = 0; i < values.size() && i < limit; ++i)
+    out += (i ? ", " : "") + str_cat(values[i]);
   if (values.size() > limit) out += str_cat(", ... (", values.size(), " values)");
   return out;
 }
@@ -100,7 +101,8 @@ bool Translator::is_silu_mul(const Node& mul) const {
     auto it = producer_.find(mul.inputs[k]);
     if (it == producer_.end()) continue;
     const Node& sigmoid = g_.nodes[it->second];
-    if (sigmoid.op_type == "Sigmoid" && !sigmoid.inputs.empty() && sigmoid.inputs[0] == mul.inputs[1 - k]) {
+    if (sigmoid.op_type == "Sigmoid" && !sigmoid.inputs.empty() &&
+        sigmoid.inputs[0] == mul.inputs[1 - k]) {
       return true;
     }
   }
@@ -190,8 +192,8 @@ Status Translator::check_zero_point(const Node& node) const {
   const auto values = zp->to_double();
   for (size_t i = 0; i < values.size(); ++i) {
     if (values[i] != 0.0) {
-      return invalid_argument(node.label(), ": zero point '", node.inputs[2], "' is ",
-                              values[i], values.size() > 1 ? str_cat(" at channel ", i) : "",
+      return invalid_argument(node.label(), ": zero point '", node.inputs[2], "' is ", values[i],
+                              values.size() > 1 ? str_cat(" at channel ", i) : "",
                               "; symmetric INT8 needs 0");
     }
   }
@@ -218,11 +220,13 @@ Expected<QdqPair> Translator::read_pair(size_t quantize, const std::vector<size_
 
   const auto readers = consumers(q.outputs[0], order);
   if (readers.size() != 1 || g_.nodes[readers[0]].op_type != "DequantizeLinear") {
-    std::string what = readers.empty() ? std::string("nothing")
-                                       : str_cat(readers.size(), " nodes, first ",
-                                                 g_.nodes[readers[0]].label());
-    return invalid_argument(q.label(), ": its output must feed exactly one DequantizeLinear, "
-                            "but feeds ", what);
+    std::string what =
+        readers.empty() ? std::string("nothing")
+                        : str_cat(readers.size(), " nodes, first ", g_.nodes[readers[0]].label());
+    return invalid_argument(q.label(),
+                            ": its output must feed exactly one DequantizeLinear, "
+                            "but feeds ",
+                            what);
   }
   pair.dequantize = readers[0];
   const Node& dq = g_.nodes[pair.dequantize];
@@ -236,7 +240,8 @@ Expected<QdqPair> Translator::read_pair(size_t quantize, const std::vector<size_
     return invalid_argument(q.label(), " and ", dq.label(), " quantize along different axes (",
                             pair.axis, " and ", dq.get_int("axis", 1), ")");
   }
-  if (dq.outputs.empty() || dq.outputs[0].empty()) return invalid_argument(dq.label(), ": has no output");
+  if (dq.outputs.empty() || dq.outputs[0].empty())
+    return invalid_argument(dq.label(), ": has no output");
   return pair;
 }
 
@@ -343,7 +348,8 @@ Status Translator::extract(const std::vector<size_t>& order) {
   }
   for (size_t i = 0; i < g_.nodes.size(); ++i) {
     if (!removed_[i] && g_.nodes[i].op_type == "DequantizeLinear") {
-      return unsupported(g_.nodes[i].label(), ": is not fed by a QuantizeLinear "
+      return unsupported(g_.nodes[i].label(),
+                         ": is not fed by a QuantizeLinear "
                          "(pre-quantized int8 weights are not supported)");
     }
   }
@@ -351,10 +357,11 @@ Status Translator::extract(const std::vector<size_t>& order) {
 }
 
 std::set<std::string> Translator::inference_ops() const {
-  std::set<std::string> ops = {"MaxPool", "Flatten", "Relu",    "Pad",
+  std::set<std::string> ops = {"MaxPool",   "Flatten", "Relu",    "Pad",
                                "Transpose", "Reshape", "Squeeze", "Sigmoid"};
   ops.insert(options_.extra_ops.begin(), options_.extra_ops.end());
-  if (options_.infer_average_pool_scales) ops.insert({"AveragePool", "GlobalAveragePool", "ReduceMean"});
+  if (options_.infer_average_pool_scales)
+    ops.insert({"AveragePool", "GlobalAveragePool", "ReduceMean"});
   if (options_.infer_concat_scales || options_.infer_all) ops.insert("Concat");
   if (options_.infer_mul_scales || options_.infer_all) ops.insert("Mul");
   if (options_.infer_all) ops.insert({"Add", "Resize", "Split", "Slice"});
@@ -368,11 +375,13 @@ void Translator::forward(const std::vector<size_t>& order, const std::set<std::s
     const std::string& in = node.inputs[0];
     const std::string& out = node.outputs[0];
     if (node.op_type == "Concat" && shipped_rules() && known(out) &&
-        std::none_of(node.inputs.begin(), node.inputs.end(), [&](const std::string& v) { return known(v); })) {
+        std::none_of(node.inputs.begin(), node.inputs.end(),
+                     [&](const std::string& v) { return known(v); })) {
       // The shipped cache's rules: a Concat with no input scale hands its own to its inputs
       // already in the forward pass.
       for (const auto& input : node.inputs) {
-        if (!input.empty() && !known(input)) scales_.set(input, scale_of(out), ScaleSource::kForward);
+        if (!input.empty() && !known(input))
+          scales_.set(input, scale_of(out), ScaleSource::kForward);
       }
     } else if (node.op_type == "Concat") {
       // The largest known input scale, even over a scale the output got from its own Q/DQ.
@@ -396,7 +405,8 @@ void Translator::forward(const std::vector<size_t>& order, const std::set<std::s
       if (known(in) && !known(out)) scales_.set(out, scale_of(in), ScaleSource::kForward);
       if (node.op_type == "Split" && known(in)) {
         for (const auto& output : node.outputs) {
-          if (!output.empty() && !known(output)) scales_.set(output, scale_of(in), ScaleSource::kForward);
+          if (!output.empty() && !known(output))
+            scales_.set(output, scale_of(in), ScaleSource::kForward);
         }
       }
     }
@@ -416,11 +426,11 @@ void Translator::backward(const std::vector<size_t>& order, const std::set<std::
       // Input range from the output's: x = ln(y / (1 - y)) with y = 127 * s_out.
       const double y = s_out * 127.0;
       if (y >= 1.0 || y <= 0.5) {
-        result_.warnings.push_back(str_cat(
-            node.label(), ": output scale ", s_out, " gives y = 127 * scale = ", y,
-            y >= 1.0 ? " >= 1, where ln(y / (1 - y)) is undefined"
-                     : " <= 0.5, where ln(y / (1 - y)) is not a positive scale",
-            "; input '", in, "' is left without a scale"));
+        result_.warnings.push_back(
+            str_cat(node.label(), ": output scale ", s_out, " gives y = 127 * scale = ", y,
+                    y >= 1.0 ? " >= 1, where ln(y / (1 - y)) is undefined"
+                             : " <= 0.5, where ln(y / (1 - y)) is not a positive scale",
+                    "; input '", in, "' is left without a scale"));
         continue;
       }
       scales_.set(in, std::log(y / (1.0 - y)) / 127.0, ScaleSource::kBackward);
@@ -489,7 +499,8 @@ void Translator::fallback(const std::vector<size_t>& order) {
   std::unordered_set<std::string> unary;
   std::unordered_set<std::string> listed;
   for (const auto& [producer, value] : values) {
-    const bool first_output = !producer || (!producer->outputs.empty() && producer->outputs[0] == value);
+    const bool first_output =
+        !producer || (!producer->outputs.empty() && producer->outputs[0] == value);
     if (value.empty() || scales_.has(value)) continue;
     const auto users = readers_of(value);
     if (first_output && options_.add_unary_ew_scales_for_dla && producer &&
@@ -503,11 +514,15 @@ void Translator::fallback(const std::vector<size_t>& order) {
         continue;
       }
     }
-    UnscaledTensor report{value, producer ? producer->name : "", producer ? producer->op_type : "",
-                          {}, unscaled_reason(producer, g_.is_output(value))};
+    UnscaledTensor report{value,
+                          producer ? producer->name : "",
+                          producer ? producer->op_type : "",
+                          {},
+                          unscaled_reason(producer, g_.is_output(value))};
     for (size_t user : users) {
       const std::string& name = g_.nodes[user].name;
-      if (std::find(report.consumers.begin(), report.consumers.end(), name) == report.consumers.end()) {
+      if (std::find(report.consumers.begin(), report.consumers.end(), name) ==
+          report.consumers.end()) {
         report.consumers.push_back(name);
       }
       if (options_.infer_all) {
@@ -566,7 +581,8 @@ Expected<Translation> Translator::run() {
 
   result_.scales = scales_.take();
   for (const auto& entry : result_.scales) {
-    if (entry.source != ScaleSource::kQdq && entry.source != ScaleSource::kGraphOutput) ++result_.inferred;
+    if (entry.source != ScaleSource::kQdq && entry.source != ScaleSource::kGraphOutput)
+      ++result_.inferred;
   }
   result_.graph = std::move(g_);
   return std::move(result_);

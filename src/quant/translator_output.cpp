@@ -37,14 +37,29 @@ std::string json_string(const std::string& text) {
     }
     i += length;
     switch (code) {
-      case '"': out += "\\\""; continue;
-      case '\\': out += "\\\\"; continue;
-      case '\n': out += "\\n"; continue;
-      case '\r': out += "\\r"; continue;
-      case '\t': out += "\\t"; continue;
-      case '\b': out += "\\b"; continue;
-      case '\f': out += "\\f"; continue;
-      default: break;
+      case '"':
+        out += "\\\"";
+        continue;
+      case '\\':
+        out += "\\\\";
+        continue;
+      case '\n':
+        out += "\\n";
+        continue;
+      case '\r':
+        out += "\\r";
+        continue;
+      case '\t':
+        out += "\\t";
+        continue;
+      case '\b':
+        out += "\\b";
+        continue;
+      case '\f':
+        out += "\\f";
+        continue;
+      default:
+        break;
     }
     if (code >= 0x10000) {
       code -= 0x10000;
@@ -74,8 +89,8 @@ std::string python_float_repr(double value) {
   if (std::isinf(value)) return value > 0 ? "Infinity" : "-Infinity";
   if (value == 0.0) return std::signbit(value) ? "-0.0" : "0.0";
   char buffer[64];
-  const auto result = std::to_chars(buffer, buffer + sizeof(buffer), value,
-                                    std::chars_format::scientific);
+  const auto result =
+      std::to_chars(buffer, buffer + sizeof(buffer), value, std::chars_format::scientific);
   std::string text(buffer, result.ptr);  // shortest round trip, "-d.ddde-05"
   const bool negative = text[0] == '-';
   if (negative) text.erase(0, 1);
@@ -95,7 +110,9 @@ std::string python_float_repr(double value) {
     } else if (point >= n) {
       out.append(digits).append(static_cast<size_t>(point - n), '0').append(".0");
     } else {
-      out.append(digits, 0, static_cast<size_t>(point)).append(".").append(digits, static_cast<size_t>(point));
+      out.append(digits, 0, static_cast<size_t>(point))
+          .append(".")
+          .append(digits, static_cast<size_t>(point));
     }
   } else {
     out.append(digits, 0, 1);
@@ -164,8 +181,8 @@ TranslationFiles translation_files(const std::string& dir, const std::string& st
           (base / (stem + "_precision_config_layer_arg.txt")).string()};
 }
 
-Expected<TranslationFiles> write_translation(const Translation& translation,
-                                             const std::string& dir, const std::string& stem,
+Expected<TranslationFiles> write_translation(const Translation& translation, const std::string& dir,
+                                             const std::string& stem,
                                              const std::string& trt_version) {
   std::error_code error;
   std::filesystem::create_directories(dir, error);

@@ -43,7 +43,8 @@ void print_report(const std::string& model, const Translation& t, const Translat
 
 int run_translate(TranslateCliOptions options) {
   if (options.models.empty()) {
-    return report_error("translate", invalid_argument("no model given: qyolo translate <qat.onnx> -o <dir>"));
+    return report_error("translate",
+                        invalid_argument("no model given: qyolo translate <qat.onnx> -o <dir>"));
   }
   options.translate.check_weight_scales = options.calibration_type == "max";
   options.translate.sigmoid_scale =
@@ -57,7 +58,8 @@ int run_translate(TranslateCliOptions options) {
       std::fprintf(stderr, "qyolo translate: warning: %s\n", warning.c_str());
     }
     const std::string stem = std::filesystem::path(model).stem().string();
-    auto files = write_translation(*translation, options.output_dir, stem, options.trt_calib_version);
+    auto files =
+        write_translation(*translation, options.output_dir, stem, options.trt_calib_version);
     if (!files) return report_error("translate", files.status());
     print_report(model, *translation, *files, options);
   }
