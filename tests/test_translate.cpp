@@ -509,6 +509,20 @@ TEST(Translate, AddAndResizeOnlyWhenNamed) {
   EXPECT_FLOAT_EQ(scale(t, "u"), 0.1f);
 }
 
+TEST(Translate, AveragePoolScalesOnlyWhenAsked) {
+  GraphBuilder b;
+  b.input("x");
+  b.node("GlobalAveragePool", "gap", {b.qdq("x", 0.1f)}, {"g"});
+  b.node("ReduceMean", "mean", {"g"}, {"r"});
+  b.output("r");
+  EXPECT_FALSE(has_scale(translate_ok(b.g), "g"));
+  TranslateOptions options;
+  options.infer_average_pool_scales = true;
+  const Translation t = translate_ok(b.g, options);
+  EXPECT_FLOAT_EQ(scale(t, "g"), 0.1f);
+  EXPECT_FLOAT_EQ(scale(t, "r"), 0.1f);
+}
+
 TEST(Translate, UnaryScalesForConvAddFusionOnTheDla) {
   GraphBuilder b;
   b.input("x");
