@@ -3,11 +3,13 @@
 // packed weight formats and the argument checks. CPU only.
 #include <gtest/gtest.h>
 
+#include <climits>
 #include <cmath>
 #include <cstring>
 #include <random>
 #include <vector>
 
+#include "kernels/cuda/fast_divmod.h"
 #include "qyolo/conv_int8.h"
 #include "qyolo/tensor.h"
 
@@ -194,6 +196,30 @@ TEST(ConvInt8Reference, RejectsBadGeometry) {
   e.output_scale = -1.0f;
   const Status bad = check_conv_int8(good, {8, 0}, {1, 0}, e);
   EXPECT_NE(bad.message().find("output_scale"), std::string::npos) << bad.message();
+}
+
+// The CUDA kernels' multiply-shift division, against '/', for every divisor they can meet.
+TEST(ConvInt8Reference, FastDivmodMatchesDivision) {
+  std::mt19937 rng(11);
+  std::uniform_int_distribution<int32_t> any(0, INT32_MAX);
+  std::vector<int32_t> divisors;
+  for (int32_t d = 1; d <= 4096; ++d) divisors.push_back(d);
+  for (int32_t d : {6400, 25600, 102400, 409600, 1 << 20, 1000003, INT32_MAX}) divisors.push_back(d);
+  for (const int32_t d : divisors) {
+    const cuda::FastDivmod fast(d);
+    std::vector<int32_t> numerators = {0, 1, d - 1, d, d + 1, INT32_MAX, INT32_MAX - 1};
+    for (int i = 0; i < 200; ++i) numerators.push_back(any(rng));
+    for (int32_t k : {1, 2, 3, 1000, 100000}) {
+      if (int64_t{d} * k - 1 <= INT32_MAX) numerators.push_back(int32_t(int64_t{d} * k - 1));
+      if (int64_t{d} * k <= INT32_MAX) numerators.push_back(int32_t(int64_t{d} * k));
+    }
+    for (const int32_t n : numerators) {
+      if (n < 0) continue;
+      int32_t rest = -1;
+      ASSERT_EQ(fast.divmod(n, rest), n / d) << n << " / " << d;
+      ASSERT_EQ(rest, n % d) << n << " % " << d;
+    }
+  }
 }
 
 }  // namespace

@@ -91,41 +91,34 @@ bool conv_int8_tile_supports(int tile, const ConvInt8Args& args) {
   return kTiles[tile].s2d == s2d;
 }
 
-// The widest tile whose channel width fits the layer and that still gives every SM a block;
-// where none does (small layers at batch 1), the candidate with the most blocks.
+// Rules read off measured times of every variant on every yolov5s layer at batch 1, 32 and 64
+// on an H100 (bench/cuda_conv): wgmma pays where there is enough work for the SMs and enough
+// channels to fill its tile; the narrow (32- and 64-channel) 1x1 layers are memory- and
+// epilogue-bound and run best on the small mma.sync tiles; small problems (batch 1) want the
+// smallest tiles that keep every SM busy.
 int conv_int8_pick_tile(const ConvInt8Args& args) {
   const DeviceTraits device = device_traits();
-  const int64_t pixels = args.shape.out_pixels();
-  const int cout = args.shape.out_channels;
-  const bool s2d =
-      conv_int8_weight_format(args.shape, args.input_layout) == ConvWeightFormat::kHwc4S2d;
-  std::vector<const char*> candidates;
-  if (s2d) {
-    candidates = device.wgmma ? std::vector<const char*>{cout <= 32 ? "wgmma_s2d_128x32_s4"
-                                                                    : "wgmma_s2d_128x64_s4"}
-                              : std::vector<const char*>{cout <= 32 ? "mma_s2d_128x32_w4x1_s4"
-                                                                    : "mma_s2d_128x64_w2x2_s4"};
+  const ConvInt8Shape& s = args.shape;
+  const int64_t pixels = s.out_pixels();
+  const int cout = s.out_channels;
+  const bool pointwise = s.kernel == 1;
+  const int64_t tiles_128 = ((pixels + 127) / 128) * ((cout + 127) / 128);
+  const bool small = tiles_128 < device.sms;
+  const char* name;
+  if (conv_int8_weight_format(s, args.input_layout) == ConvWeightFormat::kHwc4S2d) {
+    name = cout <= 32 ? "mma_s2d_128x32_w4x1_s4" : "mma_s2d_128x64_w2x2_s4";
   } else if (device.wgmma) {
-    if (cout <= 32) candidates = {"wgmma_128x32_s4", "mma_128x32_w4x1_s4"};
-    else if (cout <= 64) candidates = {"wgmma_128x64_s4", "wgmma_64x64_s4"};
-    else if (cout <= 128) candidates = {"wgmma_128x128_s4", "wgmma_64x128_s4", "wgmma_64x64_s4"};
-    else candidates = {"wgmma_128x256_s3", "wgmma_128x128_s4", "wgmma_64x128_s4", "wgmma_64x64_s4"};
+    if (small) name = pointwise ? "wgmma_128x32_s8" : "wgmma_64x64_s8";
+    else if (cout <= 32) name = pointwise ? "mma_128x32_w4x1_s4" : "mma_256x32_w8x1_s4";
+    else if (cout <= 64) name = pointwise ? "mma_64x64_w2x2_s4" : "wgmma_64x64_s8";
+    else name = "wgmma_128x128_s5";
   } else {
-    if (cout <= 32) candidates = {"mma_256x32_w8x1_s4", "mma_128x32_w4x1_s4"};
-    else if (cout <= 64) candidates = {"mma_256x64_w4x2_s4", "mma_128x64_w2x2_s4", "mma_64x64_w2x2_s4"};
-    else candidates = {"mma_128x128_w2x2_s4", "mma_128x64_w2x2_s4", "mma_64x64_w2x2_s4"};
+    if (small) name = "mma_64x64_w2x2_s4";
+    else if (cout <= 32) name = pointwise ? "mma_128x32_w4x1_s4" : "mma_256x32_w8x1_s4";
+    else if (cout <= 64) name = pointwise ? "mma_64x64_w2x2_s4" : "mma_128x64_w2x2_s4";
+    else name = "mma_128x64_w2x2_s4";
   }
-  int best = -1;
-  int64_t best_blocks = -1;
-  for (const char* name : candidates) {
-    const int t = tile_index(name);
-    if (t < 0) continue;
-    const int64_t blocks = ((pixels + kTiles[t].block_m - 1) / kTiles[t].block_m) *
-                           ((cout + kTiles[t].block_n - 1) / kTiles[t].block_n);
-    if (blocks >= device.sms) return t;
-    if (blocks > best_blocks) best_blocks = blocks, best = t;
-  }
-  return best;
+  return tile_index(name);
 }
 
 Expected<int> conv_int8_autotune(const ConvInt8Args& args, cudaStream_t stream, int repeats) {
@@ -198,6 +191,9 @@ Status conv_int8(const ConvInt8Args& a, cudaStream_t stream) {
   p.k_total = conv_int8_packed_k(s, format);
   p.cout = s.out_channels;
   p.pixels = int(pixels);
+  p.div_out_hw = FastDivmod(p.out_h * p.out_w);
+  p.div_out_w = FastDivmod(p.out_w);
+  p.div_n_tiles = FastDivmod((s.out_channels + kTiles[tile].block_n - 1) / kTiles[tile].block_n);
   p.out_stride = a.output_layout.stride;
   p.residual_stride = p.residual ? e.residual_layout.stride : 0;
   p.input_scale = e.input_scale;

@@ -23,7 +23,14 @@ __device__ __forceinline__ float dequantize(int32_t acc, float channel_scale, fl
   return __fmaf_rn(__int2float_rn(acc), channel_scale, bias);
 }
 
-__device__ __forceinline__ float silu(float y) { return __fdividef(y, 1.0f + __expf(-y)); }
+// y * sigmoid(y) = y / (1 + 2^(-y * log2 e)), with the flush-to-zero approximate exp2 and
+// reciprocal (one MUFU each, no denormal fix-ups). Large negative y: 2^.. = inf, rcp(inf) = 0.
+__device__ __forceinline__ float silu(float y) {
+  float e, r;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(e) : "f"(y * -1.4426950408889634f));
+  asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(1.0f + e));
+  return y * r;
+}
 
 __device__ __forceinline__ float add_residual(float y, int8_t residual, float residual_scale) {
   return __fmaf_rn(static_cast<float>(residual), residual_scale, y);
@@ -122,10 +129,10 @@ __device__ __forceinline__ void store_slab(const ConvInt8Params& p, const float*
   }
 }
 
-// Floats of shared memory one warp needs for staging (16 rows of up to 64 columns + 8 pad).
+// Floats of shared memory one warp needs for staging (16 rows of up to 32 columns + 8 pad).
 template <int kWarpN>
 constexpr int epilogue_stage_floats() {
-  return 16 * ((kWarpN < 64 ? kWarpN : 64) + 8);
+  return 16 * ((kWarpN < 32 ? kWarpN : 32) + 8);
 }
 
 // The epilogue of one warp's kMI x kNI m16n8 fragments: rows m_warp + 16 mi + {g, g + 8},
@@ -134,7 +141,7 @@ template <int kMI, int kNI>
 __device__ __forceinline__ void epilogue_warp(const ConvInt8Params& p, int32_t (&acc)[kMI][kNI][4],
                                               float* stage, int m_warp, int n_warp, int lane) {
   constexpr int kWarpN = kNI * 8;
-  constexpr int kCols = kWarpN < 64 ? kWarpN : 64;  // columns staged per pass
+  constexpr int kCols = kWarpN < 32 ? kWarpN : 32;  // columns staged per pass
   constexpr int kStride = kCols + 8;                // +8 floats: conflict-free float2 stores
   const int group = lane >> 2, pair = (lane & 3) * 2;
   const bool raw = p.output_kind == kOutInt32;

@@ -49,7 +49,6 @@ struct ConvLoader {
   __device__ __forceinline__ void begin_tile(const ConvInt8Params& p, int m0, int n0_) {
     n0 = n0_;
     tap_r = tap_r0, tap_s = tap_s0, tap_c = tap_c0;
-    const int out_hw = p.out_h * p.out_w;
     const int64_t image_bytes = int64_t{p.in_h} * p.in_w * p.in_stride;
 #pragma unroll
     for (int i = 0; i < kARows; ++i) {
@@ -58,8 +57,9 @@ struct ConvLoader {
       ih0[i] = INT_MIN / 4;  // a pixel past the end: every tap fails the bounds test
       iw0[i] = 0;
       if (m < p.pixels) {
-        const int n = m / out_hw, rest = m - n * out_hw;
-        const int oh = rest / p.out_w, ow = rest - oh * p.out_w;
+        int rest, ow;
+        const int n = p.div_out_hw.divmod(m, rest);
+        const int oh = p.div_out_w.divmod(rest, ow);
         image[i] = p.input + n * image_bytes;
         ih0[i] = oh * p.stride - p.pad;
         iw0[i] = ow * p.stride - p.pad;

@@ -50,11 +50,11 @@ struct TileWalk {
   }
   // Output-channel tiles vary fastest: the blocks sharing input rows run together, and all but
   // the first read those rows from L2.
-  __device__ __forceinline__ int m0(int i, int bm) const {
-    return (int(blockIdx.x + i * gridDim.x) / n_tiles) * bm;
-  }
-  __device__ __forceinline__ int n0(int i, int bn) const {
-    return (int(blockIdx.x + i * gridDim.x) % n_tiles) * bn;
+  __device__ __forceinline__ void origin(const ConvInt8Params& p, int i, int bm, int bn, int& m0,
+                                         int& n0) const {
+    int n_tile;
+    m0 = p.div_n_tiles.divmod(int(blockIdx.x + i * gridDim.x), n_tile) * bm;
+    n0 = n_tile * bn;
   }
 };
 
@@ -68,7 +68,11 @@ struct StepLoader {
   __device__ __forceinline__ void issue(const ConvInt8Params& p, const TileWalk& walk,
                                         uint8_t* stages) {
     if (step >= walk.steps) return;
-    if (kt == 0) loader.begin_tile(p, walk.m0(tile, BM), walk.n0(tile, BN));
+    if (kt == 0) {
+      int m0, n0;
+      walk.origin(p, tile, BM, BN, m0, n0);
+      loader.begin_tile(p, m0, n0);
+    }
     uint8_t* a_tile = stages + (step % STAGES) * kStageBytes;
     loader.load(p, a_tile, a_tile + BM * kTileK, kt);
     ++step;
@@ -134,8 +138,9 @@ __global__ void __launch_bounds__(WARPS_M* WARPS_N * 32, 1)
 
     if (++kt == walk.k_steps) {
       kt = 0;
-      epilogue_warp(p, acc, stage, walk.m0(tile, BM) + warp_m * Tile::kWarpM,
-                    walk.n0(tile, BN) + warp_n * Tile::kWarpN, lane);
+      int m0, n0;
+      walk.origin(p, tile, BM, BN, m0, n0);
+      epilogue_warp(p, acc, stage, m0 + warp_m * Tile::kWarpM, n0 + warp_n * Tile::kWarpN, lane);
       ++tile;
 #pragma unroll
       for (int mi = 0; mi < Tile::kMI; ++mi)

@@ -6,6 +6,8 @@
 
 #include <cstdint>
 
+#include "fast_divmod.h"
+
 namespace qyolo::cuda {
 
 enum ConvKernelOutput : int { kOutInt8 = 0, kOutFloat16 = 1, kOutInt32 = 2 };
@@ -26,6 +28,8 @@ struct ConvInt8Params {
   int cout;
   int pixels;        // batch * out_h * out_w
   int out_stride, residual_stride;
+
+  FastDivmod div_out_hw, div_out_w, div_n_tiles;  // out_h * out_w, out_w, output-channel tiles
 
   float input_scale, residual_scale, inv_output_scale;
   int silu;
@@ -49,15 +53,18 @@ struct ConvInt8Params {
   X(mma_s2d_128x32_w4x1_s4, 128, 32, 4, 1, 4, true) \
   X(mma_s2d_128x64_w2x2_s4, 128, 64, 2, 2, 4, true)
 
+// The wgmma variants prefetch STAGES - 2 steps ahead: deep enough that a step's data has
+// arrived from DRAM when its turn comes, within two blocks' shared memory per SM where the
+// tile allows.
 #define QYOLO_CONV_INT8_WGMMA_TILES(X)       \
-  X(wgmma_128x256_s3, 128, 256, 3, false)     \
-  X(wgmma_128x128_s4, 128, 128, 4, false)     \
-  X(wgmma_128x64_s4, 128, 64, 4, false)       \
-  X(wgmma_64x128_s4, 64, 128, 4, false)       \
-  X(wgmma_64x64_s4, 64, 64, 4, false)         \
-  X(wgmma_128x32_s4, 128, 32, 4, false)       \
-  X(wgmma_s2d_128x32_s4, 128, 32, 4, true)    \
-  X(wgmma_s2d_128x64_s4, 128, 64, 4, true)
+  X(wgmma_128x256_s5, 128, 256, 5, false)     \
+  X(wgmma_128x128_s5, 128, 128, 5, false)     \
+  X(wgmma_128x64_s6, 128, 64, 6, false)       \
+  X(wgmma_64x128_s8, 64, 128, 8, false)       \
+  X(wgmma_64x64_s8, 64, 64, 8, false)         \
+  X(wgmma_128x32_s8, 128, 32, 8, false)       \
+  X(wgmma_s2d_128x32_s8, 128, 32, 8, true)    \
+  X(wgmma_s2d_128x64_s6, 128, 64, 6, true)
 
 // Launch one variant; each is defined by an explicit instantiation in tiles/<name>.cu.
 template <int BM, int BN, int WARPS_M, int WARPS_N, int STAGES, bool S2D>

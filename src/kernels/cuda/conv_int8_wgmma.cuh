@@ -36,8 +36,11 @@ struct WgmmaTile {
   static_assert(STAGES >= 3, "a stage is refilled two steps after its wgmmas were issued");
 };
 
+// Two blocks per SM where the accumulators allow (<= 64 per thread): one block's epilogue and
+// barriers then overlap the other's MMAs.
 template <int BM, int BN, int STAGES, bool S2D>
-__global__ void __launch_bounds__(BM * 2, 1) conv_int8_wgmma_kernel(const ConvInt8Params p) {
+__global__ void __launch_bounds__(BM * 2, BM* BN > 16384 ? 1 : 2)
+    conv_int8_wgmma_kernel(const ConvInt8Params p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using Tile = WgmmaTile<BM, BN, STAGES>;
   extern __shared__ uint8_t smem_raw[];
@@ -80,7 +83,9 @@ __global__ void __launch_bounds__(BM * 2, 1) conv_int8_wgmma_kernel(const ConvIn
       kt = 0;
       ptx::wgmma_wait<0>();
       ptx::fence_operands(acc[0]);
-      epilogue_warp(p, acc, stage, walk.m0(tile, BM) + warp * 16, walk.n0(tile, BN), lane);
+      int m0, n0;
+      walk.origin(p, tile, BM, BN, m0, n0);
+      epilogue_warp(p, acc, stage, m0 + warp * 16, n0, lane);
       ++tile;
 #pragma unroll
       for (int f = 0; f < BN / 8; ++f)

@@ -3,5 +3,5 @@
 #include "../conv_int8_wgmma.cuh"
 
 namespace qyolo::cuda {
-template cudaError_t launch_conv_int8_wgmma<64, 128, 4, false>(const ConvInt8Params&, cudaStream_t);
+template cudaError_t launch_conv_int8_wgmma<128, 128, 5, false>(const ConvInt8Params&, cudaStream_t);
 }  // namespace qyolo::cuda
