@@ -78,7 +78,7 @@ class Translator {
   void forward(const std::vector<size_t>& order, const std::set<std::string>& ops);
   void backward(const std::vector<size_t>& order, const std::set<std::string>& ops);
   void fallback(const std::vector<size_t>& order);
-  std::string unscaled_reason(const Node* producer, bool is_output) const;
+  std::string unscaled_reason(const Node* producer, bool is_output, bool feeds_silu) const;
 
   bool known(const std::string& tensor) const { return scales_.has(tensor); }
   double scale_of(const std::string& tensor) const { return scales_.get(tensor); }
@@ -455,8 +455,13 @@ void Translator::backward(const std::vector<size_t>& order, const std::set<std::
   }
 }
 
-std::string Translator::unscaled_reason(const Node* producer, bool is_output) const {
+std::string Translator::unscaled_reason(const Node* producer, bool is_output,
+                                        bool feeds_silu) const {
   if (!producer) return "graph input without a Q/DQ";
+  if (feeds_silu && !options_.infer_mul_scales && !options_.infer_all) {
+    return str_cat(producer->op_type,
+                   " output inside a SiLU without a Q/DQ; --infer-mul-scales infers SiLU scales");
+  }
   const std::string& op = producer->op_type;
   if (op == "Concat" && !options_.infer_concat_scales && !options_.infer_all) {
     return "Concat output without a Q/DQ; --infer-concat-scales gives it the largest input scale";
@@ -518,7 +523,10 @@ void Translator::fallback(const std::vector<size_t>& order) {
                           producer ? producer->name : "",
                           producer ? producer->op_type : "",
                           {},
-                          unscaled_reason(producer, g_.is_output(value))};
+                          unscaled_reason(producer, g_.is_output(value),
+                                          std::any_of(users.begin(), users.end(), [&](size_t u) {
+                                            return is_silu_mul(g_.nodes[u]);
+                                          }))};
     for (size_t user : users) {
       const std::string& name = g_.nodes[user].name;
       if (std::find(report.consumers.begin(), report.consumers.end(), name) ==
