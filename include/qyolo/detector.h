@@ -8,6 +8,7 @@
 
 #include "qyolo/executor.h"
 #include "qyolo/graph.h"
+#include "qyolo/int8.h"
 #include "qyolo/status.h"
 #include "qyolo/vision.h"
 
@@ -18,6 +19,11 @@ struct DetectorOptions {
   int canvas = 0;        // letterbox canvas; 0 = the model's input size
   NmsOptions nms;
   HeadAnchors anchors;   // for trimmed models (three raw head outputs)
+  // INT8 on the CPU reference backend: activation scales (a calibration cache) and the
+  // layers kept in FP16. Off: the FP32 executor.
+  bool int8 = false;
+  std::map<std::string, float> scales;
+  std::set<std::string> fp16_layers;
 };
 
 // Time spent per stage, accumulated over calls, in milliseconds.
@@ -39,11 +45,15 @@ class Detector {
 
   const StageTimes& times() const { return times_; }
   bool trimmed() const { return trimmed_; }
+  // The INT8 backend's per-layer precision, empty in FP32.
+  std::vector<LayerPrecision> layer_precisions() const;
   int canvas() const { return canvas_; }
 
  private:
   Detector() = default;
+  Expected<std::map<std::string, Tensor>> run(std::map<std::string, Tensor> inputs);
   std::unique_ptr<CpuExecutor> executor_;
+  std::unique_ptr<Int8Executor> int8_;
   DetectorOptions options_;
   std::string input_name_;
   bool trimmed_ = false;

@@ -44,11 +44,21 @@ Expected<std::unique_ptr<Detector>> Detector::create(const Graph& model, Detecto
     return invalid_argument("expected one output (N x rows x 85) or three head outputs, got ",
                             model.outputs.size());
   }
-  ExecutorOptions exec;
-  exec.input_shapes[input.name] = {1, 3, canvas, canvas};
-  QYOLO_ASSIGN_OR_RETURN(detector->executor_, CpuExecutor::create(model, exec));
+  const Shape input_shape = {1, 3, canvas, canvas};
+  if (options.int8) {
+    Int8Options int8;
+    int8.scales = options.scales;
+    int8.fp16_layers = options.fp16_layers;
+    int8.input_shapes[input.name] = input_shape;
+    QYOLO_ASSIGN_OR_RETURN(detector->int8_, Int8Executor::create(model, int8));
+  } else {
+    ExecutorOptions exec;
+    exec.input_shapes[input.name] = input_shape;
+    QYOLO_ASSIGN_OR_RETURN(detector->executor_, CpuExecutor::create(model, exec));
+  }
   if (!detector->trimmed_) {
-    const ValueInfo& out = detector->executor_->outputs()[0];
+    const ValueInfo& out = detector->int8_ ? detector->int8_->outputs()[0]
+                                           : detector->executor_->outputs()[0];
     if (out.shape.size() != 3 || out.shape[2] < 6) {
       return invalid_argument("output '", out.name, "' is ", shape_str(out.shape),
                               ", expected N x rows x (5 + classes)");
@@ -77,7 +87,9 @@ Expected<std::vector<Detection>> Detector::detect(const Image& image) {
   times_.preprocess += elapsed_ms(start);
 
   start = std::chrono::steady_clock::now();
-  QYOLO_ASSIGN_OR_RETURN(auto outputs, executor_->run({{input_name_, std::move(input)}}));
+  std::map<std::string, Tensor> inputs;
+  inputs.emplace(input_name_, std::move(input));
+  QYOLO_ASSIGN_OR_RETURN(auto outputs, run(std::move(inputs)));
   times_.inference += elapsed_ms(start);
 
   start = std::chrono::steady_clock::now();
@@ -96,6 +108,14 @@ Expected<std::vector<Detection>> Detector::detect(const Image& image) {
   times_.nms += elapsed_ms(start);
   ++times_.images;
   return detections;
+}
+
+Expected<std::map<std::string, Tensor>> Detector::run(std::map<std::string, Tensor> inputs) {
+  return int8_ ? int8_->run(inputs) : executor_->run(inputs);
+}
+
+std::vector<LayerPrecision> Detector::layer_precisions() const {
+  return int8_ ? int8_->layers() : std::vector<LayerPrecision>{};
 }
 
 }  // namespace qyolo

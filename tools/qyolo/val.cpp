@@ -12,6 +12,7 @@
 #include "qyolo/commands.h"
 #include "qyolo/detector.h"
 #include "qyolo/onnx.h"
+#include "qyolo/precision_flags.h"
 #include "qyolo/progress.h"
 
 namespace qyolo::cli {
@@ -30,6 +31,7 @@ struct ValOptions {
   std::string anchors;
   std::string save_json;
   std::string export_metrics;
+  PrecisionFlags precision;
 };
 
 // Python's round(value, digits): the correctly rounded decimal, read back as a double.
@@ -69,9 +71,26 @@ int run_val(const ValOptions& options) {
     if (!anchors) return report_error("val", anchors.status());
     detector_options.anchors = *anchors;
   }
+  Status precision = resolve_precision(options.precision, *graph, detector_options.scales,
+                                       detector_options.fp16_layers);
+  if (!precision.is_ok()) return report_error("val", precision);
+  detector_options.int8 = options.precision.int8;
   auto detector = Detector::create(*graph, detector_options);
   if (!detector) return report_error("val", with_context(detector.status(), options.model));
 
+  if (options.precision.int8) {
+    int int8_layers = 0;
+    std::string fp16;
+    for (const auto& layer : (*detector)->layer_precisions()) {
+      if (layer.precision == "int8") {
+        ++int8_layers;
+      } else if (layer.op == "Conv" || layer.op == "Conv+SiLU") {
+        fp16 += "  " + layer.name + " (" + layer.reason + ")\n";
+      }
+    }
+    std::printf("INT8: %d layers int8; convolutions in FP16:\n%s", int8_layers,
+                fp16.empty() ? "  none\n" : fp16.c_str());
+  }
   // The images of the annotation file that are in the folder, in annotation order.
   std::vector<const CocoImage*> todo;
   int64_t missing = 0;
@@ -182,6 +201,7 @@ void add_val_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--anchors", o->anchors, "Anchors of a trimmed model: w,h x3 per level, levels split by ';'");
   cmd->add_option("--save-json", o->save_json, "Write the detections as COCO results json");
   cmd->add_option("--export-metrics", o->export_metrics, "Write the 12 stats and more as json");
+  add_precision_flags(cmd, o->precision);
   cmd->callback([o, &exit_code] { exit_code = run_val(*o); });
 }
 
