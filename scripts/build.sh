@@ -2,5 +2,11 @@
 # Configures and builds qyolo (Release) into build/. Extra arguments go to CMake.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DQYOLO_PYTHON="$PWD/.venv/bin/python" "$@" >/dev/null
+# The CUDA kernels build (and their GPU tests compile, then skip without a GPU) wherever nvcc is.
+cuda=()
+if command -v nvcc >/dev/null 2>&1; then
+  cuda=(-DQYOLO_CUDA=ON -DCMAKE_CUDA_COMPILER="$(command -v nvcc)")
+fi
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DQYOLO_PYTHON="$PWD/.venv/bin/python" \
+  "${cuda[@]}" "$@" >/dev/null
 cmake --build build -j"$(nproc)"

@@ -171,7 +171,9 @@ inline std::vector<int32_t> conv_int8_accumulate_reference(const ConvInt8Shape& 
   const int cout = s.out_channels;
   std::vector<int32_t> acc(size_t(s.out_pixels()) * cout, 0);
   const int64_t rows = int64_t{s.batch} * oh_n;
+#if defined(_OPENMP)
 #pragma omp parallel for schedule(dynamic)
+#endif
   for (int64_t row = 0; row < rows; ++row) {
     const int n = int(row / oh_n), oh = int(row % oh_n);
     for (int ow = 0; ow < ow_n; ++ow) {
