@@ -2,18 +2,11 @@
 
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include "runtime/backends/cpu/onednn_engine.h"
+
 #include "ops/conv_params.h"
 
 namespace qyolo::cpu {
-
-namespace {
-
-dnnl::engine& cpu_engine() {
-  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
-  return engine;
-}
-
-}  // namespace
 
 struct OnednnConv::Impl {
   dnnl::convolution_forward primitive;

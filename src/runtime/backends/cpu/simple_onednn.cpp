@@ -2,15 +2,9 @@
 
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include "runtime/backends/cpu/onednn_engine.h"
+
 namespace qyolo::cpu {
-namespace {
-
-dnnl::engine& cpu_engine() {
-  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
-  return engine;
-}
-
-}  // namespace
 
 struct OnednnPrimitive::Impl {
   dnnl::primitive primitive;
