@@ -1,10 +1,12 @@
 // Quantization: TensorRT calibration caches, the Q/DQ translator (a QAT ONNX model -> the same
-// model without Q/DQ plus per-tensor INT8 scales, as NVIDIA's qdq_translator does it), and a
-// Q/DQ insertion pass that makes QAT-style models in NVIDIA's two placements.
+// model without Q/DQ plus per-tensor INT8 scales, as NVIDIA's qdq_translator does it), a
+// Q/DQ insertion pass that makes QAT-style models in NVIDIA's two placements, and
+// post-training calibration (histograms of |x|; max, percentile, entropy, MSE).
 // docs/qdq_translator.md lists the translator's rules.
 #pragma once
 
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -159,5 +161,113 @@ Expected<Graph> upgrade_to_opset13(const Graph& graph);
 // qdq_activation_tensors lists. The result is at opset 13 or later.
 Expected<Graph> insert_qdq(const Graph& graph, QdqPlacement placement,
                            const std::map<std::string, float>& activation_amax);
+
+// ---------------------------------------------------------------------------------------
+// Post-training calibration: per-tensor histograms of |x| and amax by max, percentile,
+// TensorRT's entropy (KL divergence) or MSE, as pytorch-quantization's HistogramCalibrator
+// computes them. docs/calibration.md describes the methods.
+
+// Histogram of |x|: the first batch with a non-zero value sets the bin width to its
+// max / num_bins; a later, larger max appends bins of that width, so earlier counts keep
+// their bins (pytorch-quantization's growth rule). Values 0 seen before that go to bin 0.
+class AbsHistogram {
+ public:
+  static constexpr int kDefaultBins = 2048;
+  explicit AbsHistogram(int num_bins = kDefaultBins);
+  // A histogram with the given counts and bin width (bin i covers [i*w, (i+1)*w)).
+  static AbsHistogram from_counts(std::vector<int64_t> counts, double bin_width);
+
+  // Adds |x| of `count` values; NaN or inf is an error and leaves the histogram unchanged.
+  Status add(const float* values, int64_t count);
+
+  const std::vector<int64_t>& counts() const { return counts_; }
+  double bin_width() const { return width_; }
+  // The upper edge of the last bin (0 while every value seen was 0).
+  double range() const { return width_ * static_cast<double>(counts_.size()); }
+  float max_abs() const { return max_; }  // the exact max |x| seen
+  int64_t total() const { return total_; }
+
+ private:
+  int num_bins_;
+  double width_ = 0.0;
+  std::vector<int64_t> counts_;
+  int64_t leading_zeros_ = 0;  // zeros seen before the width was known
+  float max_ = 0.0f;
+  int64_t total_ = 0;
+};
+
+// amax from a histogram, as pytorch-quantization's _compute_amax_* functions compute it.
+// `num_bits` and `is_unsigned` give the quantized levels: 8 signed = 128 levels for entropy,
+// [-127, 127] for MSE (symmetric INT8, scale = amax / 127). An empty histogram gives 0.
+// Percentile: the lower edge of the bin where the cumulative fraction reaches percentile/100.
+double histogram_amax_percentile(const AbsHistogram& histogram, double percentile);
+// Entropy: the edge i*w (start_bin <= i <= bins, every `stride`) whose 128-level
+// requantization of bins [0, i) (outliers folded into bin i-1) has the least KL divergence
+// from the histogram; ties go to the largest i. Bin 0 counts as bin 1, as TensorRT does.
+double histogram_amax_entropy(const AbsHistogram& histogram, int start_bin = 128, int stride = 1,
+                              int num_bits = 8, bool is_unsigned = false);
+// MSE: the bin centre (start_bin <= i < bins) that, as amax, minimizes the count-weighted
+// squared error of fake-quantizing every bin centre; ties go to the smallest.
+double histogram_amax_mse(const AbsHistogram& histogram, int start_bin = 128, int stride = 1,
+                          int num_bits = 8, bool is_unsigned = false);
+
+enum class CalibrationMethod { kMax, kPercentile, kEntropy, kMse };
+
+// "max", "percentile", "entropy" or "mse"; anything else is an error listing these.
+Expected<CalibrationMethod> parse_calibration_method(const std::string& name);
+// The cache header's algorithm: MaxCalibration, PercentileCalibration, EntropyCalibration2
+// (what TensorRT's IInt8EntropyCalibrator2 writes) or MSECalibration.
+const char* calibration_algorithm(CalibrationMethod method);
+
+struct CalibrationOptions {
+  CalibrationMethod method = CalibrationMethod::kEntropy;
+  double percentile = 99.99;  // in (0, 100]
+  int num_bins = AbsHistogram::kDefaultBins;
+  int start_bin = 128;  // entropy and MSE
+  int stride = 1;       // entropy and MSE
+  int num_bits = 8;
+  bool is_unsigned = false;
+};
+
+// The values a calibration measures: the float32 graph inputs and every float32 node output
+// that is not a constant (shape arithmetic and folded values are left out), inputs first,
+// then in node order. Names are the ONNX value names, as the cache keys them.
+Expected<std::vector<std::string>> calibration_tensors(
+    const Graph& graph, const std::map<std::string, Shape>& input_shapes = {});
+
+// Runs batches through the FP32 CPU executor and collects max |x| and a histogram of |x| for
+// each calibration tensor.
+class Calibrator {
+ public:
+  // `tensors` empty: calibration_tensors(graph). `input_shapes` fixes symbolic inputs.
+  static Expected<std::unique_ptr<Calibrator>> create(
+      const Graph& graph, std::vector<std::string> tensors = {},
+      const std::map<std::string, Shape>& input_shapes = {},
+      int num_bins = AbsHistogram::kDefaultBins);
+  ~Calibrator();
+  Calibrator(const Calibrator&) = delete;
+  Calibrator& operator=(const Calibrator&) = delete;
+
+  // Runs one batch (every graph input, with its prepared shape) and adds what it sees.
+  Status add_batch(const std::map<std::string, Tensor>& inputs);
+
+  const std::vector<std::string>& tensors() const;
+  const std::vector<ValueInfo>& inputs() const;  // the graph inputs, shapes resolved
+  const AbsHistogram& histogram(size_t index) const;  // in tensors() order
+  int64_t batches() const;
+
+  // amax of each tensor, in tensors() order. A tensor that was always 0 gets a tiny positive
+  // amax, so its scale stays valid.
+  std::vector<float> amax(const CalibrationOptions& options) const;
+  // The cache "TRT-<version>-<algorithm>" with scale = amax / 127 per tensor.
+  CalibrationCache cache(const CalibrationOptions& options,
+                         const std::string& trt_version = "8600") const;
+
+  struct Impl;
+
+ private:
+  explicit Calibrator(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
 
 }  // namespace qyolo

@@ -190,37 +190,16 @@ std::map<std::string, float> synthetic_ranges(const std::vector<std::string>& te
 Expected<std::map<std::string, float>> max_abs_ranges(
     const Graph& graph, const std::vector<std::map<std::string, Tensor>>& batches,
     const std::vector<std::string>& tensors) {
-  Graph probe = graph;
-  const ConstantValues constants(graph);
-  for (const auto& name : tensors) {
-    if (constants.contains(name))
-      return invalid_argument("'", name, "' is a constant, not an activation");
-    if (graph.find_input(name) || probe.is_output(name)) continue;
-    ValueInfo info;
-    info.name = name;
-    info.dtype = DType::kFloat32;
-    probe.outputs.push_back(info);
-  }
-  QYOLO_ASSIGN_OR_RETURN(auto executor, CpuExecutor::create(probe));
+  QYOLO_ASSIGN_OR_RETURN(auto probe, quant::ActivationProbe::create(graph, tensors));
   std::map<std::string, float> ranges;
   for (const auto& name : tensors) ranges[name] = 0.0f;
   for (const auto& batch : batches) {
-    QYOLO_ASSIGN_OR_RETURN(auto outputs, executor->run(batch));
-    for (const auto& name : tensors) {
-      auto it = outputs.find(name);
-      const Tensor* value = it != outputs.end() ? &it->second : nullptr;
-      if (!value) {
-        auto input = batch.find(name);
-        if (input == batch.end()) return not_found("value '", name, "' was not computed");
-        value = &input->second;
-      }
-      if (value->dtype() != DType::kFloat32) {
-        return invalid_argument("value '", name, "' is ", dtype_name(value->dtype()),
-                                ", not float32");
-      }
-      float& amax = ranges[name];
-      const float* data = value->data<float>();
-      for (int64_t i = 0; i < value->numel(); ++i) amax = std::max(amax, std::fabs(data[i]));
+    QYOLO_ASSIGN_OR_RETURN(auto result, probe.run(batch));
+    for (size_t k = 0; k < tensors.size(); ++k) {
+      float& amax = ranges[tensors[k]];
+      const Tensor& value = *result.values[k];
+      const float* data = value.data<float>();
+      for (int64_t i = 0; i < value.numel(); ++i) amax = std::max(amax, std::fabs(data[i]));
     }
   }
   return ranges;

@@ -42,6 +42,7 @@ int main(int argc, char** argv) {
   qyolo::cli::add_val_command(app, exit_code);
   qyolo::cli::add_detect_command(app, exit_code);
   qyolo::cli::add_translate_command(app, exit_code);
+  qyolo::cli::add_calibrate_command(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
