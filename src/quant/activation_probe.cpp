@@ -3,9 +3,9 @@
 
 namespace qyolo::quant {
 
-Expected<ActivationProbe> ActivationProbe::create(const Graph& graph,
-                                                  std::vector<std::string> values,
-                                                  const std::map<std::string, Shape>& input_shapes) {
+Expected<ActivationProbe> ActivationProbe::create(
+    const Graph& graph, std::vector<std::string> values,
+    const std::map<std::string, Shape>& input_shapes) {
   Graph probe = graph;
   const ConstantValues constants(graph);
   for (const auto& name : values) {

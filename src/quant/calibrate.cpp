@@ -26,10 +26,14 @@ Expected<CalibrationMethod> parse_calibration_method(const std::string& name) {
 
 const char* calibration_algorithm(CalibrationMethod method) {
   switch (method) {
-    case CalibrationMethod::kMax: return "MaxCalibration";
-    case CalibrationMethod::kPercentile: return "PercentileCalibration";
-    case CalibrationMethod::kEntropy: return "EntropyCalibration2";
-    case CalibrationMethod::kMse: return "MSECalibration";
+    case CalibrationMethod::kMax:
+      return "MaxCalibration";
+    case CalibrationMethod::kPercentile:
+      return "PercentileCalibration";
+    case CalibrationMethod::kEntropy:
+      return "EntropyCalibration2";
+    case CalibrationMethod::kMse:
+      return "MSECalibration";
   }
   return "EntropyCalibration2";
 }
@@ -101,7 +105,9 @@ Status Calibrator::add_batch(const std::map<std::string, Tensor>& inputs) {
 }
 
 const std::vector<std::string>& Calibrator::tensors() const { return impl_->probe.values(); }
-const std::vector<ValueInfo>& Calibrator::inputs() const { return impl_->probe.executor().inputs(); }
+const std::vector<ValueInfo>& Calibrator::inputs() const {
+  return impl_->probe.executor().inputs();
+}
 const AbsHistogram& Calibrator::histogram(size_t index) const { return impl_->histograms[index]; }
 int64_t Calibrator::batches() const { return impl_->batches; }
 
@@ -114,7 +120,9 @@ std::vector<float> Calibrator::amax(const CalibrationOptions& options) const {
     const AbsHistogram& h = histograms[k];
     double amax = 0.0;
     switch (options.method) {
-      case CalibrationMethod::kMax: amax = h.max_abs(); break;
+      case CalibrationMethod::kMax:
+        amax = h.max_abs();
+        break;
       case CalibrationMethod::kPercentile:
         amax = histogram_amax_percentile(h, options.percentile);
         break;

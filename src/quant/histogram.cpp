@@ -28,7 +28,9 @@ float checked_max_abs(const float* values, int64_t count) {
   return bad ? -1.0f : max;
 }
 
-int levels_of(int num_bits, bool is_unsigned) { return 1 << (num_bits - 1 + (is_unsigned ? 1 : 0)); }
+int levels_of(int num_bits, bool is_unsigned) {
+  return 1 << (num_bits - 1 + (is_unsigned ? 1 : 0));
+}
 
 }  // namespace
 
@@ -136,7 +138,8 @@ double histogram_amax_entropy(const AbsHistogram& histogram, int start_bin, int 
   start_bin = std::max(start_bin, 1);
   stride = std::max(stride, 1);
   const int levels = levels_of(num_bits, is_unsigned);
-  if (n < static_cast<size_t>(start_bin) || static_cast<size_t>(start_bin) < 1) return histogram.range();
+  if (n < static_cast<size_t>(start_bin) || static_cast<size_t>(start_bin) < 1)
+    return histogram.range();
 
   // TensorRT's rule: bin 0 (mostly exact zeros) is replaced by bin 1.
   std::vector<double> bins(histogram.counts().begin(), histogram.counts().end());

@@ -31,7 +31,8 @@ struct CalibrateOptions {
 
 bool has_image_extension(const std::filesystem::path& path) {
   std::string ext = path.extension().string();
-  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+  std::transform(ext.begin(), ext.end(), ext.begin(),
+                 [](unsigned char c) { return std::tolower(c); });
   return ext == ".jpg" || ext == ".jpeg" || ext == ".png";
 }
 
@@ -42,7 +43,8 @@ Expected<std::vector<std::string>> list_images(const std::string& dir) {
   std::vector<std::string> files;
   for (auto it = std::filesystem::recursive_directory_iterator(dir, ec);
        !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
-    if (it->is_regular_file(ec) && has_image_extension(it->path())) files.push_back(it->path().string());
+    if (it->is_regular_file(ec) && has_image_extension(it->path()))
+      files.push_back(it->path().string());
   }
   if (ec) return io_error("cannot list ", dir, ": ", ec.message());
   std::sort(files.begin(), files.end());
@@ -63,10 +65,12 @@ Expected<int> input_canvas(const Graph& graph, const CalibrateOptions& options) 
   int canvas = options.canvas > 0 ? options.canvas : options.image_size;
   if (input.shape[2] > 0 && input.shape[3] > 0) {
     if (input.shape[2] != input.shape[3]) {
-      return unsupported("model input '", input.name, "' is not square (", shape_str(input.shape), ")");
+      return unsupported("model input '", input.name, "' is not square (", shape_str(input.shape),
+                         ")");
     }
     if (options.canvas > 0 && options.canvas != input.shape[2]) {
-      return invalid_argument("the model's input is ", input.shape[2], " pixels, not ", options.canvas);
+      return invalid_argument("the model's input is ", input.shape[2], " pixels, not ",
+                              options.canvas);
     }
     canvas = static_cast<int>(input.shape[2]);
   }
@@ -81,13 +85,14 @@ int run_calibrate(const CalibrateOptions& options) {
   auto method = parse_calibration_method(options.method);
   if (!method) return report_error("calibrate", method.status());
   if (!(options.percentile > 0.0 && options.percentile <= 100.0)) {
-    return report_error("calibrate", invalid_argument("--percentile ", options.percentile,
-                                                      " is not in (0, 100]"));
+    return report_error(
+        "calibrate", invalid_argument("--percentile ", options.percentile, " is not in (0, 100]"));
   }
   auto files = list_images(options.images);
   if (!files) return report_error("calibrate", files.status());
   if (files->empty()) {
-    return report_error("calibrate", not_found("no images (.jpg, .jpeg, .png) in ", options.images));
+    return report_error("calibrate",
+                        not_found("no images (.jpg, .jpeg, .png) in ", options.images));
   }
   auto graph = load_onnx(options.model);
   if (!graph) return report_error("calibrate", graph.status());
@@ -96,12 +101,14 @@ int run_calibrate(const CalibrateOptions& options) {
   const std::string input_name = graph->inputs[0].name;
   const Shape input_shape = {1, 3, *canvas, *canvas};
   auto calibrator = Calibrator::create(*graph, {}, {{input_name, input_shape}});
-  if (!calibrator) return report_error("calibrate", with_context(calibrator.status(), options.model));
+  if (!calibrator)
+    return report_error("calibrate", with_context(calibrator.status(), options.model));
 
   const auto start = std::chrono::steady_clock::now();
-  const int64_t wanted = options.max_images > 0
-                             ? std::min<int64_t>(options.max_images, static_cast<int64_t>(files->size()))
-                             : static_cast<int64_t>(files->size());
+  const int64_t wanted =
+      options.max_images > 0
+          ? std::min<int64_t>(options.max_images, static_cast<int64_t>(files->size()))
+          : static_cast<int64_t>(files->size());
   ProgressBar progress("calibrate", wanted);
   int64_t used = 0, skipped = 0;
   for (const auto& path : *files) {
@@ -146,8 +153,10 @@ int run_calibrate(const CalibrateOptions& options) {
     if ((*calibrator)->histogram(k).max_abs() == 0.0f) ++zero;
   }
   if (zero > 0) {
-    std::fprintf(stderr, "qyolo calibrate: warning: %lld tensors were 0 on every image; they get a tiny scale\n",
-                 static_cast<long long>(zero));
+    std::fprintf(
+        stderr,
+        "qyolo calibrate: warning: %lld tensors were 0 on every image; they get a tiny scale\n",
+        static_cast<long long>(zero));
   }
   std::printf("calibrated %zu tensors on %lld images (%lld skipped) with %s\n",
               cache.entries.size(), static_cast<long long>(used), static_cast<long long>(skipped),
@@ -165,13 +174,15 @@ void add_calibrate_command(CLI::App& app, int& exit_code) {
   CLI::App* cmd = app.add_subcommand(
       "calibrate", "Post-training calibration on images -> TensorRT calibration cache");
   cmd->add_option("--onnx", o->model, "FP32 ONNX model")->required();
-  cmd->add_option("--images", o->images, "Folder of calibration images (.jpg/.png, sub-folders too)")
+  cmd->add_option("--images", o->images,
+                  "Folder of calibration images (.jpg/.png, sub-folders too)")
       ->required();
   cmd->add_option("--method", o->method, "max, percentile, entropy or mse")->capture_default_str();
   cmd->add_option("--percentile", o->percentile, "Percentile for --method percentile")
       ->capture_default_str();
   cmd->add_option("--max-images", o->max_images, "Calibrate on the first N readable images");
-  cmd->add_option("--imgsz", o->image_size, "Long side of the resized image")->capture_default_str();
+  cmd->add_option("--imgsz", o->image_size, "Long side of the resized image")
+      ->capture_default_str();
   cmd->add_option("--canvas", o->canvas, "Letterbox canvas (default: the model's input size)");
   cmd->add_option("--trt-calib-version", o->trt_version, "TensorRT version in the cache header")
       ->capture_default_str();
