@@ -220,14 +220,16 @@ TEST(Int8, UnscaledAndNamedLayersRunFp16) {
   g.nodes.push_back(node("Relu", {"c"}, {"r"}));
   g.outputs = {value("r", {})};
   Int8Options options;
-  options.scales = {{"x", 1.0f / 127}, {"c", 3.0f / 127}};
+  options.scales = {{"x", 1.0f / 127}, {"c", 3.0f / 127}, {"r", 3.0f / 127}};
   options.fp16_layers = {"Conv_c"};
   auto exec = Int8Executor::create(g, options);
   ASSERT_TRUE(exec) << exec.status().message();
   ASSERT_EQ((*exec)->layers().size(), 2u);
   EXPECT_EQ((*exec)->layers()[0].precision, "fp16");
   EXPECT_EQ((*exec)->layers()[0].reason, "--layerPrecisions");
-  EXPECT_EQ((*exec)->layers()[1].precision, "fp16");  // no scale for 'r'
+  // After the last convolution (a detect decode, say) a layer runs FP32 even with scales.
+  EXPECT_EQ((*exec)->layers()[1].precision, "fp32");
+  EXPECT_EQ((*exec)->layers()[1].reason, "after the last convolution");
   const Tensor x = random_tensor({1, 3, 6, 6}, 12);
   auto out = (*exec)->run({{"x", x}});
   ASSERT_TRUE(out);

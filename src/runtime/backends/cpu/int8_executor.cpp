@@ -197,6 +197,31 @@ Expected<std::unique_ptr<Int8Executor>> Int8Executor::create(const Graph& graph,
   for (const auto& [name, tensor] : m.shapes.constants) m.float_slot[name] = m.new_slot(tensor);
 
   const auto users = consumers_by_value(g);
+  // The post-processing tail: nodes fed by a convolution from which no convolution can be
+  // reached (a full export's detect decode). They run FP32, as the decode of a trimmed model
+  // does on the host; squeezing box coordinates and confidences into one int8 scale (their
+  // Concat) would destroy the confidences.
+  std::vector<bool> after_conv(g.nodes.size(), false);
+  {
+    std::set<std::string> fed;  // values downstream of a convolution
+    for (size_t k = 0; k < g.nodes.size(); ++k) {
+      bool from_conv = g.nodes[k].op_type == "Conv";
+      for (const auto& in : g.nodes[k].inputs) from_conv = from_conv || fed.count(in);
+      if (!from_conv) continue;
+      after_conv[k] = g.nodes[k].op_type != "Conv";
+      for (const auto& out : g.nodes[k].outputs) fed.insert(out);
+    }
+  }
+  std::vector<bool> reaches_conv(g.nodes.size(), false);
+  for (size_t k = g.nodes.size(); k-- > 0;) {
+    bool reaches = g.nodes[k].op_type == "Conv";
+    for (const auto& out : g.nodes[k].outputs) {
+      auto it = users.find(out);
+      if (it == users.end()) continue;
+      for (size_t u : it->second) reaches = reaches || reaches_conv[u];
+    }
+    reaches_conv[k] = reaches;
+  }
   std::vector<bool> absorbed(g.nodes.size(), false);
   auto named_fp16 = [&](const Node& n) { return m.options.fp16_layers.count(n.name) != 0; };
   auto all_scaled = [&](const std::vector<std::string>& values) {
@@ -259,6 +284,8 @@ Expected<std::unique_ptr<Int8Executor>> Int8Executor::create(const Graph& graph,
       } else {
         layer.reason = why;
       }
+    } else if (after_conv[i] && !reaches_conv[i]) {
+      layer.reason = "after the last convolution";
     } else if (!named_fp16(node)) {
       std::vector<std::string> activations;
       for (const auto& in : node.inputs) {
@@ -311,9 +338,9 @@ Expected<std::unique_ptr<Int8Executor>> Int8Executor::create(const Graph& graph,
     }
 
     if (!int8) {
-      layer.precision = "fp16";
       step.kind = Kind::kFloat;
-      step.fp16 = true;
+      step.fp16 = !(after_conv[i] && !reaches_conv[i]);
+      layer.precision = step.fp16 ? "fp16" : "fp32";
       for (const auto& in : node.inputs) step.inputs.push_back(in.empty() ? -1 : m.need_float(in));
       for (const auto& out : node.outputs) {
         step.outputs.push_back(out.empty() ? -1 : m.produce(out, m.shapes.find(out)->dtype));
