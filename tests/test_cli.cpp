@@ -204,5 +204,25 @@ TEST(Cli, NpyOfWrongDtypeOrShape) {
   expect_clean_error(result, "bad.npy");
 }
 
+TEST(Cli, Int8FlagsAreChecked) {
+  const auto dir = temp_dir();
+  Tensor x(DType::kFloat32, {1, 3, 640, 640});
+  const std::string base = "infer --onnx " + yolov5n_path().string() + " --input " +
+                           npy_of(x, dir / "x.npy") + " --output-dir " + (dir / "out").string();
+  write_file(dir / "c.cache", "TRT-8600-MaxCalibration\nimages: 3c00f9f4\nghost: 3c00f9f4\n");
+  expect_clean_error(run_qyolo(base + " --calib " + (dir / "c.cache").string()), "need --int8");
+  expect_clean_error(run_qyolo(base + " --int8"), "--int8 needs --calib");
+  write_file(dir / "images.cache", "TRT-8600-MaxCalibration\nimages: 3c00f9f4\n");
+  expect_clean_error(run_qyolo(base + " --int8 --calib " + (dir / "images.cache").string() +
+                               " --layerPrecisions /nope:fp16"),
+                     "'/nope'");
+  write_file(dir / "bad.cache", "TRT-8600-MaxCalibration\nimages 3c00f9f4\n");
+  expect_clean_error(run_qyolo(base + " --int8 --calib " + (dir / "bad.cache").string()), "bad.cache:2");
+  // A cache naming tensors the model lacks warns and runs.
+  const auto ok = run_qyolo(base + " --int8 --calib " + (dir / "c.cache").string());
+  EXPECT_EQ(ok.exit_code, 0) << ok.output;
+  EXPECT_NE(ok.output.find("not in the model (ghost)"), std::string::npos) << ok.output;
+}
+
 }  // namespace
 }  // namespace qyolo

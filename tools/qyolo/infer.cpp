@@ -5,8 +5,10 @@
 
 #include "qyolo/commands.h"
 #include "qyolo/executor.h"
+#include "qyolo/int8.h"
 #include "qyolo/npy.h"
 #include "qyolo/onnx.h"
+#include "qyolo/precision_flags.h"
 
 namespace qyolo::cli {
 namespace {
@@ -15,6 +17,7 @@ struct InferOptions {
   std::string model;
   std::vector<std::string> inputs;  // path, or name=path
   std::string output_dir;
+  PrecisionFlags precision;
 };
 
 // Keeps [A-Za-z0-9._-] and replaces everything else with '_', so names become file names.
@@ -74,11 +77,23 @@ int run_infer(const InferOptions& options) {
     }
   }
 
-  ExecutorOptions exec_options;
-  exec_options.input_shapes = input_shapes;
-  auto executor = CpuExecutor::create(*graph, exec_options);
-  if (!executor) return report_error("infer", with_context(executor.status(), options.model));
-  auto outputs = (*executor)->run(inputs);
+  Int8Options int8_options;
+  Status precision = resolve_precision(options.precision, *graph, int8_options.scales,
+                                       int8_options.fp16_layers);
+  if (!precision.is_ok()) return report_error("infer", precision);
+  Expected<std::map<std::string, Tensor>> outputs = std::map<std::string, Tensor>{};
+  if (options.precision.int8) {
+    int8_options.input_shapes = input_shapes;
+    auto executor = Int8Executor::create(*graph, int8_options);
+    if (!executor) return report_error("infer", with_context(executor.status(), options.model));
+    outputs = (*executor)->run(inputs);
+  } else {
+    ExecutorOptions exec_options;
+    exec_options.input_shapes = input_shapes;
+    auto executor = CpuExecutor::create(*graph, exec_options);
+    if (!executor) return report_error("infer", with_context(executor.status(), options.model));
+    outputs = (*executor)->run(inputs);
+  }
   if (!outputs) return report_error("infer", outputs.status());
 
   std::error_code ec;
@@ -105,6 +120,7 @@ void add_infer_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--input", options->inputs, "Input .npy file (or name=file.npy)")->required();
   cmd->add_option("--output-dir", options->output_dir, "Folder for <output>.npy files")
       ->required();
+  add_precision_flags(cmd, options->precision);
   cmd->callback([options, &exit_code] { exit_code = run_infer(*options); });
 }
 
