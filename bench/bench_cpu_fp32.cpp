@@ -42,8 +42,9 @@ int main(int argc, char** argv) {
   for (int i = 0; i < iterations; ++i) {
     const auto start = std::chrono::steady_clock::now();
     auto out = (*executor)->run(inputs);
-    times.push_back(std::chrono::duration<double, std::milli>(
-                        std::chrono::steady_clock::now() - start).count());
+    times.push_back(
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+            .count());
     if (!out) {
       std::fprintf(stderr, "error: %s\n", out.status().message().c_str());
       return 1;

@@ -71,7 +71,8 @@ TEST(Cli, InspectYolov5n) {
 }
 
 TEST(Cli, InspectAtAnotherInputSize) {
-  const auto result = run_qyolo("inspect " + yolov5n_path().string() + " --shapes images:1x3x320x320");
+  const auto result =
+      run_qyolo("inspect " + yolov5n_path().string() + " --shapes images:1x3x320x320");
   expect_clean_error(result, "fixed shape");
 }
 
@@ -81,9 +82,9 @@ TEST(Cli, InferWritesEveryOutput) {
   ASSERT_TRUE(save_onnx(g, (dir / "add.onnx").string()).is_ok());
   Tensor a = Tensor::from_vector(std::vector<float>{1, 2, 3, 4, 5, 6}, {2, 3});
   Tensor b = Tensor::from_vector(std::vector<float>{10, 20, 30, 40, 50, 60}, {2, 3});
-  const auto result = run_qyolo("infer --onnx " + (dir / "add.onnx").string() + " --input a=" +
-                                npy_of(a, dir / "a.npy") + " --input b=" +
-                                npy_of(b, dir / "b.npy") + " --output-dir " + (dir / "out").string());
+  const auto result = run_qyolo(
+      "infer --onnx " + (dir / "add.onnx").string() + " --input a=" + npy_of(a, dir / "a.npy") +
+      " --input b=" + npy_of(b, dir / "b.npy") + " --output-dir " + (dir / "out").string());
   ASSERT_EQ(result.exit_code, 0) << result.output;
   auto y = read_npy((dir / "out" / "y.npy").string());
   ASSERT_TRUE(y) << y.status().message();
@@ -98,9 +99,9 @@ TEST(Cli, InferOutputNamesBecomeFileNames) {
   g.outputs[0].name = "/model.24/out:0";
   ASSERT_TRUE(save_onnx(g, (dir / "m.onnx").string()).is_ok());
   Tensor a(DType::kFloat32, {2, 3});
-  const auto result = run_qyolo("infer --onnx " + (dir / "m.onnx").string() + " --input a=" +
-                                npy_of(a, dir / "a.npy") + " --input b=" + (dir / "a.npy").string() +
-                                " --output-dir " + (dir / "out").string());
+  const auto result = run_qyolo(
+      "infer --onnx " + (dir / "m.onnx").string() + " --input a=" + npy_of(a, dir / "a.npy") +
+      " --input b=" + (dir / "a.npy").string() + " --output-dir " + (dir / "out").string());
   ASSERT_EQ(result.exit_code, 0) << result.output;
   EXPECT_TRUE(std::filesystem::exists(dir / "out" / "_model.24_out_0.npy"));
 }
@@ -143,9 +144,9 @@ TEST(Cli, UnsupportedOpIsNamed) {
   const auto dir = temp_dir();
   ASSERT_TRUE(save_onnx(add_model("Softmax"), (dir / "m.onnx").string()).is_ok());
   Tensor a(DType::kFloat32, {2, 3});
-  const auto result = run_qyolo("infer --onnx " + (dir / "m.onnx").string() + " --input a=" +
-                                npy_of(a, dir / "a.npy") + " --input b=" + (dir / "a.npy").string() +
-                                " --output-dir " + (dir / "out").string());
+  const auto result = run_qyolo(
+      "infer --onnx " + (dir / "m.onnx").string() + " --input a=" + npy_of(a, dir / "a.npy") +
+      " --input b=" + (dir / "a.npy").string() + " --output-dir " + (dir / "out").string());
   expect_clean_error(result, "Softmax 'the_add'");
 }
 
@@ -153,8 +154,9 @@ TEST(Cli, MissingInputIsNamed) {
   const auto dir = temp_dir();
   ASSERT_TRUE(save_onnx(add_model(), (dir / "m.onnx").string()).is_ok());
   Tensor a(DType::kFloat32, {2, 3});
-  const auto result = run_qyolo("infer --onnx " + (dir / "m.onnx").string() + " --input a=" +
-                                npy_of(a, dir / "a.npy") + " --output-dir " + (dir / "out").string());
+  const auto result = run_qyolo("infer --onnx " + (dir / "m.onnx").string() +
+                                " --input a=" + npy_of(a, dir / "a.npy") + " --output-dir " +
+                                (dir / "out").string());
   expect_clean_error(result, "'b'");
 }
 
@@ -164,9 +166,9 @@ TEST(Cli, UndefinedValueInGraphIsNamed) {
   g.nodes[0].inputs[1] = "ghost";
   ASSERT_TRUE(save_onnx(g, (dir / "m.onnx").string()).is_ok());
   Tensor a(DType::kFloat32, {2, 3});
-  const auto result = run_qyolo("infer --onnx " + (dir / "m.onnx").string() + " --input a=" +
-                                npy_of(a, dir / "a.npy") + " --input b=" + (dir / "a.npy").string() +
-                                " --output-dir " + (dir / "out").string());
+  const auto result = run_qyolo(
+      "infer --onnx " + (dir / "m.onnx").string() + " --input a=" + npy_of(a, dir / "a.npy") +
+      " --input b=" + (dir / "a.npy").string() + " --output-dir " + (dir / "out").string());
   expect_clean_error(result, "ghost");
 }
 
@@ -176,25 +178,25 @@ TEST(Cli, ShapeMismatchInsideTheGraphNamesTheNode) {
   g.inputs[1].shape = {2, 4};
   ASSERT_TRUE(save_onnx(g, (dir / "m.onnx").string()).is_ok());
   Tensor a(DType::kFloat32, {2, 3}), b(DType::kFloat32, {2, 4});
-  const auto result = run_qyolo("infer --onnx " + (dir / "m.onnx").string() + " --input a=" +
-                                npy_of(a, dir / "a.npy") + " --input b=" + npy_of(b, dir / "b.npy") +
-                                " --output-dir " + (dir / "out").string());
+  const auto result = run_qyolo(
+      "infer --onnx " + (dir / "m.onnx").string() + " --input a=" + npy_of(a, dir / "a.npy") +
+      " --input b=" + npy_of(b, dir / "b.npy") + " --output-dir " + (dir / "out").string());
   expect_clean_error(result, "Add 'the_add'");
 }
 
 TEST(Cli, NpyOfWrongDtypeOrShape) {
   const auto dir = temp_dir();
   Tensor wrong_dtype(DType::kFloat64, {1, 3, 640, 640});
-  auto result = run_qyolo("infer --onnx " + yolov5n_path().string() + " --input " +
-                          npy_of(wrong_dtype, dir / "f64.npy") + " --output-dir " +
-                          (dir / "out").string());
+  auto result =
+      run_qyolo("infer --onnx " + yolov5n_path().string() + " --input " +
+                npy_of(wrong_dtype, dir / "f64.npy") + " --output-dir " + (dir / "out").string());
   expect_clean_error(result, "f64.npy: dtype float64");
   EXPECT_NE(result.output.find("expects float32"), std::string::npos) << result.output;
 
   Tensor wrong_shape(DType::kFloat32, {1, 3, 320, 320});
-  result = run_qyolo("infer --onnx " + yolov5n_path().string() + " --input " +
-                     npy_of(wrong_shape, dir / "small.npy") + " --output-dir " +
-                     (dir / "out").string());
+  result =
+      run_qyolo("infer --onnx " + yolov5n_path().string() + " --input " +
+                npy_of(wrong_shape, dir / "small.npy") + " --output-dir " + (dir / "out").string());
   expect_clean_error(result, "small.npy: shape 1x3x320x320");
   EXPECT_NE(result.output.find("1x3x640x640"), std::string::npos) << result.output;
 
@@ -217,7 +219,8 @@ TEST(Cli, Int8FlagsAreChecked) {
                                " --layerPrecisions /nope:fp16"),
                      "'/nope'");
   write_file(dir / "bad.cache", "TRT-8600-MaxCalibration\nimages 3c00f9f4\n");
-  expect_clean_error(run_qyolo(base + " --int8 --calib " + (dir / "bad.cache").string()), "bad.cache:2");
+  expect_clean_error(run_qyolo(base + " --int8 --calib " + (dir / "bad.cache").string()),
+                     "bad.cache:2");
   // A cache naming tensors the model lacks warns and runs.
   const auto ok = run_qyolo(base + " --int8 --calib " + (dir / "c.cache").string());
   EXPECT_EQ(ok.exit_code, 0) << ok.output;

@@ -45,7 +45,9 @@ Tensor random_tensor(Shape shape, uint32_t seed, float lo = -1.0f, float hi = 1.
   return t;
 }
 
-int8_t q8(double x, double s) { return static_cast<int8_t>(std::clamp(std::nearbyint(x / s), -128.0, 127.0)); }
+int8_t q8(double x, double s) {
+  return static_cast<int8_t>(std::clamp(std::nearbyint(x / s), -128.0, 127.0));
+}
 
 // Conv (+SiLU) in the float64 model: integer accumulation, double epilogue.
 std::vector<int8_t> expected_conv(const Tensor& x, float sx, const Tensor& w, const Tensor& b,
@@ -59,7 +61,8 @@ std::vector<int8_t> expected_conv(const Tensor& x, float sx, const Tensor& w, co
   std::vector<int8_t> qw(w.numel());
   for (int64_t oc = 0; oc < o; ++oc) {
     float amax = 0;
-    for (int64_t i = 0; i < c * k * k; ++i) amax = std::max(amax, std::abs(w.data<float>()[oc * c * k * k + i]));
+    for (int64_t i = 0; i < c * k * k; ++i)
+      amax = std::max(amax, std::abs(w.data<float>()[oc * c * k * k + i]));
     sw[oc] = amax / 127.0f;
     for (int64_t i = 0; i < c * k * k; ++i) {
       qw[oc * c * k * k + i] = q8(w.data<float>()[oc * c * k * k + i], static_cast<float>(sw[oc]));
@@ -81,7 +84,8 @@ std::vector<int8_t> expected_conv(const Tensor& x, float sx, const Tensor& w, co
                 acc += int64_t{qx[((b0 * c + ic) * h + iy) * wd + ix]} *
                        qw[((oc * c + ic) * k + ky) * k + kx];
               }
-          double v = static_cast<double>(acc) * (double(sx) * double(float(sw[oc]))) + b.data<float>()[oc];
+          double v =
+              static_cast<double>(acc) * (double(sx) * double(float(sw[oc]))) + b.data<float>()[oc];
           if (silu) v = v / (1.0 + std::exp(-v));
           y[((b0 * o + oc) * oh + yy) * ow + xx] = q8(v, sy);
         }
@@ -150,8 +154,10 @@ TEST_P(ConvInt8, MatchesTheFloat64Model) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, ConvInt8,
-                         ::testing::Values(std::make_tuple(1, 1, 5, true), std::make_tuple(3, 1, 16, true),
-                                           std::make_tuple(3, 2, 33, true), std::make_tuple(6, 2, 3, true),
+                         ::testing::Values(std::make_tuple(1, 1, 5, true),
+                                           std::make_tuple(3, 1, 16, true),
+                                           std::make_tuple(3, 2, 33, true),
+                                           std::make_tuple(6, 2, 3, true),
                                            std::make_tuple(1, 1, 8, false)));
 
 TEST(Int8, MaxPoolAndResizeAreExactOnQuantizedValues) {
@@ -159,9 +165,9 @@ TEST(Int8, MaxPoolAndResizeAreExactOnQuantizedValues) {
   g.opset_imports = {{"", 13}};
   g.inputs = {value("x", {1, 3, 8, 8})};
   g.initializers["scales"] = Tensor::from_vector(std::vector<float>{1, 1, 2, 2});
-  g.nodes.push_back(node("MaxPool", {"x"}, {"p"},
-                         {{"kernel_shape", Attribute::of_ints({5, 5})},
-                          {"pads", Attribute::of_ints({2, 2, 2, 2})}}));
+  g.nodes.push_back(node(
+      "MaxPool", {"x"}, {"p"},
+      {{"kernel_shape", Attribute::of_ints({5, 5})}, {"pads", Attribute::of_ints({2, 2, 2, 2})}}));
   g.nodes.push_back(node("Resize", {"p", "", "scales"}, {"r"},
                          {{"mode", Attribute::of_string("nearest")},
                           {"coordinate_transformation_mode", Attribute::of_string("asymmetric")},
@@ -180,7 +186,8 @@ TEST(Int8, MaxPoolAndResizeAreExactOnQuantizedValues) {
         for (int64_t dy = -2; dy <= 2; ++dy)
           for (int64_t dx = -2; dx <= 2; ++dx) {
             const int64_t iy = y / 2 + dy, ix = xx / 2 + dx;
-            if (iy >= 0 && iy < 8 && ix >= 0 && ix < 8) best = std::max(best, x.data<float>()[(c * 8 + iy) * 8 + ix]);
+            if (iy >= 0 && iy < 8 && ix >= 0 && ix < 8)
+              best = std::max(best, x.data<float>()[(c * 8 + iy) * 8 + ix]);
           }
         ASSERT_EQ(got[(c * 16 + y) * 16 + xx], q8(best, s)) << c << " " << y << " " << xx;
       }
@@ -216,7 +223,8 @@ TEST(Int8, UnscaledAndNamedLayersRunFp16) {
   Graph g;
   g.inputs = {value("x", {1, 3, 6, 6})};
   g.initializers["w"] = random_tensor({4, 3, 1, 1}, 11);
-  g.nodes.push_back(node("Conv", {"x", "w"}, {"c"}, {{"kernel_shape", Attribute::of_ints({1, 1})}}));
+  g.nodes.push_back(
+      node("Conv", {"x", "w"}, {"c"}, {{"kernel_shape", Attribute::of_ints({1, 1})}}));
   g.nodes.push_back(node("Relu", {"c"}, {"r"}));
   g.outputs = {value("r", {})};
   Int8Options options;
@@ -237,9 +245,12 @@ TEST(Int8, UnscaledAndNamedLayersRunFp16) {
   for (int64_t o = 0; o < 4; ++o)
     for (int64_t p = 0; p < 36; ++p) {
       float acc = 0;
-      for (int64_t c = 0; c < 3; ++c) acc += round_to_half(x.data<float>()[c * 36 + p]) * round_to_half(w.data<float>()[o * 3 + c]);
+      for (int64_t c = 0; c < 3; ++c)
+        acc +=
+            round_to_half(x.data<float>()[c * 36 + p]) * round_to_half(w.data<float>()[o * 3 + c]);
       const float want = std::max(round_to_half(acc), 0.0f);
-      EXPECT_NEAR(out->at("r").data<float>()[o * 36 + p], want, 1e-3f * std::max(1.0f, std::abs(want)));
+      EXPECT_NEAR(out->at("r").data<float>()[o * 36 + p], want,
+                  1e-3f * std::max(1.0f, std::abs(want)));
     }
 }
 
@@ -275,7 +286,8 @@ TEST(Int8, Yolov5nKeepsItsDetections) {
   }
   std::vector<std::string> probe;
   for (const auto& t : tensors) {
-    if (t == "images" || t.rfind("/model.24/", 0) != 0 || t.find("/m.") != std::string::npos) probe.push_back(t);
+    if (t == "images" || t.rfind("/model.24/", 0) != 0 || t.find("/m.") != std::string::npos)
+      probe.push_back(t);
   }
   auto ranges = max_abs_ranges(*graph, batches, probe);
   ASSERT_TRUE(ranges) << ranges.status().message();
@@ -285,7 +297,8 @@ TEST(Int8, Yolov5nKeepsItsDetections) {
   auto int8 = Int8Executor::create(*graph, options);
   ASSERT_TRUE(int8) << int8.status().message();
   int int8_convs = 0;
-  for (const auto& l : (*int8)->layers()) int8_convs += l.op == "Conv+SiLU" && l.precision == "int8";
+  for (const auto& l : (*int8)->layers())
+    int8_convs += l.op == "Conv+SiLU" && l.precision == "int8";
   EXPECT_EQ(int8_convs, 57);
   auto fp32 = CpuExecutor::create(*graph);
   ASSERT_TRUE(fp32);
@@ -310,7 +323,8 @@ TEST(Int8, Yolov5nKeepsItsDetections) {
       const float h = std::min(da[i].y2, d.y2) - std::max(da[i].y1, d.y1);
       if (w <= 0 || h <= 0 || d.class_id != da[i].class_id) continue;
       const float inter = w * h;
-      const float uni = (da[i].x2 - da[i].x1) * (da[i].y2 - da[i].y1) + (d.x2 - d.x1) * (d.y2 - d.y1) - inter;
+      const float uni =
+          (da[i].x2 - da[i].x1) * (da[i].y2 - da[i].y1) + (d.x2 - d.x1) * (d.y2 - d.y1) - inter;
       if (inter / uni > 0.7f) {
         ++matched;
         break;

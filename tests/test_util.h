@@ -64,8 +64,6 @@ inline CommandResult run_qyolo(const std::string& args) {
   return run_command(std::string(QYOLO_BINARY) + " " + args);
 }
 
-inline bool have_python_oracles() {
-  return std::filesystem::exists(QYOLO_PYTHON);
-}
+inline bool have_python_oracles() { return std::filesystem::exists(QYOLO_PYTHON); }
 
 }  // namespace qyolo::testing

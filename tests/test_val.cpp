@@ -4,7 +4,6 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
-
 #include <nlohmann/json.hpp>
 
 #include "qyolo/detector.h"
@@ -68,9 +67,9 @@ TEST(Val, StatsMatchPycocotoolsOnTheSavedDetections) {
   EXPECT_GT(metrics["stats"][0].get<double>(), 0.2);
   // The evaluator on the same file must give the same numbers (qyolo's cocoeval is
   // pycocotools' to the bit, tested in test_coco).
-  const auto eval = run_qyolo("cocoeval --gt " + kAnnotations + " --dt " +
-                              (dir / "preds.json").string() + " --export-metrics " +
-                              (dir / "eval.json").string());
+  const auto eval =
+      run_qyolo("cocoeval --gt " + kAnnotations + " --dt " + (dir / "preds.json").string() +
+                " --export-metrics " + (dir / "eval.json").string());
   ASSERT_EQ(eval.exit_code, 0) << eval.output;
   if (!testing::have_python_oracles()) GTEST_SKIP() << "no Python oracles at " QYOLO_PYTHON;
   std::ofstream script(dir / "eval.py");
@@ -87,14 +86,15 @@ TEST(Val, StatsMatchPycocotoolsOnTheSavedDetections) {
   const auto gt = read_json(kAnnotations);
   for (const auto& image : gt["images"]) {
     if (ids.size() == 12) break;
-    if (std::filesystem::exists(std::filesystem::path(kImages) / image["file_name"].get<std::string>())) {
+    if (std::filesystem::exists(std::filesystem::path(kImages) /
+                                image["file_name"].get<std::string>())) {
       ids.push_back(image["id"]);
     }
   }
   std::ofstream(dir / "ids.json") << ids.dump();
-  const auto py = testing::run_command(std::string(QYOLO_PYTHON) + " " + (dir / "eval.py").string() +
-                                       " " + kAnnotations + " " + (dir / "preds.json").string() +
-                                       " " + (dir / "ids.json").string());
+  const auto py = testing::run_command(
+      std::string(QYOLO_PYTHON) + " " + (dir / "eval.py").string() + " " + kAnnotations + " " +
+      (dir / "preds.json").string() + " " + (dir / "ids.json").string());
   ASSERT_EQ(py.exit_code, 0) << py.output;
   const auto at = py.output.find("STATS ");
   ASSERT_NE(at, std::string::npos) << py.output;

@@ -39,8 +39,8 @@ class VisionOracle : public ::testing::Test {
     for (const char* name : {"000000000139.jpg", "000000000802.jpg"}) {
       images_.push_back(data_path(std::string("coco/val2017-mini/images/") + name).string());
     }
-    std::string cmd = std::string(QYOLO_PYTHON) + " " QYOLO_TESTS_DIR "/python/vision_oracle.py " +
-                      dir_.string();
+    std::string cmd =
+        std::string(QYOLO_PYTHON) + " " QYOLO_TESTS_DIR "/python/vision_oracle.py " + dir_.string();
     for (const auto& i : images_) cmd += " " + i;
     const auto result = testing::run_command(cmd);
     if (result.exit_code != 0 && result.output.find("No module named 'cv2'") != std::string::npos) {
@@ -57,9 +57,7 @@ class VisionOracle : public ::testing::Test {
   std::vector<std::string> images_;
 };
 
-std::string stem_of(const std::string& path) {
-  return std::filesystem::path(path).stem().string();
-}
+std::string stem_of(const std::string& path) { return std::filesystem::path(path).stem().string(); }
 
 TEST_F(VisionOracle, JpegDecodingMatchesOpenCv) {
   for (const auto& path : images_) {
@@ -77,9 +75,12 @@ TEST_F(VisionOracle, ResizeMatchesOpenCv) {
     ASSERT_TRUE(image);
     for (auto [w, h] : sizes) {
       const std::string size = std::to_string(w) + "x" + std::to_string(h);
-      const PixelDiff linear = compare(resize_linear(*image, w, h), expected(stem_of(path), "linear_" + size));
-      EXPECT_EQ(linear.differing, 0) << path << " linear " << size << " max delta " << linear.max_delta;
-      const PixelDiff area = compare(resize_area(*image, w, h), expected(stem_of(path), "area_" + size));
+      const PixelDiff linear =
+          compare(resize_linear(*image, w, h), expected(stem_of(path), "linear_" + size));
+      EXPECT_EQ(linear.differing, 0)
+          << path << " linear " << size << " max delta " << linear.max_delta;
+      const PixelDiff area =
+          compare(resize_area(*image, w, h), expected(stem_of(path), "area_" + size));
       // OpenCV takes other code paths when enlarging with INTER_AREA; only shrinking is ours.
       if (w <= image->width && h <= image->height) {
         EXPECT_EQ(area.differing, 0) << path << " area " << size << " max delta " << area.max_delta;

@@ -33,7 +33,8 @@ double max_relative_difference(const Tensor& a, const Tensor& b) {
 }
 
 TEST(Yolov5n, MatchesOnnxRuntimeOnCocoImages) {
-  if (!testing::have_python_oracles()) GTEST_SKIP() << "no Python with onnxruntime at " QYOLO_PYTHON;
+  if (!testing::have_python_oracles())
+    GTEST_SKIP() << "no Python with onnxruntime at " QYOLO_PYTHON;
   const auto result = testing::run_command(
       std::string(QYOLO_PYTHON) + " " QYOLO_TESTS_DIR "/python/compare_onnxruntime.py --qyolo " +
       QYOLO_BINARY + " --model " + yolov5n_path().string() + " --images " +

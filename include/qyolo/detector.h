@@ -18,7 +18,7 @@ struct DetectorOptions {
   int image_size = 640;  // long side of the resized image
   int canvas = 0;        // letterbox canvas; 0 = the model's input size
   NmsOptions nms;
-  HeadAnchors anchors;   // for trimmed models (three raw head outputs)
+  HeadAnchors anchors;  // for trimmed models (three raw head outputs)
   // INT8 on the CPU reference backend: activation scales (a calibration cache) and the
   // layers kept in FP16. Off: the FP32 executor.
   bool int8 = false;

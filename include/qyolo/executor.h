@@ -33,7 +33,7 @@ class CpuExecutor {
  public:
   // Checks the graph, infers shapes, folds constants and prepares kernels.
   static Expected<std::unique_ptr<CpuExecutor>> create(const Graph& graph,
-                                                      ExecutorOptions options = {});
+                                                       ExecutorOptions options = {});
   ~CpuExecutor();
   CpuExecutor(const CpuExecutor&) = delete;
   CpuExecutor& operator=(const CpuExecutor&) = delete;

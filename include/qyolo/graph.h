@@ -69,7 +69,7 @@ struct Graph {
   std::map<std::string, int64_t> opset_imports = {{"", 13}};  // domain -> version
   std::string producer_name;
   std::string producer_version;
-  std::vector<ValueInfo> inputs;       // graph inputs that are not initializers
+  std::vector<ValueInfo> inputs;  // graph inputs that are not initializers
   std::vector<ValueInfo> outputs;
   std::vector<ValueInfo> value_infos;  // optional annotations of intermediate values
   std::vector<Node> nodes;             // kept in topological order by the importer

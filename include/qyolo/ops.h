@@ -14,31 +14,31 @@
 
 namespace qyolo {
 
-#define QYOLO_OPS(X)     \
-  X(Add)                 \
-  X(BatchNormalization)  \
-  X(Cast)                \
-  X(Concat)              \
-  X(Constant)            \
-  X(Conv)                \
-  X(DequantizeLinear)    \
-  X(Div)                 \
-  X(Gather)              \
-  X(Identity)            \
-  X(MaxPool)             \
-  X(Mul)                 \
-  X(Pow)                 \
-  X(QuantizeLinear)      \
-  X(Relu)                \
-  X(Reshape)             \
-  X(Resize)              \
-  X(Shape)               \
-  X(Sigmoid)             \
-  X(Slice)               \
-  X(Split)               \
-  X(Squeeze)             \
-  X(Sub)                 \
-  X(Transpose)           \
+#define QYOLO_OPS(X)    \
+  X(Add)                \
+  X(BatchNormalization) \
+  X(Cast)               \
+  X(Concat)             \
+  X(Constant)           \
+  X(Conv)               \
+  X(DequantizeLinear)   \
+  X(Div)                \
+  X(Gather)             \
+  X(Identity)           \
+  X(MaxPool)            \
+  X(Mul)                \
+  X(Pow)                \
+  X(QuantizeLinear)     \
+  X(Relu)               \
+  X(Reshape)            \
+  X(Resize)             \
+  X(Shape)              \
+  X(Sigmoid)            \
+  X(Slice)              \
+  X(Split)              \
+  X(Squeeze)            \
+  X(Sub)                \
+  X(Transpose)          \
   X(Unsqueeze)
 
 enum class OpType {

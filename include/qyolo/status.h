@@ -60,7 +60,7 @@ Status internal_error(const Args&... args) {
 template <typename T>
 class [[nodiscard]] Expected {
  public:
-  Expected(T value) : state_(std::move(value)) {}  // NOLINT: implicit by design
+  Expected(T value) : state_(std::move(value)) {}         // NOLINT: implicit by design
   Expected(Status status) : state_(std::move(status)) {}  // NOLINT: implicit by design
 
   bool has_value() const { return std::holds_alternative<T>(state_); }
@@ -92,9 +92,9 @@ inline Status with_context(const Status& status, const std::string& context) {
 #define QYOLO_CONCAT_INNER(a, b) a##b
 #define QYOLO_CONCAT(a, b) QYOLO_CONCAT_INNER(a, b)
 
-#define QYOLO_RETURN_IF_ERROR(expr)                  \
-  do {                                               \
-    ::qyolo::Status qyolo_status_ = (expr);          \
+#define QYOLO_RETURN_IF_ERROR(expr)                   \
+  do {                                                \
+    ::qyolo::Status qyolo_status_ = (expr);           \
     if (!qyolo_status_.is_ok()) return qyolo_status_; \
   } while (0)
 

@@ -35,9 +35,9 @@ Image resize_area(const Image& image, int width, int height);
 struct Letterbox {
   int original_width = 0, original_height = 0;
   int resized_width = 0, resized_height = 0;
-  float gain = 1.0f;              // resized / original
+  float gain = 1.0f;                 // resized / original
   float pad_x = 0.0f, pad_y = 0.0f;  // ultralytics' dw, dh (half the padding, as floats)
-  int left = 0, top = 0;          // integer placement on the canvas
+  int left = 0, top = 0;             // integer placement on the canvas
   int canvas_width = 0, canvas_height = 0;
 };
 
@@ -69,8 +69,8 @@ struct NmsOptions {
 // ultralytics' non_max_suppression for one image of decoded predictions (rows of
 // cx, cy, w, h, obj, classes...): candidates obj > conf, score = obj * cls, one candidate per
 // class above conf (multi-label), the highest max_nms into class-aware NMS, max_det kept.
-std::vector<Detection> non_max_suppression(const float* predictions, int64_t rows,
-                                           int64_t row_size, const NmsOptions& options);
+std::vector<Detection> non_max_suppression(const float* predictions, int64_t rows, int64_t row_size,
+                                           const NmsOptions& options);
 
 // Maps boxes from the canvas back to the original image and clips them to it.
 void scale_boxes(const Letterbox& placement, std::vector<Detection>& detections);
@@ -78,9 +78,8 @@ void scale_boxes(const Letterbox& placement, std::vector<Detection>& detections)
 // The standard YOLOv5 anchors (pixels) for strides 8, 16, 32.
 struct HeadAnchors {
   std::array<float, 3> strides = {8.0f, 16.0f, 32.0f};
-  std::array<std::array<float, 6>, 3> anchors = {{{10, 13, 16, 30, 33, 23},
-                                                  {30, 61, 62, 45, 59, 119},
-                                                  {116, 90, 156, 198, 373, 326}}};
+  std::array<std::array<float, 6>, 3> anchors = {
+      {{10, 13, 16, 30, 33, 23}, {30, 61, 62, 45, 59, 119}, {116, 90, 156, 198, 373, 326}}};
 };
 // Parses "10,13,16,30,33,23;30,61,...;116,90,..." into anchors.
 Expected<HeadAnchors> parse_anchors(const std::string& text);

@@ -48,17 +48,24 @@ Attribute Attribute::of_tensor(Tensor value) {
 bool Attribute::operator==(const Attribute& o) const {
   if (kind != o.kind) return false;
   switch (kind) {
-    case Kind::kFloat: return std::memcmp(&f, &o.f, sizeof(f)) == 0;
-    case Kind::kInt: return i == o.i;
-    case Kind::kString: return s == o.s;
-    case Kind::kTensor: return t == o.t;
+    case Kind::kFloat:
+      return std::memcmp(&f, &o.f, sizeof(f)) == 0;
+    case Kind::kInt:
+      return i == o.i;
+    case Kind::kString:
+      return s == o.s;
+    case Kind::kTensor:
+      return t == o.t;
     case Kind::kFloats:
       return floats.size() == o.floats.size() &&
              (floats.empty() ||
               std::memcmp(floats.data(), o.floats.data(), floats.size() * sizeof(float)) == 0);
-    case Kind::kInts: return ints == o.ints;
-    case Kind::kStrings: return strings == o.strings;
-    case Kind::kUndefined: return true;
+    case Kind::kInts:
+      return ints == o.ints;
+    case Kind::kStrings:
+      return strings == o.strings;
+    case Kind::kUndefined:
+      return true;
   }
   return false;
 }

@@ -94,8 +94,8 @@ Expected<ShapeInfo> infer_shapes(const Graph& graph,
       Tensor result(DType::kInt64, ctx.outputs[0].shape);
       const int64_t start = ctx.node.get_int("start", 0);
       const int64_t rank = static_cast<int64_t>(dims.size());
-      const int64_t first = start < 0 ? std::max<int64_t>(0, start + rank)
-                                      : std::min<int64_t>(start, rank);
+      const int64_t first =
+          start < 0 ? std::max<int64_t>(0, start + rank) : std::min<int64_t>(start, rank);
       for (int64_t k = 0; k < result.numel(); ++k) result.data<int64_t>()[k] = dims[first + k];
       info.constants[node.outputs[0]] = std::move(result);
       continue;

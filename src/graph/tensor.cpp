@@ -7,37 +7,53 @@ namespace qyolo {
 
 size_t dtype_size(DType dtype) {
   switch (dtype) {
-    case DType::kFloat32: return 4;
-    case DType::kUInt8: return 1;
-    case DType::kInt8: return 1;
-    case DType::kInt32: return 4;
-    case DType::kInt64: return 8;
-    case DType::kBool: return 1;
-    case DType::kFloat16: return 2;
-    case DType::kFloat64: return 8;
-    case DType::kUndefined: return 0;
+    case DType::kFloat32:
+      return 4;
+    case DType::kUInt8:
+      return 1;
+    case DType::kInt8:
+      return 1;
+    case DType::kInt32:
+      return 4;
+    case DType::kInt64:
+      return 8;
+    case DType::kBool:
+      return 1;
+    case DType::kFloat16:
+      return 2;
+    case DType::kFloat64:
+      return 8;
+    case DType::kUndefined:
+      return 0;
   }
   return 0;
 }
 
 std::string dtype_name(DType dtype) {
   switch (dtype) {
-    case DType::kFloat32: return "float32";
-    case DType::kUInt8: return "uint8";
-    case DType::kInt8: return "int8";
-    case DType::kInt32: return "int32";
-    case DType::kInt64: return "int64";
-    case DType::kBool: return "bool";
-    case DType::kFloat16: return "float16";
-    case DType::kFloat64: return "float64";
-    case DType::kUndefined: break;
+    case DType::kFloat32:
+      return "float32";
+    case DType::kUInt8:
+      return "uint8";
+    case DType::kInt8:
+      return "int8";
+    case DType::kInt32:
+      return "int32";
+    case DType::kInt64:
+      return "int64";
+    case DType::kBool:
+      return "bool";
+    case DType::kFloat16:
+      return "float16";
+    case DType::kFloat64:
+      return "float64";
+    case DType::kUndefined:
+      break;
   }
   return str_cat("undefined(", static_cast<int>(dtype), ")");
 }
 
-bool dtype_is_known(int32_t code) {
-  return dtype_size(static_cast<DType>(code)) != 0;
-}
+bool dtype_is_known(int32_t code) { return dtype_size(static_cast<DType>(code)) != 0; }
 
 int64_t shape_numel(const Shape& shape) {
   int64_t n = 1;
@@ -97,19 +113,34 @@ std::vector<Out> convert_all(const Tensor& t) {
     for (size_t i = 0; i < out.size(); ++i) out[i] = static_cast<Out>(p[i]);
   };
   switch (t.dtype()) {
-    case DType::kFloat32: fill(t.data<float>()); break;
-    case DType::kFloat64: fill(t.data<double>()); break;
-    case DType::kInt8: fill(t.data<int8_t>()); break;
-    case DType::kUInt8: fill(t.data<uint8_t>()); break;
-    case DType::kInt32: fill(t.data<int32_t>()); break;
-    case DType::kInt64: fill(t.data<int64_t>()); break;
-    case DType::kBool: fill(t.data<bool>()); break;
+    case DType::kFloat32:
+      fill(t.data<float>());
+      break;
+    case DType::kFloat64:
+      fill(t.data<double>());
+      break;
+    case DType::kInt8:
+      fill(t.data<int8_t>());
+      break;
+    case DType::kUInt8:
+      fill(t.data<uint8_t>());
+      break;
+    case DType::kInt32:
+      fill(t.data<int32_t>());
+      break;
+    case DType::kInt64:
+      fill(t.data<int64_t>());
+      break;
+    case DType::kBool:
+      fill(t.data<bool>());
+      break;
     case DType::kFloat16:
       for (size_t i = 0; i < out.size(); ++i) {
         out[i] = static_cast<Out>(half_to_float(t.data<uint16_t>()[i]));
       }
       break;
-    case DType::kUndefined: break;
+    case DType::kUndefined:
+      break;
   }
   return out;
 }
@@ -134,7 +165,7 @@ uint16_t float_to_half(float value) {
     return static_cast<uint16_t>(sign | 0x7c00u | (abs > 0x7f800000u ? 0x200u : 0u));
   }
   if (abs >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // overflow -> inf
-  if (abs < 0x38800000u) {  // subnormal half or zero
+  if (abs < 0x38800000u) {                                               // subnormal half or zero
     // Shift the full mantissa into the subnormal position with round-half-even.
     const uint32_t exponent = abs >> 23;
     if (exponent < 102) return static_cast<uint16_t>(sign);
@@ -219,7 +250,8 @@ Expected<Tensor> cast_tensor(const Tensor& tensor, DType dtype) {
     case DType::kBool:
       for (size_t i = 0; i < n; ++i) out.data<bool>()[i] = values[i] != 0.0;
       break;
-    case DType::kUndefined: break;
+    case DType::kUndefined:
+      break;
   }
   return out;
 }

@@ -7,8 +7,8 @@
 
 namespace qyolo::ops {
 
-Expected<Window2d> resolve_window(const Node& node, int64_t in_h, int64_t in_w,
-                                  int64_t kernel_h, int64_t kernel_w) {
+Expected<Window2d> resolve_window(const Node& node, int64_t in_h, int64_t in_w, int64_t kernel_h,
+                                  int64_t kernel_w) {
   Window2d w;
   const auto kernel = node.get_ints("kernel_shape", {kernel_h, kernel_w});
   const auto strides = node.get_ints("strides", {1, 1});
@@ -37,8 +37,9 @@ Expected<Window2d> resolve_window(const Node& node, int64_t in_h, int64_t in_w,
     const int64_t total_h = std::max<int64_t>(0, (out_h - 1) * w.stride_h + extent_h - in_h);
     const int64_t total_w = std::max<int64_t>(0, (out_w - 1) * w.stride_w + extent_w - in_w);
     const bool upper = auto_pad == "SAME_UPPER";
-    pads = {upper ? total_h / 2 : total_h - total_h / 2, upper ? total_w / 2 : total_w - total_w / 2,
-            upper ? total_h - total_h / 2 : total_h / 2, upper ? total_w - total_w / 2 : total_w / 2};
+    pads = {
+        upper ? total_h / 2 : total_h - total_h / 2, upper ? total_w / 2 : total_w - total_w / 2,
+        upper ? total_h - total_h / 2 : total_h / 2, upper ? total_w - total_w / 2 : total_w / 2};
   } else if (auto_pad == "VALID") {
     pads = {0, 0, 0, 0};
   } else if (auto_pad != "NOTSET") {
@@ -74,9 +75,8 @@ Status infer_Conv(InferContext& ctx) {
   const int64_t group = ctx.node.get_int("group", 1);
   if (group <= 0 || x->shape[1] != w->shape[1] * group || w->shape[0] % group != 0) {
     return invalid_argument(ctx.node.label(), ": input '", x->name, "' has ", x->shape[1],
-                            " channels but weight '", w->shape.size() ? w->name : "",
-                            "' expects ", w->shape[1] * group, " (", shape_str(w->shape),
-                            ", group ", group, ")");
+                            " channels but weight '", w->shape.size() ? w->name : "", "' expects ",
+                            w->shape[1] * group, " (", shape_str(w->shape), ", group ", group, ")");
   }
   if (ctx.inputs.size() > 2 && ctx.inputs[2]) {
     const ValueInfo* b = ctx.inputs[2];
@@ -85,8 +85,8 @@ Status infer_Conv(InferContext& ctx) {
                               shape_str(b->shape), ", expected ", w->shape[0]);
     }
   }
-  QYOLO_ASSIGN_OR_RETURN(Window2d win, resolve_window(ctx.node, x->shape[2], x->shape[3],
-                                                      w->shape[2], w->shape[3]));
+  QYOLO_ASSIGN_OR_RETURN(
+      Window2d win, resolve_window(ctx.node, x->shape[2], x->shape[3], w->shape[2], w->shape[3]));
   if (win.kernel_h != w->shape[2] || win.kernel_w != w->shape[3]) {
     return invalid_argument(ctx.node.label(), ": kernel_shape ", win.kernel_h, "x", win.kernel_w,
                             " disagrees with weight '", w->name, "' ", shape_str(w->shape));

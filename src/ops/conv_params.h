@@ -18,7 +18,7 @@ struct Window2d {
 
 // Reads kernel_shape (or `kernel_h/w` when absent), strides, dilations, pads, auto_pad and
 // ceil_mode from the node and computes the output size for an in_h x in_w input.
-Expected<Window2d> resolve_window(const Node& node, int64_t in_h, int64_t in_w,
-                                  int64_t kernel_h, int64_t kernel_w);
+Expected<Window2d> resolve_window(const Node& node, int64_t in_h, int64_t in_w, int64_t kernel_h,
+                                  int64_t kernel_w);
 
 }  // namespace qyolo::ops

@@ -16,8 +16,8 @@ Status infer_Constant(InferContext& ctx) {
         const Attribute& a = ctx.node.attributes.at(key);
         const bool is_list = std::string(key).back() == 's';
         const bool is_float = std::string(key).find("float") != std::string::npos;
-        const int64_t n = is_list ? static_cast<int64_t>(is_float ? a.floats.size() : a.ints.size())
-                                  : 1;
+        const int64_t n =
+            is_list ? static_cast<int64_t>(is_float ? a.floats.size() : a.ints.size()) : 1;
         set_output(ctx, 0, is_float ? DType::kFloat32 : DType::kInt64,
                    is_list ? Shape{n} : Shape{});
         return Status::ok();
@@ -100,7 +100,8 @@ Status infer_Reshape(InferContext& ctx) {
   if (infer_at >= 0) {
     if (known == 0 || total % known != 0) {
       return invalid_argument(ctx.node.label(), ": cannot reshape '", x->name, "' ",
-                              shape_str(x->shape), " to ", shape_str(Shape(target.begin(), target.end())));
+                              shape_str(x->shape), " to ",
+                              shape_str(Shape(target.begin(), target.end())));
     }
     shape[infer_at] = total / known;
   } else if (known != total) {
@@ -187,10 +188,9 @@ Status infer_Concat(InferContext& ctx) {
   for (size_t i = 0; i < ctx.inputs.size(); ++i) {
     QYOLO_ASSIGN_OR_RETURN(const ValueInfo* x, require_input(ctx, i));
     if (x->dtype != first->dtype || static_cast<int64_t>(x->shape.size()) != rank) {
-      return invalid_argument(ctx.node.label(), ": input '", x->name, "' (",
-                              dtype_name(x->dtype), " ", shape_str(x->shape),
-                              ") does not match input '", first->name, "' (",
-                              dtype_name(first->dtype), " ", shape_str(first->shape), ")");
+      return invalid_argument(ctx.node.label(), ": input '", x->name, "' (", dtype_name(x->dtype),
+                              " ", shape_str(x->shape), ") does not match input '", first->name,
+                              "' (", dtype_name(first->dtype), " ", shape_str(first->shape), ")");
     }
     for (int64_t d = 0; d < rank; ++d) {
       if (d != axis && x->shape[d] != first->shape[d]) {
@@ -209,8 +209,8 @@ Status compute_Concat(const Node& node, std::span<const Tensor* const> in,
                       std::span<Tensor* const> out) {
   const Shape& ys = out[0]->shape();
   const int64_t rank = static_cast<int64_t>(ys.size());
-  const int64_t axis = node.get_int("axis", 0) < 0 ? node.get_int("axis", 0) + rank
-                                                   : node.get_int("axis", 0);
+  const int64_t axis =
+      node.get_int("axis", 0) < 0 ? node.get_int("axis", 0) + rank : node.get_int("axis", 0);
   const size_t elem = dtype_size(out[0]->dtype());
   int64_t outer = 1;
   for (int64_t d = 0; d < axis; ++d) outer *= ys[d];
@@ -230,8 +230,8 @@ Status compute_Concat(const Node& node, std::span<const Tensor* const> in,
 namespace {
 // Split sizes from the input (opset 13+), the attribute, or equal parts.
 Expected<std::vector<int64_t>> split_sizes(const Node& node, const Tensor* split_input,
-                                           const std::vector<int64_t>* known_input,
-                                           int64_t dim, size_t parts) {
+                                           const std::vector<int64_t>* known_input, int64_t dim,
+                                           size_t parts) {
   std::vector<int64_t> sizes;
   if (known_input) {
     sizes = *known_input;
@@ -249,8 +249,8 @@ Expected<std::vector<int64_t>> split_sizes(const Node& node, const Tensor* split
   int64_t total = 0;
   for (int64_t s : sizes) total += s;
   if (sizes.size() != parts || total != dim) {
-    return invalid_argument(node.label(), ": split sizes do not add up to ", dim, " over ",
-                            parts, " outputs");
+    return invalid_argument(node.label(), ": split sizes do not add up to ", dim, " over ", parts,
+                            " outputs");
   }
   return sizes;
 }
@@ -265,8 +265,9 @@ Status infer_Split(InferContext& ctx) {
   if (has_input) {
     QYOLO_ASSIGN_OR_RETURN(from_input, constant_ints(ctx, 1, "split"));
   }
-  QYOLO_ASSIGN_OR_RETURN(auto sizes, split_sizes(ctx.node, nullptr, has_input ? &from_input : nullptr,
-                                                 x->shape[axis], ctx.node.outputs.size()));
+  QYOLO_ASSIGN_OR_RETURN(
+      auto sizes, split_sizes(ctx.node, nullptr, has_input ? &from_input : nullptr, x->shape[axis],
+                              ctx.node.outputs.size()));
   for (size_t i = 0; i < sizes.size(); ++i) {
     Shape shape = x->shape;
     shape[axis] = sizes[i];
@@ -357,11 +358,20 @@ Status compute_Transpose(const Node& node, std::span<const Tensor* const> in,
   for (int64_t d = 0; d < rank; ++d) src_stride[d] = in_strides[perm[d]];
   const Shape& ys = out[0]->shape();
   switch (dtype_size(in[0]->dtype())) {
-    case 1: transpose_rows(in[0]->data<uint8_t>(), out[0]->data<uint8_t>(), ys, src_stride); break;
-    case 2: transpose_rows(in[0]->data<uint16_t>(), out[0]->data<uint16_t>(), ys, src_stride); break;
-    case 4: transpose_rows(in[0]->data<uint32_t>(), out[0]->data<uint32_t>(), ys, src_stride); break;
-    case 8: transpose_rows(in[0]->data<uint64_t>(), out[0]->data<uint64_t>(), ys, src_stride); break;
-    default: return unsupported(node.label(), ": dtype ", dtype_name(in[0]->dtype()));
+    case 1:
+      transpose_rows(in[0]->data<uint8_t>(), out[0]->data<uint8_t>(), ys, src_stride);
+      break;
+    case 2:
+      transpose_rows(in[0]->data<uint16_t>(), out[0]->data<uint16_t>(), ys, src_stride);
+      break;
+    case 4:
+      transpose_rows(in[0]->data<uint32_t>(), out[0]->data<uint32_t>(), ys, src_stride);
+      break;
+    case 8:
+      transpose_rows(in[0]->data<uint64_t>(), out[0]->data<uint64_t>(), ys, src_stride);
+      break;
+    default:
+      return unsupported(node.label(), ": dtype ", dtype_name(in[0]->dtype()));
   }
   return Status::ok();
 }
@@ -489,8 +499,7 @@ Status compute_Gather(const Node& node, std::span<const Tensor* const> in,
     for (int64_t k = 0; k < count; ++k) {
       int64_t idx = indices[k] < 0 ? indices[k] + dim : indices[k];
       if (idx < 0 || idx >= dim) {
-        return invalid_argument(node.label(), ": index ", indices[k], " is out of range for ",
-                                dim);
+        return invalid_argument(node.label(), ": index ", indices[k], " is out of range for ", dim);
       }
       std::memcpy(dst + (o * count + k) * inner * elem, src + (o * dim + idx) * inner * elem,
                   inner * elem);

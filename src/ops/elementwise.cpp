@@ -13,9 +13,12 @@ enum class BinaryOp { kAdd, kSub, kMul, kDiv, kPow };
 template <typename T>
 inline T apply(BinaryOp op, T a, T b) {
   switch (op) {
-    case BinaryOp::kAdd: return a + b;
-    case BinaryOp::kSub: return a - b;
-    case BinaryOp::kMul: return a * b;
+    case BinaryOp::kAdd:
+      return a + b;
+    case BinaryOp::kSub:
+      return a - b;
+    case BinaryOp::kMul:
+      return a * b;
     case BinaryOp::kDiv:
       if constexpr (std::is_integral_v<T>) return b == 0 ? T{0} : a / b;
       return a / b;
@@ -108,10 +111,18 @@ Status compute_binary(BinaryOp op, const Node& node, std::span<const Tensor* con
     b = &converted;
   }
   switch (a.dtype()) {
-    case DType::kFloat32: binary_kernel<float>(op, a, *b, *out[0]); break;
-    case DType::kFloat64: binary_kernel<double>(op, a, *b, *out[0]); break;
-    case DType::kInt32: binary_kernel<int32_t>(op, a, *b, *out[0]); break;
-    case DType::kInt64: binary_kernel<int64_t>(op, a, *b, *out[0]); break;
+    case DType::kFloat32:
+      binary_kernel<float>(op, a, *b, *out[0]);
+      break;
+    case DType::kFloat64:
+      binary_kernel<double>(op, a, *b, *out[0]);
+      break;
+    case DType::kInt32:
+      binary_kernel<int32_t>(op, a, *b, *out[0]);
+      break;
+    case DType::kInt64:
+      binary_kernel<int64_t>(op, a, *b, *out[0]);
+      break;
     default:
       return unsupported(node.label(), ": dtype ", dtype_name(a.dtype()), " is not supported");
   }

@@ -7,31 +7,31 @@ namespace {
 
 // Inputs each op accepts: {min, max}.
 constexpr int kArity[][2] = {
-    {2, 2},  // Add
-    {5, 5},  // BatchNormalization
-    {1, 1},  // Cast
-    {1, 64}, // Concat
-    {0, 0},  // Constant
-    {2, 3},  // Conv
-    {2, 3},  // DequantizeLinear
-    {2, 2},  // Div
-    {2, 2},  // Gather
-    {1, 1},  // Identity
-    {1, 1},  // MaxPool
-    {2, 2},  // Mul
-    {2, 2},  // Pow
-    {2, 3},  // QuantizeLinear
-    {1, 1},  // Relu
-    {2, 2},  // Reshape
-    {1, 4},  // Resize
-    {1, 1},  // Shape
-    {1, 1},  // Sigmoid
-    {3, 5},  // Slice
-    {1, 2},  // Split
-    {1, 2},  // Squeeze
-    {2, 2},  // Sub
-    {1, 1},  // Transpose
-    {1, 2},  // Unsqueeze
+    {2, 2},   // Add
+    {5, 5},   // BatchNormalization
+    {1, 1},   // Cast
+    {1, 64},  // Concat
+    {0, 0},   // Constant
+    {2, 3},   // Conv
+    {2, 3},   // DequantizeLinear
+    {2, 2},   // Div
+    {2, 2},   // Gather
+    {1, 1},   // Identity
+    {1, 1},   // MaxPool
+    {2, 2},   // Mul
+    {2, 2},   // Pow
+    {2, 3},   // QuantizeLinear
+    {1, 1},   // Relu
+    {2, 2},   // Reshape
+    {1, 4},   // Resize
+    {1, 1},   // Shape
+    {1, 1},   // Sigmoid
+    {3, 5},   // Slice
+    {1, 2},   // Split
+    {1, 2},   // Squeeze
+    {2, 2},   // Sub
+    {1, 1},   // Transpose
+    {1, 2},   // Unsqueeze
 };
 
 const std::vector<OpDef>& table() {
@@ -123,8 +123,7 @@ Expected<const ValueInfo*> require_input(InferContext& ctx, size_t index) {
   }
   const ValueInfo* info = ctx.inputs[index];
   if (!info->has_shape) {
-    return invalid_argument(ctx.node.label(), ": the shape of input '", info->name,
-                            "' is unknown");
+    return invalid_argument(ctx.node.label(), ": the shape of input '", info->name, "' is unknown");
   }
   return info;
 }

@@ -8,8 +8,8 @@
 
 namespace qyolo::ops {
 
-#define QYOLO_DECLARE_OP(name)                                                        \
-  Status infer_##name(InferContext& ctx);                                             \
+#define QYOLO_DECLARE_OP(name)                                                   \
+  Status infer_##name(InferContext& ctx);                                        \
   Status compute_##name(const Node& node, std::span<const Tensor* const> inputs, \
                         std::span<Tensor* const> outputs);
 QYOLO_OPS(QYOLO_DECLARE_OP)
@@ -39,8 +39,12 @@ Expected<std::vector<int64_t>> constant_ints(InferContext& ctx, size_t index, co
 template <typename Fn>
 Status dispatch_float(const Node& node, DType dtype, Fn&& fn) {
   switch (dtype) {
-    case DType::kFloat32: fn(float{}); return Status::ok();
-    case DType::kFloat64: fn(double{}); return Status::ok();
+    case DType::kFloat32:
+      fn(float{});
+      return Status::ok();
+    case DType::kFloat64:
+      fn(double{});
+      return Status::ok();
     default:
       return unsupported(node.label(), ": dtype ", dtype_name(dtype),
                          " is not supported (float32 or float64 expected)");

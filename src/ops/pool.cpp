@@ -14,10 +14,18 @@ namespace {
 template <typename Fn>
 Status dispatch_select(const Node& node, DType dtype, Fn&& fn) {
   switch (dtype) {
-    case DType::kFloat32: fn(float{}); return Status::ok();
-    case DType::kFloat64: fn(double{}); return Status::ok();
-    case DType::kInt8: fn(int8_t{}); return Status::ok();
-    case DType::kUInt8: fn(uint8_t{}); return Status::ok();
+    case DType::kFloat32:
+      fn(float{});
+      return Status::ok();
+    case DType::kFloat64:
+      fn(double{});
+      return Status::ok();
+    case DType::kInt8:
+      fn(int8_t{});
+      return Status::ok();
+    case DType::kUInt8:
+      fn(uint8_t{});
+      return Status::ok();
     default:
       return unsupported(node.label(), ": dtype ", dtype_name(dtype), " is not supported");
   }
@@ -87,8 +95,8 @@ Expected<Shape> resize_output_shape(InferContext& ctx, const Shape& in_shape) {
   if (present(sizes_index)) {
     QYOLO_ASSIGN_OR_RETURN(auto sizes, constant_ints(ctx, sizes_index, "sizes"));
     if (sizes.size() != in_shape.size()) {
-      return invalid_argument(ctx.node.label(), ": sizes has ", sizes.size(),
-                              " values for a rank-", in_shape.size(), " input");
+      return invalid_argument(ctx.node.label(), ": sizes has ", sizes.size(), " values for a rank-",
+                              in_shape.size(), " input");
     }
     return Shape(sizes.begin(), sizes.end());
   }
@@ -100,16 +108,16 @@ Expected<Shape> resize_output_shape(InferContext& ctx, const Shape& in_shape) {
   }
   const auto scales = ctx.values[scales_index]->to_double();
   if (scales.size() != in_shape.size()) {
-    return invalid_argument(ctx.node.label(), ": scales has ", scales.size(),
-                            " values for a rank-", in_shape.size(), " input");
+    return invalid_argument(ctx.node.label(), ": scales has ", scales.size(), " values for a rank-",
+                            in_shape.size(), " input");
   }
   Shape out(in_shape.size());
   for (size_t i = 0; i < out.size(); ++i) {
     if (!(scales[i] > 0)) {
       return invalid_argument(ctx.node.label(), ": scale ", scales[i], " must be positive");
     }
-    out[i] = static_cast<int64_t>(std::floor(static_cast<double>(in_shape[i]) *
-                                             static_cast<float>(scales[i])));
+    out[i] = static_cast<int64_t>(
+        std::floor(static_cast<double>(in_shape[i]) * static_cast<float>(scales[i])));
   }
   return out;
 }
@@ -168,8 +176,8 @@ Status compute_Resize(const Node& node, std::span<const Tensor* const> in,
   const size_t scales_index = in.size() == 2 ? 1 : 2;
   const bool have_scales = in.size() > scales_index && in[scales_index] &&
                            in[scales_index]->numel() == static_cast<int64_t>(rank);
-  const std::vector<double> given = have_scales ? in[scales_index]->to_double()
-                                                : std::vector<double>{};
+  const std::vector<double> given =
+      have_scales ? in[scales_index]->to_double() : std::vector<double>{};
   for (size_t d = 0; d < rank; ++d) {
     scales[d] = have_scales ? static_cast<float>(given[d])
                             : static_cast<double>(ys[d]) / static_cast<double>(xs[d]);

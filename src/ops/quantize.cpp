@@ -19,8 +19,8 @@ Expected<int64_t> quant_axis(InferContext& ctx, const ValueInfo* x) {
   }
   if (ctx.inputs.size() > 2 && ctx.inputs[2] && ctx.inputs[2]->shape != scale->shape) {
     return invalid_argument(ctx.node.label(), ": zero point '", ctx.inputs[2]->name, "' shape ",
-                            shape_str(ctx.inputs[2]->shape), " differs from scale '",
-                            scale->name, "' ", shape_str(scale->shape));
+                            shape_str(ctx.inputs[2]->shape), " differs from scale '", scale->name,
+                            "' ", shape_str(scale->shape));
   }
   if (scale->shape.empty() || (count == 1 && ctx.opset < 13)) return int64_t{-1};
   const int64_t rank = static_cast<int64_t>(x->shape.size());
@@ -28,8 +28,7 @@ Expected<int64_t> quant_axis(InferContext& ctx, const ValueInfo* x) {
   if (x->shape[axis] != count) {
     if (count == 1) return int64_t{-1};
     return invalid_argument(ctx.node.label(), ": scale '", scale->name, "' has ", count,
-                            " values but axis ", axis, " of '", x->name, "' has ",
-                            x->shape[axis]);
+                            " values but axis ", axis, " of '", x->name, "' has ", x->shape[axis]);
   }
   return axis;
 }
@@ -73,8 +72,8 @@ Status compute_QuantizeLinear(const Node& node, std::span<const Tensor* const> i
   const auto x = in[0]->to_double();
   const bool float32 = in[0]->dtype() == DType::kFloat32;
   const auto scales = in[1]->to_double();
-  const auto zeros = in.size() > 2 && in[2] ? in[2]->to_double()
-                                            : std::vector<double>(scales.size(), 0.0);
+  const auto zeros =
+      in.size() > 2 && in[2] ? in[2]->to_double() : std::vector<double>(scales.size(), 0.0);
   const AxisIndexer ix = indexer(node, in[0]->shape(), static_cast<int64_t>(scales.size()));
   const bool is_signed = out[0]->dtype() == DType::kInt8;
   const double lo = is_signed ? -128 : 0, hi = is_signed ? 127 : 255;
@@ -82,9 +81,9 @@ Status compute_QuantizeLinear(const Node& node, std::span<const Tensor* const> i
   for (int64_t i = 0; i < n; ++i) {
     const int64_t c = ix(i);
     // Divide in the input's precision, as the ONNX definition does for float32 data.
-    const double scaled = float32 ? static_cast<double>(static_cast<float>(x[i]) /
-                                                        static_cast<float>(scales[c]))
-                                  : x[i] / scales[c];
+    const double scaled =
+        float32 ? static_cast<double>(static_cast<float>(x[i]) / static_cast<float>(scales[c]))
+                : x[i] / scales[c];
     const double q = std::clamp(std::nearbyint(scaled) + zeros[c], lo, hi);
     if (is_signed) {
       out[0]->data<int8_t>()[i] = static_cast<int8_t>(q);
@@ -111,8 +110,8 @@ Status compute_DequantizeLinear(const Node& node, std::span<const Tensor* const>
                                 std::span<Tensor* const> out) {
   const auto x = in[0]->to_double();
   const auto scales = in[1]->to_double();
-  const auto zeros = in.size() > 2 && in[2] ? in[2]->to_double()
-                                            : std::vector<double>(scales.size(), 0.0);
+  const auto zeros =
+      in.size() > 2 && in[2] ? in[2]->to_double() : std::vector<double>(scales.size(), 0.0);
   const AxisIndexer ix = indexer(node, in[0]->shape(), static_cast<int64_t>(scales.size()));
   const int64_t n = in[0]->numel();
   return dispatch_float(node, out[0]->dtype(), [&](auto zero) {

@@ -26,7 +26,8 @@ Expected<std::unique_ptr<Detector>> Detector::create(const Graph& model, Detecto
   int canvas = options.canvas > 0 ? options.canvas : options.image_size;
   if (input.shape[2] > 0 && input.shape[3] > 0) {
     if (input.shape[2] != input.shape[3]) {
-      return unsupported("model input '", input.name, "' is not square (", shape_str(input.shape), ")");
+      return unsupported("model input '", input.name, "' is not square (", shape_str(input.shape),
+                         ")");
     }
     if (options.canvas > 0 && options.canvas != input.shape[2]) {
       return invalid_argument("the model's input is ", input.shape[2], " pixels, not ",
@@ -57,8 +58,8 @@ Expected<std::unique_ptr<Detector>> Detector::create(const Graph& model, Detecto
     QYOLO_ASSIGN_OR_RETURN(detector->executor_, CpuExecutor::create(model, exec));
   }
   if (!detector->trimmed_) {
-    const ValueInfo& out = detector->int8_ ? detector->int8_->outputs()[0]
-                                           : detector->executor_->outputs()[0];
+    const ValueInfo& out =
+        detector->int8_ ? detector->int8_->outputs()[0] : detector->executor_->outputs()[0];
     if (out.shape.size() != 3 || out.shape[2] < 6) {
       return invalid_argument("output '", out.name, "' is ", shape_str(out.shape),
                               ", expected N x rows x (5 + classes)");

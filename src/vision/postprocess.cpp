@@ -9,8 +9,8 @@
 
 namespace qyolo {
 
-std::vector<Detection> non_max_suppression(const float* predictions, int64_t rows,
-                                           int64_t row_size, const NmsOptions& options) {
+std::vector<Detection> non_max_suppression(const float* predictions, int64_t rows, int64_t row_size,
+                                           const NmsOptions& options) {
   const int64_t classes = row_size - 5;
   std::vector<Detection> candidates;
   for (int64_t r = 0; r < rows; ++r) {
@@ -173,8 +173,8 @@ Expected<Tensor> decode_heads(const std::vector<const Tensor*>& heads, const Hea
           for (int64_t x = 0; x < w; ++x, ++row) {
             float* r = o + (n * total + row) * 85;
             for (int64_t k = 0; k < 85; ++k) {
-              const float v = nchw ? src[((a * 85 + k) * h + y) * w + x]
-                                   : src[((a * h + y) * w + x) * 85 + k];
+              const float v =
+                  nchw ? src[((a * 85 + k) * h + y) * w + x] : src[((a * h + y) * w + x) * 85 + k];
               r[k] = sigmoid(v);
             }
             r[0] = (r[0] * 2.0f + (static_cast<float>(x) - 0.5f)) * stride;
@@ -191,22 +191,33 @@ Expected<Tensor> decode_heads(const std::vector<const Tensor*>& heads, const Hea
 
 const std::array<const char*, 80>& coco_class_names() {
   static const std::array<const char*, 80> names = {
-      "person",        "bicycle",      "car",           "motorcycle",    "airplane",
-      "bus",           "train",        "truck",         "boat",          "traffic light",
-      "fire hydrant",  "stop sign",    "parking meter", "bench",         "bird",
-      "cat",           "dog",          "horse",         "sheep",         "cow",
-      "elephant",      "bear",         "zebra",         "giraffe",       "backpack",
-      "umbrella",      "handbag",      "tie",           "suitcase",      "frisbee",
-      "skis",          "snowboard",    "sports ball",   "kite",          "baseball bat",
-      "baseball glove", "skateboard",  "surfboard",     "tennis racket", "bottle",
-      "wine glass",    "cup",          "fork",          "knife",         "spoon",
-      "bowl",          "banana",       "apple",         "sandwich",      "orange",
-      "broccoli",      "carrot",       "hot dog",       "pizza",         "donut",
-      "cake",          "chair",        "couch",         "potted plant",  "bed",
-      "dining table",  "toilet",       "tv",            "laptop",        "mouse",
-      "remote",        "keyboard",     "cell phone",    "microwave",     "oven",
-      "toaster",       "sink",         "refrigerator",  "book",          "clock",
-      "vase",          "scissors",     "teddy bear",    "hair drier",    "toothbrush"};
+      "person",        "bicycle",      "car",
+      "motorcycle",    "airplane",     "bus",
+      "train",         "truck",        "boat",
+      "traffic light", "fire hydrant", "stop sign",
+      "parking meter", "bench",        "bird",
+      "cat",           "dog",          "horse",
+      "sheep",         "cow",          "elephant",
+      "bear",          "zebra",        "giraffe",
+      "backpack",      "umbrella",     "handbag",
+      "tie",           "suitcase",     "frisbee",
+      "skis",          "snowboard",    "sports ball",
+      "kite",          "baseball bat", "baseball glove",
+      "skateboard",    "surfboard",    "tennis racket",
+      "bottle",        "wine glass",   "cup",
+      "fork",          "knife",        "spoon",
+      "bowl",          "banana",       "apple",
+      "sandwich",      "orange",       "broccoli",
+      "carrot",        "hot dog",      "pizza",
+      "donut",         "cake",         "chair",
+      "couch",         "potted plant", "bed",
+      "dining table",  "toilet",       "tv",
+      "laptop",        "mouse",        "remote",
+      "keyboard",      "cell phone",   "microwave",
+      "oven",          "toaster",      "sink",
+      "refrigerator",  "book",         "clock",
+      "vase",          "scissors",     "teddy bear",
+      "hair drier",    "toothbrush"};
   return names;
 }
 

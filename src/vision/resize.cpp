@@ -89,7 +89,8 @@ std::vector<AreaTap> area_table(int src_size, int dst_size, double scale) {
     if (sx1 - fsx1 > 1e-3) taps.push_back({dx, sx1 - 1, static_cast<float>((sx1 - fsx1) / cell)});
     for (int sx = sx1; sx < sx2; ++sx) taps.push_back({dx, sx, static_cast<float>(1.0 / cell)});
     if (fsx2 - sx2 > 1e-3) {
-      taps.push_back({dx, sx2, static_cast<float>(std::min(std::min(fsx2 - sx2, 1.0), cell) / cell)});
+      taps.push_back(
+          {dx, sx2, static_cast<float>(std::min(std::min(fsx2 - sx2, 1.0), cell) / cell)});
     }
   }
   return taps;
@@ -139,7 +140,8 @@ Image resize_area(const Image& image, int width, int height) {
   int prev_dy = ytab.empty() ? 0 : ytab[0].dst;
   auto flush = [&](int dy) {
     uint8_t* d = out.row(dy);
-    for (int x = 0; x < width * 3; ++x) d[x] = static_cast<uint8_t>(std::clamp(round_even(sum[x]), 0, 255));
+    for (int x = 0; x < width * 3; ++x)
+      d[x] = static_cast<uint8_t>(std::clamp(round_even(sum[x]), 0, 255));
   };
   for (const AreaTap& y : ytab) {
     std::fill(buf.begin(), buf.end(), 0.0f);

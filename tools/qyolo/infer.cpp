@@ -78,8 +78,8 @@ int run_infer(const InferOptions& options) {
   }
 
   Int8Options int8_options;
-  Status precision = resolve_precision(options.precision, *graph, int8_options.scales,
-                                       int8_options.fp16_layers);
+  Status precision =
+      resolve_precision(options.precision, *graph, int8_options.scales, int8_options.fp16_layers);
   if (!precision.is_ok()) return report_error("infer", precision);
   Expected<std::map<std::string, Tensor>> outputs = std::map<std::string, Tensor>{};
   if (options.precision.int8) {
@@ -99,7 +99,8 @@ int run_infer(const InferOptions& options) {
   std::error_code ec;
   std::filesystem::create_directories(options.output_dir, ec);
   if (ec) {
-    return report_error("infer", io_error("cannot create ", options.output_dir, ": ", ec.message()));
+    return report_error("infer",
+                        io_error("cannot create ", options.output_dir, ": ", ec.message()));
   }
   for (const auto& [name, tensor] : *outputs) {
     const auto path = std::filesystem::path(options.output_dir) / (file_safe(name) + ".npy");
@@ -118,8 +119,7 @@ void add_infer_command(CLI::App& app, int& exit_code) {
   CLI::App* cmd = app.add_subcommand("infer", "Run a model on .npy inputs, write .npy outputs");
   cmd->add_option("--onnx", options->model, "ONNX model file")->required();
   cmd->add_option("--input", options->inputs, "Input .npy file (or name=file.npy)")->required();
-  cmd->add_option("--output-dir", options->output_dir, "Folder for <output>.npy files")
-      ->required();
+  cmd->add_option("--output-dir", options->output_dir, "Folder for <output>.npy files")->required();
   add_precision_flags(cmd, options->precision);
   cmd->callback([options, &exit_code] { exit_code = run_infer(*options); });
 }

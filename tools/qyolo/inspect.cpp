@@ -29,8 +29,8 @@ int run_inspect(const InspectOptions& options) {
   for (const auto& spec : options.shapes) {
     const auto colon = spec.rfind(':');
     if (colon == std::string::npos) {
-      return report_error("inspect", invalid_argument("--shapes '", spec,
-                                                      "': expected name:1x3x640x640"));
+      return report_error("inspect",
+                          invalid_argument("--shapes '", spec, "': expected name:1x3x640x640"));
     }
     auto dims = parse_dims(spec.substr(colon + 1));
     if (!dims) return report_error("inspect", dims.status());

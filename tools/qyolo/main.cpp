@@ -17,7 +17,8 @@ Expected<std::vector<int64_t>> parse_dims(const std::string& text) {
   for (size_t i = 0; i <= text.size(); ++i) {
     const char c = i < text.size() ? text[i] : 'x';
     if (c == 'x' || c == ',') {
-      if (current.empty()) return invalid_argument("bad shape '", text, "': expected e.g. 1x3x640x640");
+      if (current.empty())
+        return invalid_argument("bad shape '", text, "': expected e.g. 1x3x640x640");
       dims.push_back(std::stoll(current));
       current.clear();
     } else if (std::isdigit(static_cast<unsigned char>(c))) {

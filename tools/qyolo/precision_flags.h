@@ -21,7 +21,8 @@ struct PrecisionFlags {
 
 inline void add_precision_flags(CLI::App* cmd, PrecisionFlags& flags) {
   cmd->add_flag("--int8", flags.int8, "Run INT8 on the CPU reference backend (needs --calib)");
-  cmd->add_option("--calib", flags.calib, "Calibration cache (TensorRT format) with the activation scales");
+  cmd->add_option("--calib", flags.calib,
+                  "Calibration cache (TensorRT format) with the activation scales");
   cmd->add_option("--layerPrecisions", flags.layer_precisions,
                   "Layers kept in FP16: name:fp16,name2:fp16 (names may be quoted)");
 }

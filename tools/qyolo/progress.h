@@ -13,7 +13,9 @@ namespace qyolo::cli {
 class ProgressBar {
  public:
   ProgressBar(std::string label, int64_t total)
-      : label_(std::move(label)), total_(total), start_(std::chrono::steady_clock::now()),
+      : label_(std::move(label)),
+        total_(total),
+        start_(std::chrono::steady_clock::now()),
         tty_(isatty(fileno(stderr)) != 0) {}
 
   // Reports that `done` items are finished; `note` is appended (e.g. a failure count).

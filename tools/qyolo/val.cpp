@@ -5,7 +5,6 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
-
 #include <nlohmann/json.hpp>
 
 #include "qyolo/coco.h"
@@ -106,7 +105,8 @@ int run_val(const ValOptions& options) {
                                          options.annotations, " is in ", options.images));
   }
   if (missing > 0) {
-    std::fprintf(stderr, "warning: %lld of %zu annotated images are not in %s; evaluating the %zu found\n",
+    std::fprintf(stderr,
+                 "warning: %lld of %zu annotated images are not in %s; evaluating the %zu found\n",
                  static_cast<long long>(missing), ground_truth->images.size(),
                  options.images.c_str(), todo.size());
   }
@@ -158,8 +158,9 @@ int run_val(const ValOptions& options) {
   const double n = static_cast<double>(std::max<int64_t>(t.images, 1));
   std::printf("\nimages %zu (%lld failed), detections %zu\n", todo.size(),
               static_cast<long long>(failed), detections.size());
-  std::printf("time per image: decode %.1f ms, preprocess %.1f ms, inference %.1f ms, NMS %.1f ms\n",
-              t.decode / n, t.preprocess / n, t.inference / n, t.nms / n);
+  std::printf(
+      "time per image: decode %.1f ms, preprocess %.1f ms, inference %.1f ms, NMS %.1f ms\n",
+      t.decode / n, t.preprocess / n, t.inference / n, t.nms / n);
 
   if (!options.export_metrics.empty()) {
     nlohmann::json metrics;
@@ -169,12 +170,17 @@ int run_val(const ValOptions& options) {
     metrics["missing_images"] = missing;
     metrics["detections"] = detections.size();
     metrics["model"] = options.model;
-    metrics["time_per_image_ms"] = {{"decode", t.decode / n}, {"preprocess", t.preprocess / n},
-                                    {"inference", t.inference / n}, {"nms", t.nms / n}};
+    metrics["time_per_image_ms"] = {{"decode", t.decode / n},
+                                    {"preprocess", t.preprocess / n},
+                                    {"inference", t.inference / n},
+                                    {"nms", t.nms / n}};
     nlohmann::json per_class = nlohmann::json::array();
     for (const CocoCategoryAp& c : coco_per_category_ap(*result)) {
-      per_class.push_back({{"category_id", c.category_id}, {"name", names[c.category_id]},
-                           {"instances", c.num_gt}, {"ap50", c.ap50}, {"ap", c.ap}});
+      per_class.push_back({{"category_id", c.category_id},
+                           {"name", names[c.category_id]},
+                           {"instances", c.num_gt},
+                           {"ap50", c.ap50},
+                           {"ap", c.ap}});
     }
     metrics["per_class"] = per_class;
     std::ofstream out(options.export_metrics);
@@ -189,16 +195,21 @@ int run_val(const ValOptions& options) {
 void add_val_command(CLI::App& app, int& exit_code) {
   auto o = std::make_shared<ValOptions>();
   CLI::App* cmd = app.add_subcommand("val", "COCO validation (mAP) of a detector");
-  cmd->add_option("--onnx", o->model, "ONNX model (full export or trimmed at the heads)")->required();
+  cmd->add_option("--onnx", o->model, "ONNX model (full export or trimmed at the heads)")
+      ->required();
   cmd->add_option("--images", o->images, "Folder of images")->required();
   cmd->add_option("--annotations", o->annotations, "COCO instances json")->required();
-  cmd->add_option("--imgsz", o->image_size, "Long side of the resized image")->capture_default_str();
-  cmd->add_option("--canvas", o->canvas, "Letterbox canvas (default: the model's input size; 672 for NVIDIA's DLA setting)");
+  cmd->add_option("--imgsz", o->image_size, "Long side of the resized image")
+      ->capture_default_str();
+  cmd->add_option(
+      "--canvas", o->canvas,
+      "Letterbox canvas (default: the model's input size; 672 for NVIDIA's DLA setting)");
   cmd->add_option("--conf", o->conf, "Confidence threshold")->capture_default_str();
   cmd->add_option("--iou", o->iou, "NMS IoU threshold")->capture_default_str();
   cmd->add_option("--max-det", o->max_det, "Detections kept per image")->capture_default_str();
   cmd->add_option("--max-images", o->max_images, "Validate only the first N images");
-  cmd->add_option("--anchors", o->anchors, "Anchors of a trimmed model: w,h x3 per level, levels split by ';'");
+  cmd->add_option("--anchors", o->anchors,
+                  "Anchors of a trimmed model: w,h x3 per level, levels split by ';'");
   cmd->add_option("--save-json", o->save_json, "Write the detections as COCO results json");
   cmd->add_option("--export-metrics", o->export_metrics, "Write the 12 stats and more as json");
   add_precision_flags(cmd, o->precision);

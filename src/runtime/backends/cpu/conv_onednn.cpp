@@ -2,9 +2,8 @@
 
 #include <oneapi/dnnl/dnnl.hpp>
 
-#include "runtime/backends/cpu/onednn_engine.h"
-
 #include "ops/conv_params.h"
+#include "runtime/backends/cpu/onednn_engine.h"
 
 namespace qyolo::cpu {
 
@@ -31,17 +30,16 @@ Expected<std::unique_ptr<OnednnConv>> OnednnConv::create(const Node& node, const
     return unsupported(node.label(), ": oneDNN path needs float32 weights");
   }
   const Shape& ws = weight.shape();
-  QYOLO_ASSIGN_OR_RETURN(ops::Window2d win, ops::resolve_window(node, input_shape[2],
-                                                                input_shape[3], ws[2], ws[3]));
+  QYOLO_ASSIGN_OR_RETURN(ops::Window2d win,
+                         ops::resolve_window(node, input_shape[2], input_shape[3], ws[2], ws[3]));
   const int64_t group = node.get_int("group", 1);
   try {
     auto impl = std::make_unique<Impl>();
     dnnl::engine& engine = cpu_engine();
     memory::dims src_dims(input_shape.begin(), input_shape.end());
     memory::dims dst_dims(output_shape.begin(), output_shape.end());
-    memory::dims w_dims = group == 1
-                              ? memory::dims{ws[0], ws[1], ws[2], ws[3]}
-                              : memory::dims{group, ws[0] / group, ws[1], ws[2], ws[3]};
+    memory::dims w_dims = group == 1 ? memory::dims{ws[0], ws[1], ws[2], ws[3]}
+                                     : memory::dims{group, ws[0] / group, ws[1], ws[2], ws[3]};
     impl->src_md = memory::desc(src_dims, dt::f32, tag::nhwc);
     impl->dst_md = memory::desc(dst_dims, dt::f32, tag::nhwc);
     memory::desc w_any(w_dims, dt::f32, tag::any);
@@ -50,9 +48,9 @@ Expected<std::unique_ptr<OnednnConv>> OnednnConv::create(const Node& node, const
     const memory::dims dilates{win.dilation_h - 1, win.dilation_w - 1};
     const memory::dims pad_l{win.pad_top, win.pad_left};
     const memory::dims pad_r{win.pad_bottom, win.pad_right};
-    dnnl::convolution_forward::desc desc(
-        dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, impl->src_md,
-        w_any, b_md, impl->dst_md, strides, dilates, pad_l, pad_r);
+    dnnl::convolution_forward::desc desc(dnnl::prop_kind::forward_inference,
+                                         dnnl::algorithm::convolution_direct, impl->src_md, w_any,
+                                         b_md, impl->dst_md, strides, dilates, pad_l, pad_r);
     dnnl::primitive_attr attr;
     dnnl::post_ops post;
     if (activation == FusedActivation::kSilu) {

@@ -18,8 +18,7 @@ class OnednnConv {
   // order. Weights (and bias) are
   // reordered once into oneDNN's preferred layout.
   static Expected<std::unique_ptr<OnednnConv>> create(const Node& node, const Tensor& weight,
-                                                      const Tensor* bias,
-                                                      const Shape& input_shape,
+                                                      const Tensor* bias, const Shape& input_shape,
                                                       const Shape& output_shape,
                                                       FusedActivation activation);
   ~OnednnConv();

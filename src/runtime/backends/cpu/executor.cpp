@@ -113,9 +113,9 @@ FusionMatch match_activation(const Graph& graph, size_t conv_index,
   if (s_users == users.end() || s_users->second.size() != 1) return none;
   const size_t mul_index = s_users->second[0];
   const Node& mul = graph.nodes[mul_index];
-  const bool is_silu = mul.op_type == "Mul" && mul.inputs.size() == 2 &&
-                       ((mul.inputs[0] == y && mul.inputs[1] == s) ||
-                        (mul.inputs[0] == s && mul.inputs[1] == y));
+  const bool is_silu =
+      mul.op_type == "Mul" && mul.inputs.size() == 2 &&
+      ((mul.inputs[0] == y && mul.inputs[1] == s) || (mul.inputs[0] == s && mul.inputs[1] == y));
   const bool mul_is_other_user =
       std::find(consumers.begin(), consumers.end(), mul_index) != consumers.end();
   if (!is_silu || !mul_is_other_user) return none;
@@ -164,8 +164,8 @@ Status build_steps(CpuExecutor::Impl& m, const ExecutorOptions& options) {
           if (match.activation != cpu::FusedActivation::kNone) {
             for (size_t a : match.absorbed) absorbed[a] = true;
             outs = {match.output};
-            step.label = match.activation == cpu::FusedActivation::kSilu ? "Conv+SiLU"
-                                                                         : "Conv+Sigmoid";
+            step.label =
+                match.activation == cpu::FusedActivation::kSilu ? "Conv+SiLU" : "Conv+Sigmoid";
           }
         }
       }
@@ -185,7 +185,8 @@ bool is_activation_4d(const CpuExecutor::Impl& m, int s) {
 bool can_run_nhwc(const CpuExecutor::Impl& m, const Step& step) {
   const std::string& op = step.node->op_type;
   auto shape_of = [&](int s) -> const Shape& { return m.logical[s]; };
-  if (op == "Sigmoid" || op == "Relu" || op == "Identity") return is_activation_4d(m, step.inputs[0]);
+  if (op == "Sigmoid" || op == "Relu" || op == "Identity")
+    return is_activation_4d(m, step.inputs[0]);
   if (op == "Add" || op == "Sub" || op == "Mul" || op == "Div" || op == "Pow") {
     const int a = step.inputs[0], b = step.inputs[1];
     if (!is_activation_4d(m, a) && !is_activation_4d(m, b)) return false;
@@ -230,15 +231,15 @@ void assign_layouts(CpuExecutor::Impl& m) {
     step.op = find_op("Transpose");
     step.label = to == Layout::kNhwc ? "Reorder>NHWC" : "Reorder>NCHW";
     const int target = m.new_slot();
-    m.slots[target] = Tensor(m.slots[s].dtype(), permute(m.slots[s].shape(),
-                                                         to == Layout::kNhwc ? kToNhwc : kToNchw));
+    m.slots[target] = Tensor(m.slots[s].dtype(),
+                             permute(m.slots[s].shape(), to == Layout::kNhwc ? kToNhwc : kToNchw));
     m.layouts[target] = to;
     m.logical[target] = m.logical[s];
     step.inputs = {s};
     step.outputs = {target};
     if (m.slots[s].dtype() == DType::kFloat32) {
-      const Shape logical = to == Layout::kNhwc ? m.slots[s].shape()
-                                                : permute(m.slots[s].shape(), kToNchw);
+      const Shape logical =
+          to == Layout::kNhwc ? m.slots[s].shape() : permute(m.slots[s].shape(), kToNchw);
       if (auto reorder = cpu::OnednnPrimitive::reorder(logical, to == Layout::kNhwc)) {
         step.kernel = Kernel::kOnednn;
         step.primitive = std::move(reorder).value();
@@ -286,8 +287,7 @@ void assign_layouts(CpuExecutor::Impl& m) {
           // Scales must follow the axes too when they drive the coordinate transform.
           const int scales = m.new_slot();
           const Shape& in = m.logical[step.inputs[0]];
-          std::vector<float> nhwc_scales = {1.0f,
-                                            static_cast<float>(nhwc_out[1]) / in[2],
+          std::vector<float> nhwc_scales = {1.0f, static_cast<float>(nhwc_out[1]) / in[2],
                                             static_cast<float>(nhwc_out[2]) / in[3], 1.0f};
           const int scales_index = step.inputs.size() == 2 ? 1 : 2;
           if (static_cast<int>(step.inputs.size()) > scales_index &&
@@ -387,8 +387,8 @@ Expected<std::map<std::string, Tensor>> CpuExecutor::run(
     const Tensor& given = it->second;
     if (given.dtype() != expected.dtype || given.shape() != expected.shape) {
       return invalid_argument("input '", expected.name, "' is ", dtype_name(given.dtype()), " ",
-                              shape_str(given.shape()), ", expected ",
-                              dtype_name(expected.dtype), " ", shape_str(expected.shape));
+                              shape_str(given.shape()), ", expected ", dtype_name(expected.dtype),
+                              " ", shape_str(expected.shape));
     }
     m.slots[m.slot_of.at(expected.name)] = given;
   }
@@ -403,15 +403,24 @@ Expected<std::map<std::string, Tensor>> CpuExecutor::run(
     for (int s : step.outputs) out_ptrs.push_back(s < 0 ? nullptr : &m.slots[s]);
     Status status;
     switch (step.kernel) {
-      case Kernel::kConv: status = step.conv->run(*in_ptrs[0], *out_ptrs[0]); break;
-      case Kernel::kMaxPoolNhwc: status = cpu::maxpool_nhwc(*step.node, *in_ptrs[0], *out_ptrs[0]); break;
-      case Kernel::kOnednn: status = step.primitive->run(*in_ptrs[0], *out_ptrs[0]); break;
-      case Kernel::kReference: status = step.op->compute(*step.node, in_ptrs, out_ptrs); break;
+      case Kernel::kConv:
+        status = step.conv->run(*in_ptrs[0], *out_ptrs[0]);
+        break;
+      case Kernel::kMaxPoolNhwc:
+        status = cpu::maxpool_nhwc(*step.node, *in_ptrs[0], *out_ptrs[0]);
+        break;
+      case Kernel::kOnednn:
+        status = step.primitive->run(*in_ptrs[0], *out_ptrs[0]);
+        break;
+      case Kernel::kReference:
+        status = step.op->compute(*step.node, in_ptrs, out_ptrs);
+        break;
     }
     if (!status.is_ok()) return with_context(status, step.node->label());
     if (m.profiling) {
-      step.milliseconds += std::chrono::duration<double, std::milli>(
-                               std::chrono::steady_clock::now() - start).count();
+      step.milliseconds +=
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+              .count();
     }
   }
   std::map<std::string, Tensor> results;

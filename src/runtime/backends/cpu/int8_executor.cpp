@@ -8,10 +8,10 @@
 #include <cstring>
 #include <unordered_map>
 
+#include "ops/conv_params.h"
 #include "qyolo/conv_int8.h"
 #include "qyolo/int8.h"
 #include "qyolo/ops.h"
-#include "ops/conv_params.h"
 
 namespace qyolo {
 namespace {
@@ -141,7 +141,8 @@ void quantize_weights(const Tensor& w, Step& step) {
   step.weight_scales.assign(out, 1.0f);
   for (int64_t o = 0; o < out; ++o) {
     float amax = 0;
-    for (int64_t i = 0; i < in * kh * kw; ++i) amax = std::max(amax, std::abs(src[o * in * kh * kw + i]));
+    for (int64_t i = 0; i < in * kh * kw; ++i)
+      amax = std::max(amax, std::abs(src[o * in * kh * kw + i]));
     const float scale = amax > 0 ? amax / 127.0f : 1.0f;
     step.weight_scales[o] = scale;
     for (int64_t c = 0; c < in; ++c) {
@@ -251,8 +252,8 @@ Expected<std::unique_ptr<Int8Executor>> Int8Executor::create(const Graph& graph,
       const Tensor* b = has_bias ? m.shapes.constant(node.inputs[2]) : nullptr;
       const Shape& xs = m.shapes.find(node.inputs[0])->shape;
       std::string why;
-      if (named_fp16(node) || (silu.found && (named_fp16(g.nodes[silu.sigmoid]) ||
-                                              named_fp16(g.nodes[silu.mul])))) {
+      if (named_fp16(node) ||
+          (silu.found && (named_fp16(g.nodes[silu.sigmoid]) || named_fp16(g.nodes[silu.mul])))) {
         why = "--layerPrecisions";
       } else if (!w || w->dtype() != DType::kFloat32 || (has_bias && !b)) {
         why = "weights are not constant float32";
@@ -266,8 +267,9 @@ Expected<std::unique_ptr<Int8Executor>> Int8Executor::create(const Graph& graph,
         step.kind = Kind::kConv;
         const Shape& ws = w->shape();
         auto win = *ops::resolve_window(node, xs[2], xs[3], ws[2], ws[3]);
-        step.shape = {static_cast<int>(xs[0]), static_cast<int>(xs[1]), static_cast<int>(xs[2]),
-                      static_cast<int>(xs[3]), static_cast<int>(ws[0]), static_cast<int>(ws[2]),
+        step.shape = {static_cast<int>(xs[0]),        static_cast<int>(xs[1]),
+                      static_cast<int>(xs[2]),        static_cast<int>(xs[3]),
+                      static_cast<int>(ws[0]),        static_cast<int>(ws[2]),
                       static_cast<int>(win.stride_h), static_cast<int>(win.pad_top)};
         quantize_weights(*w, step);
         step.bias.assign(ws[0], 0.0f);
@@ -417,7 +419,9 @@ Expected<std::map<std::string, Tensor>> Int8Executor::run(
     auto in = [&](size_t k) -> Tensor& { return m.slots[step.inputs[k]]; };
     Tensor& out = m.slots[step.outputs[0]];
     switch (step.kind) {
-      case Kind::kConv: QYOLO_RETURN_IF_ERROR(run_conv(step, in(0), out)); break;
+      case Kind::kConv:
+        QYOLO_RETURN_IF_ERROR(run_conv(step, in(0), out));
+        break;
       case Kind::kQuantize: {
         const float* x = in(0).data<float>();
         int8_t* q = out.data<int8_t>();
@@ -427,7 +431,8 @@ Expected<std::map<std::string, Tensor>> Int8Executor::run(
       case Kind::kDequantize: {
         const int8_t* q = in(0).data<int8_t>();
         float* x = out.data<float>();
-        for (int64_t i = 0; i < out.numel(); ++i) x[i] = static_cast<float>(q[i]) * step.input_scales[0];
+        for (int64_t i = 0; i < out.numel(); ++i)
+          x[i] = static_cast<float>(q[i]) * step.input_scales[0];
         break;
       }
       case Kind::kSelect: {

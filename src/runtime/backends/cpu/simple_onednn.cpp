@@ -54,8 +54,9 @@ Status OnednnPrimitive::run(const Tensor& input, Tensor& output) {
   try {
     dnnl::memory src(impl_->src_md, cpu_engine(), const_cast<void*>(input.raw()));
     dnnl::memory dst(impl_->dst_md, cpu_engine(), output.raw());
-    impl_->primitive.execute(impl_->stream, {{impl_->is_reorder ? DNNL_ARG_FROM : DNNL_ARG_SRC, src},
-                                             {impl_->is_reorder ? DNNL_ARG_TO : DNNL_ARG_DST, dst}});
+    impl_->primitive.execute(impl_->stream,
+                             {{impl_->is_reorder ? DNNL_ARG_FROM : DNNL_ARG_SRC, src},
+                              {impl_->is_reorder ? DNNL_ARG_TO : DNNL_ARG_DST, dst}});
     impl_->stream.wait();
   } catch (const dnnl::error& e) {
     return internal_error("oneDNN primitive failed: ", e.what());
