@@ -14,35 +14,36 @@
 
 namespace qyolo {
 
-#define QYOLO_OPS(X)    \
-  X(Add)                \
-  X(BatchNormalization) \
-  X(Cast)               \
-  X(Concat)             \
-  X(Constant)           \
-  X(Conv)               \
-  X(DequantizeLinear)   \
-  X(Div)                \
-  X(Gather)             \
-  X(Identity)           \
-  X(MaxPool)            \
-  X(Mul)                \
-  X(Pow)                \
-  X(QuantizeLinear)     \
-  X(Relu)               \
-  X(Reshape)            \
-  X(Resize)             \
-  X(Shape)              \
-  X(Sigmoid)            \
-  X(Slice)              \
-  X(Split)              \
-  X(Squeeze)            \
-  X(Sub)                \
-  X(Transpose)          \
-  X(Unsqueeze)
+// Every op qyolo knows: X(name, fewest inputs, most inputs).
+#define QYOLO_OPS(X)          \
+  X(Add, 2, 2)                \
+  X(BatchNormalization, 5, 5) \
+  X(Cast, 1, 1)               \
+  X(Concat, 1, 64)            \
+  X(Constant, 0, 0)           \
+  X(Conv, 2, 3)               \
+  X(DequantizeLinear, 2, 3)   \
+  X(Div, 2, 2)                \
+  X(Gather, 2, 2)             \
+  X(Identity, 1, 1)           \
+  X(MaxPool, 1, 1)            \
+  X(Mul, 2, 2)                \
+  X(Pow, 2, 2)                \
+  X(QuantizeLinear, 2, 3)     \
+  X(Relu, 1, 1)               \
+  X(Reshape, 2, 2)            \
+  X(Resize, 1, 4)             \
+  X(Shape, 1, 1)              \
+  X(Sigmoid, 1, 1)            \
+  X(Slice, 3, 5)              \
+  X(Split, 1, 2)              \
+  X(Squeeze, 1, 2)            \
+  X(Sub, 2, 2)                \
+  X(Transpose, 1, 1)          \
+  X(Unsqueeze, 1, 2)
 
 enum class OpType {
-#define QYOLO_OP_ENUM(name) k##name,
+#define QYOLO_OP_ENUM(name, min_inputs, max_inputs) k##name,
   QYOLO_OPS(QYOLO_OP_ENUM)
 #undef QYOLO_OP_ENUM
 };

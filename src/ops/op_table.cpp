@@ -5,43 +5,12 @@
 namespace qyolo {
 namespace {
 
-// Inputs each op accepts: {min, max}.
-constexpr int kArity[][2] = {
-    {2, 2},   // Add
-    {5, 5},   // BatchNormalization
-    {1, 1},   // Cast
-    {1, 64},  // Concat
-    {0, 0},   // Constant
-    {2, 3},   // Conv
-    {2, 3},   // DequantizeLinear
-    {2, 2},   // Div
-    {2, 2},   // Gather
-    {1, 1},   // Identity
-    {1, 1},   // MaxPool
-    {2, 2},   // Mul
-    {2, 2},   // Pow
-    {2, 3},   // QuantizeLinear
-    {1, 1},   // Relu
-    {2, 2},   // Reshape
-    {1, 4},   // Resize
-    {1, 1},   // Shape
-    {1, 1},   // Sigmoid
-    {3, 5},   // Slice
-    {1, 2},   // Split
-    {1, 2},   // Squeeze
-    {2, 2},   // Sub
-    {1, 1},   // Transpose
-    {1, 2},   // Unsqueeze
-};
-
 const std::vector<OpDef>& table() {
   static const std::vector<OpDef> defs = [] {
     std::vector<OpDef> out;
-    int index = 0;
-#define QYOLO_OP_DEF(name)                                                        \
-  out.push_back(OpDef{OpType::k##name, #name, kArity[index][0], kArity[index][1], \
-                      &ops::infer_##name, &ops::compute_##name});                 \
-  ++index;
+#define QYOLO_OP_DEF(name, min_inputs, max_inputs)                                        \
+  out.push_back(OpDef{OpType::k##name, #name, min_inputs, max_inputs, &ops::infer_##name, \
+                      &ops::compute_##name});
     QYOLO_OPS(QYOLO_OP_DEF)
 #undef QYOLO_OP_DEF
     return out;

@@ -8,7 +8,7 @@
 
 namespace qyolo::ops {
 
-#define QYOLO_DECLARE_OP(name)                                                   \
+#define QYOLO_DECLARE_OP(name, min_inputs, max_inputs)                           \
   Status infer_##name(InferContext& ctx);                                        \
   Status compute_##name(const Node& node, std::span<const Tensor* const> inputs, \
                         std::span<Tensor* const> outputs);
