@@ -32,6 +32,11 @@ struct StageTimes {
   int64_t images = 0;
 };
 
+// The letterbox canvas for `model`: its one input must be N x 3 x H x W; a fixed square input
+// sets the canvas (and must agree with `canvas` when that is given), a dynamic one takes
+// `canvas` or else `image_size`. `image_size` must fit the canvas.
+Expected<int> model_canvas(const Graph& model, int image_size, int canvas);
+
 class Detector {
  public:
   // Prepares the model: a full export (one N x rows x 85 output) or a trimmed one (three

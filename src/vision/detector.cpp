@@ -12,7 +12,7 @@ double elapsed_ms(std::chrono::steady_clock::time_point start) {
 
 }  // namespace
 
-Expected<std::unique_ptr<Detector>> Detector::create(const Graph& model, DetectorOptions options) {
+Expected<int> model_canvas(const Graph& model, int image_size, int requested) {
   if (model.inputs.size() != 1) {
     return invalid_argument("a detector model has one input, this one has ", model.inputs.size());
   }
@@ -21,24 +21,28 @@ Expected<std::unique_ptr<Detector>> Detector::create(const Graph& model, Detecto
     return invalid_argument("model input '", input.name, "' must be N x 3 x H x W, got ",
                             shape_str(input.shape));
   }
-  std::unique_ptr<Detector> detector(new Detector());
-  // A model with a fixed spatial size sets the canvas; a dynamic one takes the options'.
-  int canvas = options.canvas > 0 ? options.canvas : options.image_size;
+  int canvas = requested > 0 ? requested : image_size;
   if (input.shape[2] > 0 && input.shape[3] > 0) {
     if (input.shape[2] != input.shape[3]) {
       return unsupported("model input '", input.name, "' is not square (", shape_str(input.shape),
                          ")");
     }
-    if (options.canvas > 0 && options.canvas != input.shape[2]) {
-      return invalid_argument("the model's input is ", input.shape[2], " pixels, not ",
-                              options.canvas);
+    if (requested > 0 && requested != input.shape[2]) {
+      return invalid_argument("the model's input is ", input.shape[2], " pixels, not ", requested);
     }
     canvas = static_cast<int>(input.shape[2]);
   }
-  if (options.image_size > canvas) {
-    return invalid_argument("--imgsz ", options.image_size, " does not fit the model's ", canvas,
+  if (image_size > canvas) {
+    return invalid_argument("--imgsz ", image_size, " does not fit the model's ", canvas,
                             "-pixel input");
   }
+  return canvas;
+}
+
+Expected<std::unique_ptr<Detector>> Detector::create(const Graph& model, DetectorOptions options) {
+  QYOLO_ASSIGN_OR_RETURN(const int canvas, model_canvas(model, options.image_size, options.canvas));
+  const ValueInfo& input = model.inputs[0];
+  std::unique_ptr<Detector> detector(new Detector());
   if (model.outputs.size() == 3) {
     detector->trimmed_ = true;
   } else if (model.outputs.size() != 1) {

@@ -9,6 +9,7 @@
 #include <filesystem>
 
 #include "qyolo/commands.h"
+#include "qyolo/detector.h"
 #include "qyolo/onnx.h"
 #include "qyolo/progress.h"
 #include "qyolo/quant.h"
@@ -52,35 +53,6 @@ Expected<std::vector<std::string>> list_images(const std::string& dir) {
 }
 
 // The letterbox canvas: the model's input size when it is fixed, else --canvas or --imgsz.
-Expected<int> input_canvas(const Graph& graph, const CalibrateOptions& options) {
-  if (graph.inputs.size() != 1) {
-    return invalid_argument("calibration feeds one image input; the model has ",
-                            graph.inputs.size(), " inputs");
-  }
-  const ValueInfo& input = graph.inputs[0];
-  if (!input.has_shape || input.shape.size() != 4 || input.shape[1] != 3) {
-    return invalid_argument("model input '", input.name, "' must be N x 3 x H x W, got ",
-                            shape_str(input.shape));
-  }
-  int canvas = options.canvas > 0 ? options.canvas : options.image_size;
-  if (input.shape[2] > 0 && input.shape[3] > 0) {
-    if (input.shape[2] != input.shape[3]) {
-      return unsupported("model input '", input.name, "' is not square (", shape_str(input.shape),
-                         ")");
-    }
-    if (options.canvas > 0 && options.canvas != input.shape[2]) {
-      return invalid_argument("the model's input is ", input.shape[2], " pixels, not ",
-                              options.canvas);
-    }
-    canvas = static_cast<int>(input.shape[2]);
-  }
-  if (options.image_size > canvas) {
-    return invalid_argument("--imgsz ", options.image_size, " does not fit the ", canvas,
-                            "-pixel canvas");
-  }
-  return canvas;
-}
-
 int run_calibrate(const CalibrateOptions& options) {
   auto method = parse_calibration_method(options.method);
   if (!method) return report_error("calibrate", method.status());
@@ -96,7 +68,7 @@ int run_calibrate(const CalibrateOptions& options) {
   }
   auto graph = load_onnx(options.model);
   if (!graph) return report_error("calibrate", graph.status());
-  auto canvas = input_canvas(*graph, options);
+  auto canvas = model_canvas(*graph, options.image_size, options.canvas);
   if (!canvas) return report_error("calibrate", with_context(canvas.status(), options.model));
   const std::string input_name = graph->inputs[0].name;
   const Shape input_shape = {1, 3, *canvas, *canvas};
