@@ -5,6 +5,7 @@
 #include <numeric>
 #include <sstream>
 
+#include "qyolo/coco.h"
 #include "qyolo/vision.h"
 
 namespace qyolo {
@@ -141,7 +142,7 @@ Expected<Tensor> decode_heads(const std::vector<const Tensor*>& heads, const Hea
   }
   // Order heads by stride: the largest grid is stride 8.
   std::vector<const Tensor*> ordered = heads;
-  auto grid_h = [](const Tensor* t) { return t->rank() == 4 ? t->shape()[2] : t->shape()[2]; };
+  auto grid_h = [](const Tensor* t) { return t->shape()[2]; };  // H in both layouts
   std::stable_sort(ordered.begin(), ordered.end(),
                    [&](const Tensor* a, const Tensor* b) { return grid_h(a) > grid_h(b); });
   const int64_t batch = ordered[0]->shape()[0];
@@ -190,34 +191,12 @@ Expected<Tensor> decode_heads(const std::vector<const Tensor*>& heads, const Hea
 }
 
 const std::array<const char*, 80>& coco_class_names() {
-  static const std::array<const char*, 80> names = {
-      "person",        "bicycle",      "car",
-      "motorcycle",    "airplane",     "bus",
-      "train",         "truck",        "boat",
-      "traffic light", "fire hydrant", "stop sign",
-      "parking meter", "bench",        "bird",
-      "cat",           "dog",          "horse",
-      "sheep",         "cow",          "elephant",
-      "bear",          "zebra",        "giraffe",
-      "backpack",      "umbrella",     "handbag",
-      "tie",           "suitcase",     "frisbee",
-      "skis",          "snowboard",    "sports ball",
-      "kite",          "baseball bat", "baseball glove",
-      "skateboard",    "surfboard",    "tennis racket",
-      "bottle",        "wine glass",   "cup",
-      "fork",          "knife",        "spoon",
-      "bowl",          "banana",       "apple",
-      "sandwich",      "orange",       "broccoli",
-      "carrot",        "hot dog",      "pizza",
-      "donut",         "cake",         "chair",
-      "couch",         "potted plant", "bed",
-      "dining table",  "toilet",       "tv",
-      "laptop",        "mouse",        "remote",
-      "keyboard",      "cell phone",   "microwave",
-      "oven",          "toaster",      "sink",
-      "refrigerator",  "book",         "clock",
-      "vase",          "scissors",     "teddy bear",
-      "hair drier",    "toothbrush"};
+  // One list of names in the project: the COCO module's, as C strings for drawing.
+  static const std::array<const char*, 80> names = [] {
+    std::array<const char*, 80> out{};
+    for (int i = 0; i < 80; ++i) out[i] = coco80_name(i).data();
+    return out;
+  }();
   return names;
 }
 
