@@ -14,6 +14,7 @@
 #include <unordered_map>
 
 #include "qyolo/ops.h"
+#include "runtime/backends/cpu/check_inputs.h"
 #include "runtime/backends/cpu/conv_onednn.h"
 #include "runtime/backends/cpu/maxpool_nhwc.h"
 #include "runtime/backends/cpu/simple_onednn.h"
@@ -371,26 +372,9 @@ Expected<std::unique_ptr<CpuExecutor>> CpuExecutor::create(const Graph& graph,
 Expected<std::map<std::string, Tensor>> CpuExecutor::run(
     const std::map<std::string, Tensor>& inputs) {
   Impl& m = *impl_;
-  for (const auto& [name, tensor] : inputs) {
-    if (!m.graph.find_input(name)) {
-      std::string names;
-      for (const auto& input : m.inputs) names += (names.empty() ? "" : ", ") + input.name;
-      return not_found("the model has no input named '", name, "' (inputs: ", names, ")");
-    }
-  }
+  QYOLO_RETURN_IF_ERROR(cpu::check_inputs(m.inputs, inputs));
   for (const auto& expected : m.inputs) {
-    auto it = inputs.find(expected.name);
-    if (it == inputs.end()) {
-      return not_found("input '", expected.name, "' (", dtype_name(expected.dtype), " ",
-                       shape_str(expected.shape), ") is missing");
-    }
-    const Tensor& given = it->second;
-    if (given.dtype() != expected.dtype || given.shape() != expected.shape) {
-      return invalid_argument("input '", expected.name, "' is ", dtype_name(given.dtype()), " ",
-                              shape_str(given.shape()), ", expected ", dtype_name(expected.dtype),
-                              " ", shape_str(expected.shape));
-    }
-    m.slots[m.slot_of.at(expected.name)] = given;
+    m.slots[m.slot_of.at(expected.name)] = inputs.at(expected.name);
   }
 
   std::vector<const Tensor*> in_ptrs;

@@ -12,6 +12,7 @@
 #include "qyolo/conv_int8.h"
 #include "qyolo/int8.h"
 #include "qyolo/ops.h"
+#include "runtime/backends/cpu/check_inputs.h"
 
 namespace qyolo {
 namespace {
@@ -402,18 +403,9 @@ void requantize_into(const int8_t* src, int64_t n, float from, float to, int8_t*
 Expected<std::map<std::string, Tensor>> Int8Executor::run(
     const std::map<std::string, Tensor>& inputs) {
   Impl& m = *impl_;
+  QYOLO_RETURN_IF_ERROR(cpu::check_inputs(m.inputs, inputs));
   for (const auto& expected : m.inputs) {
-    auto it = inputs.find(expected.name);
-    if (it == inputs.end()) {
-      return not_found("input '", expected.name, "' (", dtype_name(expected.dtype), " ",
-                       shape_str(expected.shape), ") is missing");
-    }
-    if (it->second.dtype() != expected.dtype || it->second.shape() != expected.shape) {
-      return invalid_argument("input '", expected.name, "' is ", dtype_name(it->second.dtype()),
-                              " ", shape_str(it->second.shape()), ", expected ",
-                              dtype_name(expected.dtype), " ", shape_str(expected.shape));
-    }
-    m.slots[m.float_slot.at(expected.name)] = it->second;
+    m.slots[m.float_slot.at(expected.name)] = inputs.at(expected.name);
   }
   for (Step& step : m.steps) {
     auto in = [&](size_t k) -> Tensor& { return m.slots[step.inputs[k]]; };
