@@ -56,7 +56,8 @@ struct ConvInt8Params {
 
 // The wgmma variants prefetch STAGES - 2 steps ahead: deep enough that a step's data has
 // arrived from DRAM when its turn comes, within two blocks' shared memory per SM where the
-// tile allows.
+// tile allows; the 4-stage ones fit three blocks per SM for the pointwise (TMA) layers, whose
+// few K steps need little prefetch.
 #define QYOLO_CONV_INT8_WGMMA_TILES(X)       \
   X(wgmma_128x256_s5, 128, 256, 5, false)     \
   X(wgmma_256x128_s4, 256, 128, 4, false)     \

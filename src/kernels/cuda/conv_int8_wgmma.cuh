@@ -3,11 +3,12 @@
 //
 // A block is BM / 64 warpgroups (128 threads each) over a BM x BN output tile; warpgroup w owns
 // rows 64w..64w+63 and all BN channels (m64nBNk32 instructions, accumulators in registers).
-// Every thread also copies: the same persistent cp.async pipeline and swizzled [rows][64 bytes]
-// tiles as the mma.sync kernel, which is exactly wgmma's 64-byte-swizzle K-major layout, so the
-// tensor cores read A and B straight from shared memory. One step's wgmmas stay in flight while
-// the next step is issued (the stage they read is refilled two steps later); the shared
-// epilogue follows each tile, each warp owning 16 rows.
+// The weights (and, for pointwise convolutions, the input) arrive by the copy engine (TMA) on
+// one mbarrier per stage; otherwise every thread copies A with the persistent cp.async im2col
+// pipeline. Both fill swizzled [rows][64 bytes] tiles, exactly wgmma's 64-byte-swizzle K-major
+// layout, so the tensor cores read A and B straight from shared memory. One step's wgmmas stay
+// in flight while the next step is issued (the stage they read is refilled two steps later);
+// the shared epilogue follows each tile, each warp owning 16 rows.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -97,6 +98,7 @@ __global__ void __launch_bounds__(BM * 2, wgmma_min_blocks(BM, BN, WgmmaTile<BM,
   // flow merges accumulator values from an MMA with other definitions, so ptxas keeps the MMAs
   // asynchronous instead of injecting a wait at every step.
   int32_t acc[1][BN / 8][4];
+  int channels_of = -1;
 
 #pragma unroll
   for (int s = 0; s < STAGES - 2; ++s) {
@@ -133,7 +135,7 @@ __global__ void __launch_bounds__(BM * 2, wgmma_min_blocks(BM, BN, WgmmaTile<BM,
     ptx::fence_operands(acc[0]);
     int m0, n0;
     walk.origin(p, tile, BM, BN, m0, n0);
-    epilogue_warp(p, acc, stage, m0 + warp * 16, n0, lane);
+    epilogue_warp(p, acc, stage, m0 + warp * 16, n0, lane, channels_of);
     ptx::fence_operands(acc[0]);
   }
   if constexpr (!kTmaA) ptx::cp_async_wait<0>();
