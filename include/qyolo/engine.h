@@ -42,8 +42,9 @@ std::string io_format_name(IoFormat format);  // "fp32:chw", ...
 // int8:chw32, fp32:chw (also fp32:linear).
 Expected<IoFormat> parse_io_format(const std::string& text);
 
-// An activation in the arena: NHWC, pixel p (of image n) channel c at element
-// n * image_elements() + p * layout.stride + layout.offset + c of its buffer. A channel slice
+// An activation in the arena: NHWC. Image n starts at byte
+// buffer.offset + n * buffer.bytes_per_image of the arena; pixel p, channel c is element
+// p * layout.stride + layout.offset + c from there. A channel slice
 // of a wider buffer (layout.offset > 0 or layout.stride > channels) is how Concat costs nothing:
 // producers write straight into their slice of the Concat's output.
 struct EngineTensor {

@@ -88,6 +88,10 @@ class PreparedEngine {
   // Runs every layer on args.batch images. On the CPU: returns when done. On CUDA: enqueues on
   // args.stream (or the backend's own stream, then waits) and returns.
   virtual Status execute(const ExecuteArgs& args) = 0;
+  // Copies image `image` of arena tensor `tensor` (its channels only, NHWC, its element type)
+  // to host memory `dst`. Debugging and per-layer tests: a tensor holds its value after the run
+  // only if no later tensor reused its bytes (build with BuildOptions::reuse_memory = false).
+  virtual Status read_tensor(int tensor, int image, void* dst) = 0;
 };
 
 class Backend {
@@ -196,6 +200,10 @@ class Module {
   const std::vector<EngineIo>& outputs() const { return engine_.outputs; }
   int max_batch() const { return engine_.max_batch; }
   const Engine& engine() const { return engine_; }
+
+  // The arena tensor `name` of image `image` after the last execution (PreparedEngine::
+  // read_tensor), as channels x pixels bytes of its element type, NHWC.
+  Expected<std::vector<uint8_t>> read_tensor(const std::string& name, int image = 0);
 
   // Per-layer profiling of the following executions (slower: times every layer).
   void set_profiling(bool enabled) { profiling_ = enabled; }
