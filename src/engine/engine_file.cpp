@@ -354,9 +354,12 @@ Expected<Engine> deserialize_engine(const void* data, size_t size, const std::st
   const auto* bytes = static_cast<const uint8_t*>(data);
   if (size < kHeaderBytes)
     return fail("truncated: ", size, " bytes, the header alone is ", kHeaderBytes);
-  if (std::memcmp(bytes, kEngineMagic, 8) != 0)
-    return fail("not a qyolo engine (magic '",
-                std::string(reinterpret_cast<const char*>(bytes), 8).c_str(), "')");
+  if (std::memcmp(bytes, kEngineMagic, 8) != 0) {
+    std::string magic(reinterpret_cast<const char*>(bytes), 8);
+    for (char& c : magic)
+      if (c < 32 || c > 126) c = '?';
+    return fail("not a qyolo engine (magic '", magic, "', expected 'QYOLOENG')");
+  }
   Reader h(bytes + 8, kHeaderBytes - 8);
   const uint32_t version = h.u32();
   if (version != kEngineFormatVersion)
