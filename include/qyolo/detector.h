@@ -42,6 +42,10 @@ class Detector {
   // Prepares the model: a full export (one N x rows x 85 output) or a trimmed one (three
   // head outputs, decoded by qyolo). Errors name the model and what it lacks.
   static Expected<std::unique_ptr<Detector>> create(const Graph& model, DetectorOptions options);
+  // Runs an engine file (`qyolo build`) on the engine's target through qyolo/runtime.h; the
+  // precision and I/O formats are the engine's, so options.int8/scales are ignored.
+  static Expected<std::unique_ptr<Detector>> create_from_engine(const std::string& engine_path,
+                                                                DetectorOptions options);
 
   // Detects objects in one image file; boxes are in the original image's pixels.
   Expected<std::vector<Detection>> detect_file(const std::string& path);
@@ -59,6 +63,10 @@ class Detector {
   Expected<std::map<std::string, Tensor>> run(std::map<std::string, Tensor> inputs);
   std::unique_ptr<CpuExecutor> executor_;
   std::unique_ptr<Int8Executor> int8_;
+  struct EngineRunner;  // detector_engine.cpp
+  std::shared_ptr<EngineRunner> engine_;
+  Expected<std::map<std::string, Tensor>> run_engine(const std::map<std::string, Tensor>& inputs);
+  std::vector<LayerPrecision> engine_layer_precisions() const;
   DetectorOptions options_;
   std::string input_name_;
   bool trimmed_ = false;

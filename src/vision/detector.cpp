@@ -116,10 +116,12 @@ Expected<std::vector<Detection>> Detector::detect(const Image& image) {
 }
 
 Expected<std::map<std::string, Tensor>> Detector::run(std::map<std::string, Tensor> inputs) {
+  if (engine_) return run_engine(inputs);
   return int8_ ? int8_->run(inputs) : executor_->run(inputs);
 }
 
 std::vector<LayerPrecision> Detector::layer_precisions() const {
+  if (engine_) return engine_layer_precisions();
   return int8_ ? int8_->layers() : std::vector<LayerPrecision>{};
 }
 

@@ -14,6 +14,7 @@
 #include "qyolo/detector.h"
 #include "qyolo/draw.h"
 #include "qyolo/onnx.h"
+#include "qyolo/make_detector.h"
 
 namespace qyolo::cli {
 namespace {
@@ -22,6 +23,7 @@ namespace fs = std::filesystem;
 
 struct DetectOptions {
   std::string model;
+  std::string engine;  // --loadEngine instead of --onnx
   std::vector<std::string> inputs;  // images or folders
   std::string output_dir;
   float conf = 0.25f;
@@ -151,10 +153,8 @@ int run_detect(const DetectOptions& options) {
     if (!anchors) return report_error("detect", anchors.status());
     detector_options.anchors = *anchors;
   }
-  auto graph = load_onnx(options.model);
-  if (!graph) return report_error("detect", graph.status());
-  auto detector = Detector::create(*graph, detector_options);
-  if (!detector) return report_error("detect", with_context(detector.status(), options.model));
+  auto detector = make_detector(options.model, options.engine, {}, detector_options);
+  if (!detector) return report_error("detect", detector.status());
 
   std::error_code ec;
   fs::create_directories(options.output_dir, ec);
@@ -245,7 +245,8 @@ void add_detect_command(CLI::App& app, int& exit_code) {
   auto options = std::make_shared<DetectOptions>();
   CLI::App* cmd =
       app.add_subcommand("detect", "Draw detected boxes onto images and write detections.json");
-  cmd->add_option("--onnx", options->model, "ONNX model file")->required();
+  cmd->add_option("--onnx", options->model, "ONNX model file");
+  cmd->add_option("--loadEngine", options->engine, "Engine file from qyolo build, run on its target");
   cmd->add_option("-o,--output-dir", options->output_dir, "Folder for drawn images and JSON")
       ->required();
   cmd->add_option("--conf", options->conf, "Confidence threshold")

@@ -44,6 +44,8 @@ int main(int argc, char** argv) {
   qyolo::cli::add_detect_command(app, exit_code);
   qyolo::cli::add_translate_command(app, exit_code);
   qyolo::cli::add_calibrate_command(app, exit_code);
+  qyolo::cli::add_build_command(app, exit_code);
+  qyolo::cli::add_bench_command(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -13,12 +13,14 @@
 #include "qyolo/onnx.h"
 #include "qyolo/precision_flags.h"
 #include "qyolo/progress.h"
+#include "qyolo/make_detector.h"
 
 namespace qyolo::cli {
 namespace {
 
 struct ValOptions {
   std::string model;
+  std::string engine;  // --loadEngine instead of --onnx
   std::string images;
   std::string annotations;
   int image_size = 640;
@@ -57,8 +59,6 @@ CocoAnnotation to_coco(const Detection& d, int64_t image_id) {
 int run_val(const ValOptions& options) {
   auto ground_truth = load_coco_annotations(options.annotations);
   if (!ground_truth) return report_error("val", ground_truth.status());
-  auto graph = load_onnx(options.model);
-  if (!graph) return report_error("val", graph.status());
   DetectorOptions detector_options;
   detector_options.image_size = options.image_size;
   detector_options.canvas = options.canvas;
@@ -70,14 +70,10 @@ int run_val(const ValOptions& options) {
     if (!anchors) return report_error("val", anchors.status());
     detector_options.anchors = *anchors;
   }
-  Status precision = resolve_precision(options.precision, *graph, detector_options.scales,
-                                       detector_options.fp16_layers);
-  if (!precision.is_ok()) return report_error("val", precision);
-  detector_options.int8 = options.precision.int8;
-  auto detector = Detector::create(*graph, detector_options);
-  if (!detector) return report_error("val", with_context(detector.status(), options.model));
+  auto detector = make_detector(options.model, options.engine, options.precision, detector_options);
+  if (!detector) return report_error("val", detector.status());
 
-  if (options.precision.int8) {
+  if (options.precision.int8 || !options.engine.empty()) {
     int int8_layers = 0;
     std::string fp16;
     for (const auto& layer : (*detector)->layer_precisions()) {
@@ -169,7 +165,7 @@ int run_val(const ValOptions& options) {
     metrics["failed_images"] = failed;
     metrics["missing_images"] = missing;
     metrics["detections"] = detections.size();
-    metrics["model"] = options.model;
+    metrics["model"] = options.engine.empty() ? options.model : options.engine;
     metrics["time_per_image_ms"] = {{"decode", t.decode / n},
                                     {"preprocess", t.preprocess / n},
                                     {"inference", t.inference / n},
@@ -195,8 +191,8 @@ int run_val(const ValOptions& options) {
 void add_val_command(CLI::App& app, int& exit_code) {
   auto o = std::make_shared<ValOptions>();
   CLI::App* cmd = app.add_subcommand("val", "COCO validation (mAP) of a detector");
-  cmd->add_option("--onnx", o->model, "ONNX model (full export or trimmed at the heads)")
-      ->required();
+  cmd->add_option("--onnx", o->model, "ONNX model (full export or trimmed at the heads)");
+  cmd->add_option("--loadEngine", o->engine, "Engine file from qyolo build, run on its target");
   cmd->add_option("--images", o->images, "Folder of images")->required();
   cmd->add_option("--annotations", o->annotations, "COCO instances json")->required();
   cmd->add_option("--imgsz", o->image_size, "Long side of the resized image")

@@ -1,0 +1,312 @@
+// qyolo bench --loadEngine <file>: trtexec's inference report for an engine on its target —
+// throughput, latency min/mean/median/percentiles and coefficient of variation, split into
+// H2D / compute / D2H, and a per-layer profile (table, JSON, SVG bar chart of the slowest).
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <numeric>
+
+#include "qyolo/commands.h"
+#include "qyolo/runtime.h"
+
+namespace qyolo::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct BenchFlags {
+  std::string engine;
+  int batch = 0;
+  double warm_up_ms = 200;
+  double duration_s = 3;
+  int iterations = 10;
+  int streams = 1;
+  bool cuda_graph = false;
+  std::string export_times, export_profile;
+  bool dump_profile = false;
+};
+
+struct Stats {
+  double min = 0, max = 0, mean = 0, median = 0, p90 = 0, p95 = 0, p99 = 0, cv = 0;
+};
+
+Stats stats_of(std::vector<double> v) {
+  Stats s;
+  if (v.empty()) return s;
+  std::sort(v.begin(), v.end());
+  auto pct = [&](double p) {
+    const size_t i = std::min(v.size() - 1, size_t(std::ceil(p / 100.0 * double(v.size()))) - 1);
+    return v[i];
+  };
+  s.min = v.front();
+  s.max = v.back();
+  s.mean = std::accumulate(v.begin(), v.end(), 0.0) / double(v.size());
+  s.median = v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+  s.p90 = pct(90);
+  s.p95 = pct(95);
+  s.p99 = pct(99);
+  double var = 0;
+  for (double x : v) var += (x - s.mean) * (x - s.mean);
+  s.cv = s.mean > 0 ? std::sqrt(var / double(v.size())) / s.mean * 100 : 0;
+  return s;
+}
+
+void print_stats(const char* what, const Stats& s) {
+  std::printf(
+      "%s: min = %.5f ms, max = %.5f ms, mean = %.5f ms, median = %.5f ms, percentile(90%%) = "
+      "%.5f ms, percentile(95%%) = %.5f ms, percentile(99%%) = %.5f ms\n",
+      what, s.min, s.max, s.mean, s.median, s.p90, s.p95, s.p99);
+}
+
+std::string xml_escape(const std::string& text) {
+  std::string out;
+  for (char c : text) {
+    if (c == '<')
+      out += "&lt;";
+    else if (c == '>')
+      out += "&gt;";
+    else if (c == '&')
+      out += "&amp;";
+    else if (c == '"')
+      out += "&quot;";
+    else
+      out += c;
+  }
+  return out;
+}
+
+struct LayerRow {
+  std::string name, op, precision, format;
+  double average_ms = 0, median_ms = 0, total_ms = 0, share = 0;
+};
+
+// The slowest layers as horizontal bars, longest first.
+std::string profile_svg(std::vector<LayerRow> rows, const std::string& title) {
+  std::sort(rows.begin(), rows.end(),
+            [](const LayerRow& a, const LayerRow& b) { return a.average_ms > b.average_ms; });
+  if (rows.size() > 20) rows.resize(20);
+  const int bar_h = 22, left = 420, width = 900, top = 40;
+  const double longest = rows.empty() ? 1 : std::max(rows[0].average_ms, 1e-9);
+  std::string svg = str_cat(
+      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"", width + 40, "\" height=\"",
+      top + bar_h * int(rows.size()) + 20, "\" font-family=\"sans-serif\" font-size=\"12\">\n",
+      "<text x=\"10\" y=\"20\" font-size=\"14\">", xml_escape(title), "</text>\n");
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const int y = top + int(i) * bar_h;
+    const double w = (width - left - 120) * rows[i].average_ms / longest;
+    const char* color = rows[i].precision == "int8" ? "#4c78a8" : "#f58518";
+    std::string label =
+        rows[i].name.size() > 60 ? rows[i].name.substr(0, 57) + "..." : rows[i].name;
+    svg += str_cat("<text x=\"", left - 6, "\" y=\"", y + 15, "\" text-anchor=\"end\">",
+                   xml_escape(label), "</text>\n<rect x=\"", left, "\" y=\"", y + 3, "\" width=\"",
+                   w, "\" height=\"", bar_h - 6, "\" fill=\"", color, "\"/>\n<text x=\"",
+                   left + w + 6, "\" y=\"", y + 15, "\">", rows[i].average_ms, " ms (",
+                   std::lround(rows[i].share * 10) / 10.0, "%, ", rows[i].precision, ")</text>\n");
+  }
+  return svg + "</svg>\n";
+}
+
+std::string layer_format(const Engine& e, const EngineLayer& l) {
+  if (l.kind == LayerKind::kInputReformat)
+    return io_format_name(e.inputs[l.inputs[0]].format) + " -> nhwc";
+  if (l.kind == LayerKind::kOutputReformat)
+    return "nhwc -> " + io_format_name(e.outputs[l.output].format);
+  const EngineTensor& t = e.tensors[l.output];
+  return element_type_name(t.type) + ":nhwc" + std::to_string(t.layout.stride);
+}
+
+int run_bench(const BenchFlags& flags) {
+  auto engine = load_engine(flags.engine);
+  if (!engine) return report_error("bench", engine.status());
+  runtime::DeviceOptions device_options;
+  device_options.worker_threads = std::max(1, flags.streams);
+  auto device = runtime::Device::create(engine->target, device_options);
+  if (!device) return report_error("bench", device.status());
+  if (flags.cuda_graph && engine->target != EngineTarget::kCuda)
+    return report_error("bench", invalid_argument("--useCudaGraph needs a cuda engine"));
+  if (flags.streams < 1 || flags.iterations < 1 || flags.duration_s < 0 || flags.warm_up_ms < 0)
+    return report_error("bench", invalid_argument("--streams and --iterations must be positive"));
+  const int batch = flags.batch ? flags.batch : engine->max_batch;
+  if (batch < 1 || batch > engine->max_batch)
+    return report_error("bench", invalid_argument("--batch ", batch, " outside 1..",
+                                                  engine->max_batch, " (the engine's --maxBatch)"));
+  // One module per stream: instances that run side by side.
+  std::vector<std::unique_ptr<runtime::Module>> modules;
+  std::vector<std::vector<std::vector<uint8_t>>> buffers(flags.streams);
+  std::vector<std::unique_ptr<runtime::RegisteredMemory>> registered;
+  std::vector<runtime::Task> tasks(flags.streams);
+  for (int s = 0; s < flags.streams; ++s) {
+    auto module = runtime::Module::from_engine(**device, *engine);
+    if (!module) return report_error("bench", with_context(module.status(), flags.engine));
+    modules.push_back(std::move(*module));
+    tasks[s].module = modules.back().get();
+    tasks[s].batch = batch;
+    for (const auto* list : {&engine->inputs, &engine->outputs})
+      for (const EngineIo& io : *list) {
+        buffers[s].emplace_back(size_t(io.image_bytes()) * batch, uint8_t{0});
+        auto memory =
+            (*device)->register_memory(buffers[s].back().data(), buffers[s].back().size());
+        if (!memory) return report_error("bench", memory.status());
+        (list == &engine->inputs ? tasks[s].inputs : tasks[s].outputs).push_back(memory->get());
+        registered.push_back(std::move(*memory));
+      }
+  }
+  std::printf("=== Model Options ===\nEngine: %s (target %s, built by qyolo %s from %s)\n",
+              flags.engine.c_str(), target_name(engine->target).c_str(),
+              engine->qyolo_version.c_str(), engine->source.c_str());
+  std::printf(
+      "=== Inference Options ===\nBatch: %d\nStreams: %d\nWarmup: %.0f ms\nDuration: %.1f s "
+      "(+ at least %d iterations)\nDevice: %s\n",
+      batch, flags.streams, flags.warm_up_ms, flags.duration_s, flags.iterations,
+      (*device)->describe().c_str());
+
+  // One iteration: every stream runs one task, through fences so the streams overlap.
+  auto iterate = [&]() -> Status {
+    std::vector<runtime::FencePtr> done;
+    for (int s = 0; s < flags.streams; ++s) {
+      done.push_back(runtime::Fence::create());
+      QYOLO_RETURN_IF_ERROR((*device)->submit(tasks[s], {}, {done.back()}));
+    }
+    for (auto& f : done) QYOLO_RETURN_IF_ERROR(f->wait());
+    return Status::ok();
+  };
+  const auto warm_start = Clock::now();
+  do {
+    Status st = iterate();
+    if (!st.is_ok()) return report_error("bench", st);
+  } while (std::chrono::duration<double, std::milli>(Clock::now() - warm_start).count() <
+           flags.warm_up_ms);
+
+  struct Times {
+    double start_ms, end_ms;
+  };
+  std::vector<Times> times;
+  const auto bench_start = Clock::now();
+  auto since = [&](Clock::time_point t) {
+    return std::chrono::duration<double, std::milli>(t - bench_start).count();
+  };
+  while (int(times.size()) < flags.iterations || since(Clock::now()) < flags.duration_s * 1000) {
+    const auto start = Clock::now();
+    Status st = iterate();
+    if (!st.is_ok()) return report_error("bench", st);
+    times.push_back({since(start), since(Clock::now())});
+  }
+  const double wall_s = since(Clock::now()) / 1000;
+  std::vector<double> latency;
+  for (const Times& t : times) latency.push_back(t.end_ms - t.start_ms);
+  const Stats lat = stats_of(latency);
+  const std::vector<double> zeros(latency.size(), 0.0);
+  const double qps = double(times.size()) * flags.streams / wall_s;
+  std::printf("=== Performance summary ===\n");
+  std::printf("Throughput: %.3f qps, %.1f img/s (batch %d x %d streams)\n", qps, qps * batch, batch,
+              flags.streams);
+  print_stats("Latency", lat);
+  // Host memory on the cpu target: nothing to transfer, so compute is the whole latency.
+  print_stats("H2D Latency", stats_of(zeros));
+  print_stats("Compute Time", lat);
+  print_stats("D2H Latency", stats_of(zeros));
+  std::printf("Total Host Walltime: %.5f s\nTotal Compute Time: %.5f s\n", wall_s,
+              std::accumulate(latency.begin(), latency.end(), 0.0) / 1000);
+  std::printf("Coefficient of variation: %.2f %%\n", lat.cv);
+  if (engine->target == EngineTarget::kCpu)
+    std::printf("H2D and D2H are zero on the cpu target: its I/O buffers are host memory.\n");
+
+  if (!flags.export_times.empty()) {
+    nlohmann::json j = nlohmann::json::array();
+    for (const Times& t : times)
+      j.push_back({{"startComputeMs", t.start_ms},
+                   {"endComputeMs", t.end_ms},
+                   {"computeMs", t.end_ms - t.start_ms},
+                   {"latencyMs", t.end_ms - t.start_ms},
+                   {"h2dMs", 0.0},
+                   {"d2hMs", 0.0}});
+    std::ofstream out(flags.export_times);
+    out << j.dump(2) << "\n";
+    if (!out) return report_error("bench", io_error("cannot write ", flags.export_times));
+  }
+
+  if (flags.dump_profile || !flags.export_profile.empty()) {
+    runtime::Module& m = *modules[0];
+    m.set_profiling(true);
+    std::vector<std::vector<double>> per_layer(engine->layers.size());
+    const int runs = std::max(3, std::min(flags.iterations, 20));
+    for (int r = 0; r < runs; ++r) {
+      Status st = (*device)->run(tasks[0]);
+      if (!st.is_ok()) return report_error("bench", st);
+      for (size_t i = 0; i < per_layer.size(); ++i) per_layer[i].push_back(m.last_layer_ms()[i]);
+    }
+    m.set_profiling(false);
+    std::vector<LayerRow> rows;
+    double total = 0;
+    for (size_t i = 0; i < per_layer.size(); ++i) {
+      const EngineLayer& l = engine->layers[i];
+      const Stats s = stats_of(per_layer[i]);
+      rows.push_back({l.name, l.op, element_type_name(l.precision), layer_format(*engine, l),
+                      s.mean, s.median, s.mean * runs, 0});
+      total += s.mean;
+    }
+    for (LayerRow& r : rows) r.share = total > 0 ? r.average_ms / total * 100 : 0;
+    if (flags.dump_profile) {
+      std::printf("\n=== Profile (%d iterations, batch %d) ===\n", runs, batch);
+      std::printf("%-70s %-14s %-5s %-22s %10s %10s %7s\n", "Layer", "Op", "Prec", "Format",
+                  "Avg (ms)", "Median", "%");
+      for (const LayerRow& r : rows)
+        std::printf("%-70s %-14s %-5s %-22s %10.4f %10.4f %6.1f%%\n",
+                    (r.name.size() > 70 ? r.name.substr(0, 67) + "..." : r.name).c_str(),
+                    r.op.c_str(), r.precision.c_str(), r.format.c_str(), r.average_ms, r.median_ms,
+                    r.share);
+      std::printf("%-70s %-14s %-5s %-22s %10.4f\n", "Total", "", "", "", total);
+    }
+    if (!flags.export_profile.empty()) {
+      nlohmann::json j = nlohmann::json::array();
+      j.push_back({{"count", runs}});
+      for (const LayerRow& r : rows)
+        j.push_back({{"name", r.name},
+                     {"op", r.op},
+                     {"precision", r.precision},
+                     {"format", r.format},
+                     {"timeMs", r.total_ms},
+                     {"averageMs", r.average_ms},
+                     {"medianMs", r.median_ms},
+                     {"percentage", r.share}});
+      std::ofstream out(flags.export_profile);
+      out << j.dump(2) << "\n";
+      if (!out) return report_error("bench", io_error("cannot write ", flags.export_profile));
+      const std::string svg_path =
+          std::filesystem::path(flags.export_profile).replace_extension(".svg").string();
+      std::ofstream svg(svg_path);
+      svg << profile_svg(rows, str_cat("slowest layers of ", flags.engine, ", batch ", batch, ", ",
+                                       (*device)->describe()));
+      if (!svg) return report_error("bench", io_error("cannot write ", svg_path));
+      std::printf("profile: %s, chart: %s\n", flags.export_profile.c_str(), svg_path.c_str());
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+
+void add_bench_command(CLI::App& app, int& exit_code) {
+  auto f = std::make_shared<BenchFlags>();
+  CLI::App* cmd = app.add_subcommand("bench", "Measure an engine as trtexec does");
+  cmd->add_option("--loadEngine", f->engine, "Engine file from qyolo build")->required();
+  cmd->add_option("--batch", f->batch, "Images per task (default: the engine's max batch)");
+  cmd->add_option("--warmUp", f->warm_up_ms, "Warm-up time in ms")->capture_default_str();
+  cmd->add_option("--duration", f->duration_s, "Minimum measured time in s")->capture_default_str();
+  cmd->add_option("--iterations", f->iterations, "Minimum measured iterations")
+      ->capture_default_str();
+  cmd->add_option("--streams", f->streams, "Engine instances run side by side")
+      ->capture_default_str();
+  cmd->add_flag("--useCudaGraph", f->cuda_graph, "Capture the network into a CUDA graph (cuda)");
+  cmd->add_option("--exportTimes", f->export_times, "Per-iteration times as JSON");
+  cmd->add_option("--exportProfile", f->export_profile,
+                  "Per-layer profile as JSON, and an SVG bar chart beside it");
+  cmd->add_flag("--dumpProfile", f->dump_profile, "Print the per-layer profile");
+  cmd->callback([f, &exit_code] { exit_code = run_bench(*f); });
+}
+
+}  // namespace qyolo::cli
