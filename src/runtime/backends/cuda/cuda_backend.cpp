@@ -19,7 +19,7 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "kernels/cuda/engine_layers.h"
+#include "kernels/cuda/ops/engine_layers.h"
 #include "qyolo/cuda.h"
 #include "qyolo/cuda_conv.h"
 #include "qyolo/cuda_ops.h"
@@ -96,17 +96,20 @@ class CudaPrepared : public PreparedEngine {
         events_.push_back(std::move(event));
       }
     }
-    for (size_t i = 0; i < engine_.layers.size(); ++i) {
+    const size_t end = args.end_layer < 0 ? engine_.layers.size() : size_t(args.end_layer);
+    const size_t first = size_t(std::max(args.first_layer, 0));
+    for (size_t i = first; i < end && i < engine_.layers.size(); ++i) {
       if (timing) QYOLO_RETURN_IF_ERROR(events_[i].record(stream));
       const Status status = run_layer(int(i), args, stream);
       if (!status.is_ok())
         return Status(status.code(), str_cat("layer '", engine_.layers[i].name, "': ",
                                              status.message()));
     }
-    if (timing) {
-      QYOLO_RETURN_IF_ERROR(events_[engine_.layers.size()].record(stream));
-      QYOLO_RETURN_IF_ERROR(events_[engine_.layers.size()].synchronize());
-      for (size_t i = 0; i < engine_.layers.size(); ++i) {
+    if (timing && first < end) {
+      const size_t last = std::min(end, engine_.layers.size());
+      QYOLO_RETURN_IF_ERROR(events_[last].record(stream));
+      QYOLO_RETURN_IF_ERROR(events_[last].synchronize());
+      for (size_t i = first; i < last; ++i) {
         QYOLO_ASSIGN_OR_RETURN(float ms, cuda::Event::elapsed_ms(events_[i], events_[i + 1]));
         (*args.layer_ms)[i] = ms;
       }
@@ -124,6 +127,16 @@ class CudaPrepared : public PreparedEngine {
     return check(cudaMemcpy2D(dst, t.channels * es, src, t.layout.stride * es, t.channels * es,
                               size_t(t.height) * t.width, cudaMemcpyDeviceToHost),
                  "read_tensor cudaMemcpy2D");
+  }
+
+  Status write_tensor(int tensor, int image, const void* src) override {
+    const EngineTensor& t = engine_.tensors[tensor];
+    const size_t es = element_size(t.type);
+    uint8_t* dst = image_base(t, image) + size_t(t.layout.offset) * es;
+    QYOLO_RETURN_IF_ERROR(check(cudaStreamSynchronize(own_.get()), "cudaStreamSynchronize"));
+    return check(cudaMemcpy2D(dst, t.layout.stride * es, src, t.channels * es, t.channels * es,
+                              size_t(t.height) * t.width, cudaMemcpyHostToDevice),
+                 "write_tensor cudaMemcpy2D");
   }
 
  private:
