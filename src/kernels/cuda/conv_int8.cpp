@@ -92,25 +92,27 @@ bool conv_int8_tile_supports(int tile, const ConvInt8Args& args) {
 }
 
 // Rules read off measured times of every variant on every yolov5s layer at batch 1, 32 and 64
-// on an H100 (bench/cuda_conv): wgmma pays where there is enough work for the SMs and enough
-// channels to fill its tile; the narrow (32- and 64-channel) 1x1 layers are memory- and
-// epilogue-bound and run best on the small mma.sync tiles; small problems (batch 1) want the
+// on an H200 (bench/cuda_conv --all-tiles): wgmma pays wherever there is enough work for the SMs;
+// pointwise layers (whose A and B tiles come by TMA) want the 4-stage 128x64 / 128x32 tiles,
+// which fit three blocks per SM, except the detect head's 255 channels (the 128x128 tile wastes
+// less of it); 3x3 layers want 128x128 from 128 channels up; small problems (batch 1) want the
 // smallest tiles that keep every SM busy.
 int conv_int8_pick_tile(const ConvInt8Args& args) {
   const DeviceTraits device = device_traits();
   const ConvInt8Shape& s = args.shape;
   const int64_t pixels = s.out_pixels();
   const int cout = s.out_channels;
-  const bool pointwise = s.kernel == 1;
+  const bool pointwise = s.kernel == 1 && s.stride == 1 && s.pad == 0;
   const int64_t tiles_128 = ((pixels + 127) / 128) * ((cout + 127) / 128);
   const bool small = tiles_128 < device.sms;
   const char* name;
   if (conv_int8_weight_format(s, args.input_layout) == ConvWeightFormat::kHwc4S2d) {
     name = cout <= 32 ? "mma_s2d_128x32_w4x1_s4" : "mma_s2d_128x64_w2x2_s4";
   } else if (device.wgmma) {
-    if (small) name = pointwise ? "wgmma_128x32_s8" : "wgmma_64x64_s8";
-    else if (cout <= 32) name = pointwise ? "mma_128x32_w4x1_s4" : "mma_256x32_w8x1_s4";
-    else if (cout <= 64) name = pointwise ? "mma_64x64_w2x2_s4" : "wgmma_64x64_s8";
+    if (small) name = pointwise ? "wgmma_128x32_s4" : "mma_64x64_w2x2_s4";
+    else if (cout <= 32) name = pointwise ? "wgmma_128x32_s4" : "mma_128x32_w4x1_s4";
+    else if (cout <= 64) name = "wgmma_128x64_s4";
+    else if (pointwise) name = cout % 64 == 0 ? "wgmma_128x64_s4" : "wgmma_128x128_s5";
     else name = "wgmma_128x128_s5";
   } else {
     if (small) name = "mma_64x64_w2x2_s4";

@@ -129,34 +129,50 @@ __device__ __forceinline__ void store_slab(const ConvInt8Params& p, const float*
   }
 }
 
-// Floats of shared memory one warp needs for staging (16 rows of up to 32 columns + 8 pad).
+// Floats of shared memory one warp needs: 16 staged rows of up to 32 columns + 8 pad, then the
+// dequantization scales and the biases of the warp's kWarpN channels.
 template <int kWarpN>
 constexpr int epilogue_stage_floats() {
-  return 16 * ((kWarpN < 32 ? kWarpN : 32) + 8);
+  return 16 * ((kWarpN < 32 ? kWarpN : 32) + 8) + 2 * kWarpN;
 }
 
 // The epilogue of one warp's kMI x kNI m16n8 fragments: rows m_warp + 16 mi + {g, g + 8},
 // columns n_warp + 8 ni + 2 (lane % 4) + {0, 1}. `stage` is this warp's own shared memory.
+// `channels_of` is the n_warp whose scales and biases are in `stage` (-1: none yet): they are
+// read from global memory only when a warp's channel tile changes, which on YOLOv5's layers
+// (one or a few channel tiles, the grid a multiple of their count) is once per kernel. Loading
+// them per tile cost about a third of the epilogue's instructions.
 template <int kMI, int kNI>
 __device__ __forceinline__ void epilogue_warp(const ConvInt8Params& p, int32_t (&acc)[kMI][kNI][4],
-                                              float* stage, int m_warp, int n_warp, int lane) {
+                                              float* stage, int m_warp, int n_warp, int lane,
+                                              int& channels_of) {
   constexpr int kWarpN = kNI * 8;
   constexpr int kCols = kWarpN < 32 ? kWarpN : 32;  // columns staged per pass
   constexpr int kStride = kCols + 8;                // +8 floats: conflict-free float2 stores
+  float* channel_scale = stage + 16 * kStride;
+  float* channel_bias = channel_scale + kWarpN;
   const int group = lane >> 2, pair = (lane & 3) * 2;
   const bool raw = p.output_kind == kOutInt32;
+  if (channels_of != n_warp) {
+    __syncwarp();  // the previous tile's reads are done
+#pragma unroll
+    for (int i = lane; i < kWarpN; i += 32) {
+      const int n = n_warp + i;
+      const bool ok = !raw && n < p.cout;
+      channel_scale[i] = ok ? __fmul_rn(p.input_scale, p.weight_scales[n]) : 0.0f;
+      channel_bias[i] = ok && p.bias ? p.bias[n] : 0.0f;
+    }
+    __syncwarp();
+    channels_of = n_warp;
+  }
 #pragma unroll
   for (int nc = 0; nc < kWarpN; nc += kCols) {
-    float scale[kCols / 8][2], bias[kCols / 8][2];
+    float2 scale[kCols / 8], bias[kCols / 8];
 #pragma unroll
-    for (int f = 0; f < kCols / 8; ++f)
-#pragma unroll
-      for (int j = 0; j < 2; ++j) {
-        const int n = n_warp + nc + f * 8 + pair + j;
-        const bool ok = !raw && n < p.cout;
-        scale[f][j] = ok ? __fmul_rn(p.input_scale, p.weight_scales[n]) : 0.0f;
-        bias[f][j] = ok && p.bias ? p.bias[n] : 0.0f;
-      }
+    for (int f = 0; f < kCols / 8; ++f) {
+      scale[f] = *reinterpret_cast<const float2*>(channel_scale + nc + f * 8 + pair);
+      bias[f] = *reinterpret_cast<const float2*>(channel_bias + nc + f * 8 + pair);
+    }
 #pragma unroll
     for (int mi = 0; mi < kMI; ++mi) {
 #pragma unroll
@@ -168,8 +184,8 @@ __device__ __forceinline__ void epilogue_warp(const ConvInt8Params& p, int32_t (
           if (raw) {
             y = make_float2(__int_as_float(a0), __int_as_float(a1));
           } else {
-            y.x = dequantize(a0, scale[f][0], bias[f][0]);
-            y.y = dequantize(a1, scale[f][1], bias[f][1]);
+            y.x = dequantize(a0, scale[f].x, bias[f].x);
+            y.y = dequantize(a1, scale[f].y, bias[f].y);
             if (p.silu) y.x = silu(y.x), y.y = silu(y.y);
           }
           *reinterpret_cast<float2*>(stage + (group + 8 * half) * kStride + f * 8 + pair) = y;

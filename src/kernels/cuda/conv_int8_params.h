@@ -2,6 +2,7 @@
 // Plain C++ (no device code) so the dispatcher compiles with the host compiler.
 #pragma once
 
+#include <cuda.h>
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
@@ -55,16 +56,28 @@ struct ConvInt8Params {
 
 // The wgmma variants prefetch STAGES - 2 steps ahead: deep enough that a step's data has
 // arrived from DRAM when its turn comes, within two blocks' shared memory per SM where the
-// tile allows.
+// tile allows; the 4-stage ones fit three blocks per SM for the pointwise (TMA) layers, whose
+// few K steps need little prefetch.
 #define QYOLO_CONV_INT8_WGMMA_TILES(X)       \
   X(wgmma_128x256_s5, 128, 256, 5, false)     \
+  X(wgmma_256x128_s4, 256, 128, 4, false)     \
+  X(wgmma_256x64_s4, 256, 64, 4, false)       \
+  X(wgmma_256x32_s6, 256, 32, 6, false)       \
   X(wgmma_128x128_s5, 128, 128, 5, false)     \
   X(wgmma_128x64_s6, 128, 64, 6, false)       \
+  X(wgmma_128x64_s4, 128, 64, 4, false)       \
+  X(wgmma_64x64_s4, 64, 64, 4, false)         \
+  X(wgmma_128x32_s4, 128, 32, 4, false)       \
   X(wgmma_64x128_s8, 64, 128, 8, false)       \
   X(wgmma_64x64_s8, 64, 64, 8, false)         \
   X(wgmma_128x32_s8, 128, 32, 8, false)       \
   X(wgmma_s2d_128x32_s8, 128, 32, 8, true)    \
   X(wgmma_s2d_128x64_s6, 128, 64, 6, true)
+
+// A 2D uint8 tensor map for the copy engine, 64-byte swizzled boxes of box_inner x box_outer
+// (the kernels' shared-memory tile layout): `outer` rows of `inner` bytes, `row_bytes` apart.
+cudaError_t encode_tma_2d(CUtensorMap* map, const void* base, uint64_t inner, uint64_t outer,
+                          uint64_t row_bytes, uint32_t box_inner, uint32_t box_outer);
 
 // Launch one variant; each is defined by an explicit instantiation in tiles/<name>.cu.
 template <int BM, int BN, int WARPS_M, int WARPS_N, int STAGES, bool S2D>

@@ -1,5 +1,7 @@
-// wgmma.mma_async wrappers for int8 (sm_90a): D(64 x N, int32) += A(64 x 32) * B(N x 32)^T, both
-// operands K-major in shared memory, described by 64-bit matrix descriptors. The accumulator
+// wgmma.mma_async wrappers for int8 (sm_90a): D(64 x N, int32) = A(64 x 32) * B(N x 32)^T, plus D
+// where `accumulate` is non-zero; both operands K-major in shared memory, described by 64-bit
+// matrix descriptors. A tile's first MMA overwrites D, so the accumulators are never zeroed by
+// ordinary instructions while an MMA may still be writing them. The accumulator
 // operand lists are long, so they are written out here once per N.
 #pragma once
 
@@ -7,7 +9,8 @@
 
 namespace qyolo::cuda::ptx {
 
-__device__ __forceinline__ void wgmma_s8_n32(int32_t (&d)[4][4], uint64_t desc_a, uint64_t desc_b) {
+__device__ __forceinline__ void wgmma_s8_n32(int32_t (&d)[4][4], uint64_t desc_a, uint64_t desc_b,
+                                             int accumulate) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
@@ -17,7 +20,7 @@ __device__ __forceinline__ void wgmma_s8_n32(int32_t (&d)[4][4], uint64_t desc_a
         "+r"(d[1][0]), "+r"(d[1][1]), "+r"(d[1][2]), "+r"(d[1][3]),
         "+r"(d[2][0]), "+r"(d[2][1]), "+r"(d[2][2]), "+r"(d[2][3]),
         "+r"(d[3][0]), "+r"(d[3][1]), "+r"(d[3][2]), "+r"(d[3][3])
-      : "l"(desc_a), "l"(desc_b), "r"(1));
+      : "l"(desc_a), "l"(desc_b), "r"(accumulate));
 #endif
 }
 
@@ -29,7 +32,8 @@ __device__ __forceinline__ void fence_operands(int32_t (&d)[4][4]) {
     for (int e = 0; e < 4; ++e) asm volatile("" : "+r"(d[f][e])::"memory");
 }
 
-__device__ __forceinline__ void wgmma_s8_n64(int32_t (&d)[8][4], uint64_t desc_a, uint64_t desc_b) {
+__device__ __forceinline__ void wgmma_s8_n64(int32_t (&d)[8][4], uint64_t desc_a, uint64_t desc_b,
+                                             int accumulate) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
@@ -44,7 +48,7 @@ __device__ __forceinline__ void wgmma_s8_n64(int32_t (&d)[8][4], uint64_t desc_a
         "+r"(d[5][0]), "+r"(d[5][1]), "+r"(d[5][2]), "+r"(d[5][3]),
         "+r"(d[6][0]), "+r"(d[6][1]), "+r"(d[6][2]), "+r"(d[6][3]),
         "+r"(d[7][0]), "+r"(d[7][1]), "+r"(d[7][2]), "+r"(d[7][3])
-      : "l"(desc_a), "l"(desc_b), "r"(1));
+      : "l"(desc_a), "l"(desc_b), "r"(accumulate));
 #endif
 }
 
@@ -56,7 +60,8 @@ __device__ __forceinline__ void fence_operands(int32_t (&d)[8][4]) {
     for (int e = 0; e < 4; ++e) asm volatile("" : "+r"(d[f][e])::"memory");
 }
 
-__device__ __forceinline__ void wgmma_s8_n128(int32_t (&d)[16][4], uint64_t desc_a, uint64_t desc_b) {
+__device__ __forceinline__ void wgmma_s8_n128(int32_t (&d)[16][4], uint64_t desc_a, uint64_t desc_b,
+                                             int accumulate) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
@@ -81,7 +86,7 @@ __device__ __forceinline__ void wgmma_s8_n128(int32_t (&d)[16][4], uint64_t desc
         "+r"(d[13][0]), "+r"(d[13][1]), "+r"(d[13][2]), "+r"(d[13][3]),
         "+r"(d[14][0]), "+r"(d[14][1]), "+r"(d[14][2]), "+r"(d[14][3]),
         "+r"(d[15][0]), "+r"(d[15][1]), "+r"(d[15][2]), "+r"(d[15][3])
-      : "l"(desc_a), "l"(desc_b), "r"(1));
+      : "l"(desc_a), "l"(desc_b), "r"(accumulate));
 #endif
 }
 
@@ -93,7 +98,8 @@ __device__ __forceinline__ void fence_operands(int32_t (&d)[16][4]) {
     for (int e = 0; e < 4; ++e) asm volatile("" : "+r"(d[f][e])::"memory");
 }
 
-__device__ __forceinline__ void wgmma_s8_n256(int32_t (&d)[32][4], uint64_t desc_a, uint64_t desc_b) {
+__device__ __forceinline__ void wgmma_s8_n256(int32_t (&d)[32][4], uint64_t desc_a, uint64_t desc_b,
+                                             int accumulate) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
@@ -138,7 +144,7 @@ __device__ __forceinline__ void wgmma_s8_n256(int32_t (&d)[32][4], uint64_t desc
         "+r"(d[29][0]), "+r"(d[29][1]), "+r"(d[29][2]), "+r"(d[29][3]),
         "+r"(d[30][0]), "+r"(d[30][1]), "+r"(d[30][2]), "+r"(d[30][3]),
         "+r"(d[31][0]), "+r"(d[31][1]), "+r"(d[31][2]), "+r"(d[31][3])
-      : "l"(desc_a), "l"(desc_b), "r"(1));
+      : "l"(desc_a), "l"(desc_b), "r"(accumulate));
 #endif
 }
 
@@ -151,11 +157,12 @@ __device__ __forceinline__ void fence_operands(int32_t (&d)[32][4]) {
 }
 
 template <int N>
-__device__ __forceinline__ void wgmma_s8(int32_t (&d)[N / 8][4], uint64_t desc_a, uint64_t desc_b) {
-  if constexpr (N == 32) wgmma_s8_n32(d, desc_a, desc_b);
-  else if constexpr (N == 64) wgmma_s8_n64(d, desc_a, desc_b);
-  else if constexpr (N == 128) wgmma_s8_n128(d, desc_a, desc_b);
-  else wgmma_s8_n256(d, desc_a, desc_b);
+__device__ __forceinline__ void wgmma_s8(int32_t (&d)[N / 8][4], uint64_t desc_a, uint64_t desc_b,
+                                         int accumulate) {
+  if constexpr (N == 32) wgmma_s8_n32(d, desc_a, desc_b, accumulate);
+  else if constexpr (N == 64) wgmma_s8_n64(d, desc_a, desc_b, accumulate);
+  else if constexpr (N == 128) wgmma_s8_n128(d, desc_a, desc_b, accumulate);
+  else wgmma_s8_n256(d, desc_a, desc_b, accumulate);
 }
 
 }  // namespace qyolo::cuda::ptx
