@@ -35,9 +35,19 @@ Expected<Tensor> load_image(const std::filesystem::path& path) {
   return x;
 }
 
-Status run(const std::filesystem::path& out) {
+struct Options {
+  std::string onnx;          // default: yolov5n from the data folder
+  std::string name = "yolov5n";
+  int max_batch = 2;
+  bool reuse_memory = false;  // true: the planned arena, as an engine for deployment has it
+  bool images = true;
+};
+
+Status run(const std::filesystem::path& out, const Options& options) {
   const std::filesystem::path data = data_dir();
-  QYOLO_ASSIGN_OR_RETURN(Graph graph, load_onnx((data / "models/yolov5n.onnx").string()));
+  const std::string model =
+      options.onnx.empty() ? (data / "models/yolov5n.onnx").string() : options.onnx;
+  QYOLO_ASSIGN_OR_RETURN(Graph graph, load_onnx(model));
   // Scales: max |x| of every value on one calibration image (as the CPU engine test does).
   QYOLO_ASSIGN_OR_RETURN(Tensor calib, load_image(data / "coco/calib2017/images/000000012280.jpg"));
   std::vector<std::map<std::string, Tensor>> batches = {{{"images", calib}}};
@@ -52,8 +62,8 @@ Status run(const std::filesystem::path& out) {
   for (int config = 1; config <= 3; ++config) {
     BuildOptions o;
     o.target = EngineTarget::kCuda;
-    o.max_batch = 2;
-    o.reuse_memory = false;
+    o.max_batch = options.max_batch;
+    o.reuse_memory = options.reuse_memory;
     o.scales = scales;
     o.input_format = IoFormat::kInt8Hwc4;
     o.output_format = config == 1 ? IoFormat::kInt8Chw32 : IoFormat::kFp16Chw16;
@@ -63,12 +73,13 @@ Status run(const std::filesystem::path& out) {
       for (const char* n :
            {"/model.23/cv3/conv/Conv", "/model.23/cv3/act/Sigmoid", "/model.23/cv3/act/Mul"})
         o.fp16_layers.insert(n);
-    o.source = "yolov5n.onnx";
+    o.source = std::filesystem::path(model).filename().string();
     QYOLO_ASSIGN_OR_RETURN(BuildResult built, build_engine(graph, o));
-    const auto path = out / ("yolov5n_config" + std::to_string(config) + ".engine");
+    const auto path = out / (options.name + "_config" + std::to_string(config) + ".engine");
     QYOLO_RETURN_IF_ERROR(save_engine(built.engine, path.string()));
     std::printf("wrote %s (%zu layers)\n", path.c_str(), built.engine.layers.size());
   }
+  if (!options.images) return Status::ok();
   std::ofstream images(out / "images.f32", std::ios::binary);
   for (const char* name : {"000000000139.jpg", "000000000802.jpg"}) {
     QYOLO_ASSIGN_OR_RETURN(Tensor x, load_image(data / "coco/val2017-mini/images" / name));
@@ -82,16 +93,42 @@ Status run(const std::filesystem::path& out) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const bool if_gpu = argc == 3 && std::string(argv[2]) == "--if-gpu";
-  if (argc != 2 && !if_gpu) {
-    std::fprintf(stderr, "usage: make_engine_fixtures <folder> [--if-gpu]\n");
+  Options options;
+  bool if_gpu = false;
+  std::string folder;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    const bool has_value = i + 1 < argc;
+    if (arg == "--if-gpu") {
+      if_gpu = true;
+    } else if (arg == "--onnx" && has_value) {
+      options.onnx = argv[++i];
+    } else if (arg == "--name" && has_value) {
+      options.name = argv[++i];
+    } else if (arg == "--max-batch" && has_value) {
+      options.max_batch = std::atoi(argv[++i]);
+    } else if (arg == "--reuse") {
+      options.reuse_memory = true;
+    } else if (arg == "--no-images") {
+      options.images = false;
+    } else if (folder.empty() && arg[0] != '-') {
+      folder = arg;
+    } else {
+      folder.clear();
+      break;
+    }
+  }
+  if (folder.empty() || options.max_batch < 1) {
+    std::fprintf(stderr,
+                 "usage: make_engine_fixtures <folder> [--if-gpu] [--onnx model.onnx] "
+                 "[--name yolov5n] [--max-batch 2] [--reuse] [--no-images]\n");
     return 2;
   }
   if (if_gpu && qyolo::cuda::device_count() == 0) {
     std::printf("no CUDA GPU: no engine fixtures written\n");
     return 0;
   }
-  const Status status = run(argv[1]);
+  const qyolo::Status status = run(folder, options);
   if (!status.is_ok()) {
     std::fprintf(stderr, "make_engine_fixtures: %s\n", status.message().c_str());
     return 1;

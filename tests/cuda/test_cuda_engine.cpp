@@ -68,6 +68,8 @@ struct Difference {
   int64_t elements = 0, differing = 0;
   double max_steps = 0;     // int8: in quantization steps
   double max_relative = 0;  // fp16 / fp32: |a - b| / max(1, |b|)
+  double mean_steps = 0;                      // int8, over all elements
+  double mean_absolute = 0, max_absolute = 0;  // fp16 / fp32
 };
 
 Difference compare(ElementType type, const void* a, const void* b, size_t bytes) {
@@ -80,7 +82,9 @@ Difference compare(ElementType type, const void* a, const void* b, size_t bytes)
       if (x[i] != y[i]) {
         ++d.differing;
         d.max_steps = std::max(d.max_steps, double(std::abs(int(x[i]) - int(y[i]))));
+        d.mean_steps += std::abs(int(x[i]) - int(y[i]));
       }
+    d.mean_steps /= std::max<int64_t>(d.elements, 1);
   } else if (type == ElementType::kFloat16) {
     const auto* x = static_cast<const uint16_t*>(a);
     const auto* y = static_cast<const uint16_t*>(b);
@@ -90,7 +94,10 @@ Difference compare(ElementType type, const void* a, const void* b, size_t bytes)
         ++d.differing;
         const double u = half_to_float(x[i]), v = half_to_float(y[i]);
         d.max_relative = std::max(d.max_relative, std::abs(u - v) / std::max(1.0, std::abs(v)));
+        d.max_absolute = std::max(d.max_absolute, std::abs(u - v));
+        d.mean_absolute += std::abs(u - v);
       }
+    d.mean_absolute /= std::max<int64_t>(d.elements, 1);
   } else {
     const auto* x = static_cast<const float*>(a);
     const auto* y = static_cast<const float*>(b);
@@ -307,12 +314,20 @@ TEST_P(CudaEngine, WholeNetworkMatchesTheCpuBackend) {
     const auto got = download(gpu.device_outputs[o]);
     const Difference d = compare(io_type(io.format), got.data(), cpu.host_outputs[o].data(),
                                  got.size());
-    std::printf("configuration %d output %s (%s): %lld of %lld elements differ, max %.0f steps, "
-                "max rel %.2e\n",
+    std::printf("configuration %d output %s (%s): %lld of %lld elements differ; int8: mean %.3f, "
+                "max %.0f steps; float: mean %.4f, max %.3f absolute\n",
                 GetParam(), io.name.c_str(), io_format_name(io.format).c_str(),
-                (long long)d.differing, (long long)d.elements, d.max_steps, d.max_relative);
-    // One-step differences inside the network propagate; most outputs still agree.
-    EXPECT_LE(double(d.differing), 0.05 * double(d.elements)) << io.name;
+                (long long)d.differing, (long long)d.elements, d.mean_steps, d.max_steps,
+                d.mean_absolute, d.max_absolute);
+    // One-step differences inside the network spread (each moves a few of the next layer's
+    // values across a rounding boundary) but stay small: bound their mean and their maximum.
+    if (io_type(io.format) == ElementType::kInt8) {
+      EXPECT_LE(d.mean_steps, 1.0) << io.name;
+      EXPECT_LE(d.max_steps, 16) << io.name;
+    } else {
+      EXPECT_LE(d.mean_absolute, 0.1) << io.name;
+      EXPECT_LE(d.max_absolute, 2.0) << io.name;
+    }
   }
 }
 

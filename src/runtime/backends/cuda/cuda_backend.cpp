@@ -140,7 +140,10 @@ class CudaPrepared : public PreparedEngine {
   }
 
  private:
-  explicit CudaPrepared(const Engine& engine) : engine_(engine) {}
+  // QYOLO_CUDA_GENERIC_LAYERS=1 runs every data-movement layer through the generic kernel
+  // (engine_layers.h), to compare it with the specialised int8 kernels.
+  explicit CudaPrepared(const Engine& engine)
+      : engine_(engine), generic_only_(std::getenv("QYOLO_CUDA_GENERIC_LAYERS") != nullptr) {}
 
   Status init() {
     QYOLO_ASSIGN_OR_RETURN(own_, cuda::Stream::create());
@@ -193,6 +196,9 @@ class CudaPrepared : public PreparedEngine {
     const ArenaBuffer& b = engine_.buffers[t.buffer];
     return arena_.as<uint8_t>() + b.offset + uint64_t(n) * b.bytes_per_image;
   }
+  // Image n of tensor t at channel 0 of its buffer's row: the convolutions take this and the
+  // slice's offset in their ChannelSlice.
+  void* row(const EngineTensor& t, int n) const { return image_base(t, n); }
   // Image n of tensor t at its first channel.
   void* at(const EngineTensor& t, int n) const {
     return image_base(t, n) + size_t(t.layout.offset) * element_size(t.type);
@@ -249,7 +255,7 @@ class CudaPrepared : public PreparedEngine {
       qyolo::cuda::ConvInt8Args a;
       a.shape = l.shape;
       a.shape.batch = count;
-      a.input = static_cast<const int8_t*>(at(in, n));
+      a.input = static_cast<const int8_t*>(row(in, n));
       a.input_layout = in.layout;
       a.weights = static_cast<const int8_t*>(weight(l.weights));
       a.epilogue.input_scale = in.scale;
@@ -258,10 +264,10 @@ class CudaPrepared : public PreparedEngine {
       a.epilogue.silu = l.activation == Activation::kSilu;
       a.epilogue.output = out.type == ElementType::kFloat16 ? ConvOutput::kFloat16 : ConvOutput::kInt8;
       a.epilogue.output_scale = out.scale;
-      a.output = at(out, n);
+      a.output = row(out, n);
       a.output_layout = out.layout;
       if (res && !scratch) {  // conv_int8.h's single rounding: the residual in the epilogue
-        a.epilogue.residual = static_cast<const int8_t*>(at(*res, n));
+        a.epilogue.residual = static_cast<const int8_t*>(row(*res, n));
         a.epilogue.residual_layout = res->layout;
         a.epilogue.residual_scale = res->scale;
       }
@@ -303,23 +309,79 @@ class CudaPrepared : public PreparedEngine {
       qyolo::cuda::ConvFp16Args a;
       a.shape = l.shape;
       a.shape.batch = count;
-      a.x = static_cast<const uint16_t*>(at(in, n));
+      a.x = static_cast<const uint16_t*>(row(in, n));
       a.x_layout = in.layout;
       a.weights = layers_[index].fp16_weights.as<uint16_t>();
       a.bias = layers_[index].fp16_bias.as<float>();
       a.silu = l.activation == Activation::kSilu;
       a.output = out.type == ElementType::kInt8 ? ConvOutput::kInt8 : ConvOutput::kFloat16;
       a.output_scale = out.scale;
-      a.y = at(out, n);
+      a.y = row(out, n);
       a.y_layout = out.layout;
       return qyolo::cuda::conv_fp16(a, stream);
     });
+  }
+
+  // The int8 -> int8 data movement of qyolo/cuda_ops.h (16 channels a thread where the slices
+  // allow): MaxPool, Resize, Requantize and tables. Unavailable (false) for other types or a
+  // batch that is not contiguous; the generic kernel then runs.
+  bool int8_fast_path(const EngineLayer& l, int batch, cudaStream_t stream, Status& status) {
+    const EngineTensor& in = engine_.tensors[l.inputs[0]];
+    const EngineTensor& out = engine_.tensors[l.output];
+    if (in.type != ElementType::kInt8 || out.type != ElementType::kInt8 || l.inputs.size() != 1 ||
+        !batch_contiguous(engine_, in) || !batch_contiguous(engine_, out))
+      return false;
+    const qyolo::cuda::NhwcShape input{batch, in.height, in.width, out.channels};
+    const qyolo::cuda::NhwcShape output{batch, out.height, out.width, out.channels};
+    auto* x = static_cast<const int8_t*>(row(in, 0));
+    auto* y = static_cast<int8_t*>(row(out, 0));
+    switch (l.kind) {
+      case LayerKind::kMaxPool: {
+        qyolo::cuda::MaxPoolInt8Args a;
+        a.input = input;
+        a.kernel = l.kernel, a.stride = l.stride, a.pad = l.pad;
+        a.x = x, a.x_layout = in.layout, a.y = y, a.y_layout = out.layout;
+        a.input_scale = in.scale, a.output_scale = out.scale;
+        status = qyolo::cuda::maxpool_int8(a, stream);
+        return true;
+      }
+      case LayerKind::kResizeNearest: {
+        qyolo::cuda::ResizeNearestInt8Args a;
+        a.input = input;
+        a.factor = l.factor;
+        a.x = x, a.x_layout = in.layout, a.y = y, a.y_layout = out.layout;
+        a.input_scale = in.scale, a.output_scale = out.scale;
+        status = qyolo::cuda::resize_nearest_int8(a, stream);
+        return true;
+      }
+      case LayerKind::kConvert: {
+        qyolo::cuda::RequantizeInt8Args a;
+        a.shape = output;
+        a.x = x, a.x_layout = in.layout, a.y = y, a.y_layout = out.layout;
+        a.input_scale = in.scale, a.output_scale = out.scale;
+        status = qyolo::cuda::requantize_int8(a, stream);
+        return true;
+      }
+      case LayerKind::kSigmoid: {
+        if (!l.table.bytes) return false;
+        qyolo::cuda::LookupInt8Args a;
+        a.shape = output;
+        a.x = x, a.x_layout = in.layout, a.y = y, a.y_layout = out.layout;
+        std::memcpy(a.table.values, engine_.weight_data<int8_t>(l.table), 256);
+        status = qyolo::cuda::lookup_int8(a, stream);
+        return true;
+      }
+      default:
+        return false;
+    }
   }
 
   Status pointwise(const EngineLayer& l, int batch, cudaStream_t stream) {
     const EngineTensor& in = engine_.tensors[l.inputs[0]];
     const EngineTensor& out = engine_.tensors[l.output];
     const EngineTensor* in2 = l.inputs.size() > 1 ? &engine_.tensors[l.inputs[1]] : nullptr;
+    Status fast;
+    if (!generic_only_ && int8_fast_path(l, batch, stream, fast)) return fast;
     qyolo::cuda::EngineLayerArgs e;
     switch (l.kind) {
       case LayerKind::kMaxPool:
@@ -406,6 +468,7 @@ class CudaPrepared : public PreparedEngine {
   };
 
   const Engine& engine_;  // owned by the Module, which outlives this
+  bool generic_only_ = false;
   cuda::Stream own_;
   DeviceBuffer weights_, arena_, scratch_;
   std::vector<LayerState> layers_;
