@@ -222,7 +222,9 @@ def bench(model, mode, batch, size, warmup_s, duration_s):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--onnx", required=True)
+    parser.add_argument("--onnx", help="YOLOv5 v7.0 export whose weights to use")
+    parser.add_argument("--width", type=float, help="no ONNX: random weights at this width "
+                        "(0.25 yolov5n, 0.50 yolov5s), for timing only")
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 32, 64])
     parser.add_argument("--imgsz", type=int, default=640)
     parser.add_argument("--modes", nargs="+", default=["eager", "channels_last", "cuda_graph", "compile"])
@@ -231,12 +233,18 @@ def main():
     parser.add_argument("--json")
     args = parser.parse_args()
 
-    model = load_from_onnx(args.onnx)
-    check_against_onnxruntime(model, args.onnx, args.imgsz)
+    if args.onnx:
+        model = load_from_onnx(args.onnx)
+        check_against_onnxruntime(model, args.onnx, args.imgsz)
+    elif args.width:
+        torch.manual_seed(0)
+        model = YOLOv5(args.width).eval()
+    else:
+        sys.exit("pytorch_peer: give --onnx or --width")
     torch.backends.cudnn.benchmark = True
     info = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
             "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
-            "model": args.onnx, "imgsz": args.imgsz, "results": []}
+            "model": args.onnx or f"width {args.width}", "imgsz": args.imgsz, "results": []}
     print(f"device {info['device']}, torch {info['torch']}, CUDA {info['cuda']}, cuDNN {info['cudnn']}")
     print(f"{'batch':>5} {'mode':>14} {'img/s':>10} {'median ms':>10} {'min ms':>8}")
     for batch in args.batch:

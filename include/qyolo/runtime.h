@@ -78,6 +78,9 @@ struct ExecuteArgs {
   void* stream = nullptr;      // hybrid: the caller's cudaStream_t; null: the backend's own
   // When non-null, filled with one entry per layer, in milliseconds (synchronizes per layer).
   std::vector<double>* layer_ms = nullptr;
+  // Runs only layers [first_layer, end_layer) (end_layer -1: to the last): per-layer tests feed
+  // one layer the reference's inputs through write_tensor and compare its output.
+  int first_layer = 0, end_layer = -1;
 };
 
 // An engine prepared for one backend: its weights in backend memory and its own arena, so two
@@ -92,6 +95,8 @@ class PreparedEngine {
   // to host memory `dst`. Debugging and per-layer tests: a tensor holds its value after the run
   // only if no later tensor reused its bytes (build with BuildOptions::reuse_memory = false).
   virtual Status read_tensor(int tensor, int image, void* dst) = 0;
+  // The reverse: sets image `image` of arena tensor `tensor` from host memory in the same form.
+  virtual Status write_tensor(int tensor, int image, const void* src) = 0;
 };
 
 class Backend {

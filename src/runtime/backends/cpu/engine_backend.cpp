@@ -1,5 +1,6 @@
 // The CPU backend behind qyolo/runtime.h: host buffers, a prepared engine with its own arena,
 // and execution layer by layer through the kernels of engine_kernels.h.
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -54,7 +55,9 @@ class CpuPrepared : public PreparedEngine {
     ctx.fp16_weights = &fp16_weights_;
     ctx.fp16_bias = &fp16_bias_;
     if (args.layer_ms) args.layer_ms->assign(engine_.layers.size(), 0.0);
-    for (size_t i = 0; i < engine_.layers.size(); ++i) {
+    const size_t end = args.end_layer < 0 ? engine_.layers.size() : size_t(args.end_layer);
+    for (size_t i = size_t(std::max(args.first_layer, 0)); i < end && i < engine_.layers.size();
+         ++i) {
       const EngineLayer& l = engine_.layers[i];
       const auto start = std::chrono::steady_clock::now();
       Status status;
@@ -90,6 +93,18 @@ class CpuPrepared : public PreparedEngine {
     for (int64_t p = 0; p < int64_t(t.height) * t.width; ++p)
       std::memcpy(static_cast<uint8_t*>(dst) + p * t.channels * es, src + p * t.layout.stride * es,
                   t.channels * es);
+    return Status::ok();
+  }
+
+  Status write_tensor(int tensor, int image, const void* src) override {
+    const EngineTensor& t = engine_.tensors[tensor];
+    const ArenaBuffer& b = engine_.buffers[t.buffer];
+    const size_t es = element_size(t.type);
+    uint8_t* dst = static_cast<uint8_t*>(arena_->data()) + b.offset +
+                   uint64_t(image) * b.bytes_per_image + size_t(t.layout.offset) * es;
+    for (int64_t p = 0; p < int64_t(t.height) * t.width; ++p)
+      std::memcpy(dst + p * t.layout.stride * es,
+                  static_cast<const uint8_t*>(src) + p * t.channels * es, t.channels * es);
     return Status::ok();
   }
 

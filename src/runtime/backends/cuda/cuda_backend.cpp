@@ -1,17 +1,557 @@
-// The CUDA backend's slot. The backend itself (engine layers on cuda_conv.h / cuda_ops.h
-// kernels, hybrid submission on the caller's stream, standalone fences on CUDA events) is the
-// next step, documented in docs/runtime.md; until it exists, asking for the cuda target is a
-// clear error rather than a silent fallback.
+// The CUDA backend behind qyolo/runtime.h: device buffers, a prepared engine with its weights
+// and arena in device memory, and execution that enqueues every layer on one stream — the
+// caller's (hybrid mode) or the backend's own. The arithmetic is the CPU backend's
+// (engine_conv.cpp, engine_pointwise.cpp); where the GPU may differ is in docs/runtime.md.
+//
+// Layers map onto kernels as follows:
+//   int8 Conv            conv_int8 (qyolo/cuda_conv.h), residual and SiLU fused; a residual or
+//                        table the engine wants rounded at the conv's own scale first
+//                        (EngineLayer::conv_scale) goes through a scratch tensor and a second
+//                        element-wise pass, which is what the CPU backend computes
+//   fp16 Conv            conv_fp16 (qyolo/cuda_ops.h), weights repacked at load
+//   everything else      engine_layer / engine_*_reformat (kernels/cuda/engine_layers.h)
 #include "qyolo/runtime.h"
+
+#if defined(QYOLO_WITH_CUDA)
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+
+#include "kernels/cuda/ops/engine_layers.h"
+#include "qyolo/cuda.h"
+#include "qyolo/cuda_conv.h"
+#include "qyolo/cuda_ops.h"
+#endif
 
 namespace qyolo::runtime {
 
+#if defined(QYOLO_WITH_CUDA)
+namespace {
+
+using qyolo::cuda::check;
+using qyolo::cuda::DeviceBuffer;
+
+class CudaBuffer : public BackendBuffer {
+ public:
+  explicit CudaBuffer(DeviceBuffer buffer) : buffer_(std::move(buffer)) {}
+  void* data() override { return buffer_.data(); }
+  size_t size() const override { return buffer_.size(); }
+
+ private:
+  DeviceBuffer buffer_;
+};
+
+float half_bits_to_float(uint16_t h) {
+  const uint32_t sign = uint32_t(h & 0x8000u) << 16;
+  uint32_t exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu, bits;
+  if (exp == 0) {
+    if (mant == 0) {
+      bits = sign;
+    } else {
+      exp = 113;
+      while (!(mant & 0x400u)) {
+        mant <<= 1;
+        --exp;
+      }
+      bits = sign | (exp << 23) | ((mant & 0x3ffu) << 13);
+    }
+  } else if (exp == 31) {
+    bits = sign | 0x7f800000u | (mant << 13);
+  } else {
+    bits = sign | ((exp + 112) << 23) | (mant << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+int type_code(ElementType type) { return int(type); }
+
+// A tensor is batch-contiguous when image n starts right after image n - 1 (its buffer holds
+// no padding between images): then one launch covers the batch.
+bool batch_contiguous(const Engine& e, const EngineTensor& t) {
+  return e.buffers[t.buffer].bytes_per_image == uint64_t(t.image_bytes());
+}
+
+class CudaPrepared : public PreparedEngine {
+ public:
+  static Expected<std::unique_ptr<PreparedEngine>> create(const Engine& engine) {
+    std::unique_ptr<CudaPrepared> p(new CudaPrepared(engine));
+    QYOLO_RETURN_IF_ERROR(p->init());
+    return std::unique_ptr<PreparedEngine>(std::move(p));
+  }
+
+  Status execute(const ExecuteArgs& args) override {
+    if (args.batch < 1 || args.batch > engine_.max_batch)
+      return invalid_argument("batch ", args.batch, " outside 1..", engine_.max_batch);
+    cudaStream_t stream = args.stream ? static_cast<cudaStream_t>(args.stream) : own_.get();
+    const bool timing = args.layer_ms != nullptr;
+    if (timing) args.layer_ms->assign(engine_.layers.size(), 0.0);
+    if (timing && events_.size() < engine_.layers.size() + 1) {
+      events_.clear();
+      for (size_t i = 0; i <= engine_.layers.size(); ++i) {
+        QYOLO_ASSIGN_OR_RETURN(auto event, cuda::Event::create());
+        events_.push_back(std::move(event));
+      }
+    }
+    const size_t end = args.end_layer < 0 ? engine_.layers.size() : size_t(args.end_layer);
+    const size_t first = size_t(std::max(args.first_layer, 0));
+    for (size_t i = first; i < end && i < engine_.layers.size(); ++i) {
+      if (timing) QYOLO_RETURN_IF_ERROR(events_[i].record(stream));
+      const Status status = run_layer(int(i), args, stream);
+      if (!status.is_ok())
+        return Status(status.code(), str_cat("layer '", engine_.layers[i].name, "': ",
+                                             status.message()));
+    }
+    if (timing && first < end) {
+      const size_t last = std::min(end, engine_.layers.size());
+      QYOLO_RETURN_IF_ERROR(events_[last].record(stream));
+      QYOLO_RETURN_IF_ERROR(events_[last].synchronize());
+      for (size_t i = first; i < last; ++i) {
+        QYOLO_ASSIGN_OR_RETURN(float ms, cuda::Event::elapsed_ms(events_[i], events_[i + 1]));
+        (*args.layer_ms)[i] = ms;
+      }
+    }
+    // The backend's own stream: the call returns when the work is done, as on the CPU.
+    if (!args.stream) return check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+    return Status::ok();
+  }
+
+  Status read_tensor(int tensor, int image, void* dst) override {
+    const EngineTensor& t = engine_.tensors[tensor];
+    const size_t es = element_size(t.type);
+    const uint8_t* src = image_base(t, image) + size_t(t.layout.offset) * es;
+    QYOLO_RETURN_IF_ERROR(check(cudaStreamSynchronize(own_.get()), "cudaStreamSynchronize"));
+    return check(cudaMemcpy2D(dst, t.channels * es, src, t.layout.stride * es, t.channels * es,
+                              size_t(t.height) * t.width, cudaMemcpyDeviceToHost),
+                 "read_tensor cudaMemcpy2D");
+  }
+
+  Status write_tensor(int tensor, int image, const void* src) override {
+    const EngineTensor& t = engine_.tensors[tensor];
+    const size_t es = element_size(t.type);
+    uint8_t* dst = image_base(t, image) + size_t(t.layout.offset) * es;
+    QYOLO_RETURN_IF_ERROR(check(cudaStreamSynchronize(own_.get()), "cudaStreamSynchronize"));
+    return check(cudaMemcpy2D(dst, t.layout.stride * es, src, t.channels * es, t.channels * es,
+                              size_t(t.height) * t.width, cudaMemcpyHostToDevice),
+                 "write_tensor cudaMemcpy2D");
+  }
+
+ private:
+  // QYOLO_CUDA_GENERIC_LAYERS=1 runs every data-movement layer through the generic kernel
+  // (engine_layers.h), to compare it with the specialised int8 kernels.
+  explicit CudaPrepared(const Engine& engine)
+      : engine_(engine), generic_only_(std::getenv("QYOLO_CUDA_GENERIC_LAYERS") != nullptr) {}
+
+  Status init() {
+    QYOLO_ASSIGN_OR_RETURN(own_, cuda::Stream::create());
+    QYOLO_ASSIGN_OR_RETURN(weights_, DeviceBuffer::allocate(std::max<size_t>(engine_.weights.size(), 64)));
+    QYOLO_RETURN_IF_ERROR(weights_.upload(engine_.weights.data(), engine_.weights.size()));
+    QYOLO_ASSIGN_OR_RETURN(arena_, DeviceBuffer::allocate(std::max<uint64_t>(engine_.arena_bytes(), 64)));
+    // Deterministic padding bytes: every run sees the same arena.
+    QYOLO_RETURN_IF_ERROR(arena_.fill(0));
+    layers_.resize(engine_.layers.size());
+    size_t scratch = 0;
+    for (size_t i = 0; i < engine_.layers.size(); ++i) {
+      const EngineLayer& l = engine_.layers[i];
+      if (l.kind != LayerKind::kConv) continue;
+      const EngineTensor& out = engine_.tensors[l.output];
+      if (l.precision == ElementType::kInt8 && needs_scratch(l))
+        scratch = std::max(scratch, size_t(round_up(l.shape.out_channels, 16)) *
+                                        l.shape.out_h() * l.shape.out_w() * engine_.max_batch);
+      if (l.precision != ElementType::kFloat16) continue;
+      // Engine fp16 weights are [in][kh][kw][out] half; conv_fp16 wants its packed rows.
+      const ConvInt8Shape& s = l.shape;
+      const uint16_t* w = engine_.weight_data<uint16_t>(l.weights);
+      const uint16_t* b = engine_.weight_data<uint16_t>(l.bias);
+      std::vector<float> ohwi(size_t(s.out_channels) * s.kernel * s.kernel * s.in_channels);
+      for (int c = 0; c < s.in_channels; ++c)
+        for (int r = 0; r < s.kernel; ++r)
+          for (int q = 0; q < s.kernel; ++q)
+            for (int o = 0; o < s.out_channels; ++o)
+              ohwi[((size_t(o) * s.kernel + r) * s.kernel + q) * s.in_channels + c] =
+                  half_bits_to_float(w[((size_t(c) * s.kernel + r) * s.kernel + q) * s.out_channels + o]);
+      const std::vector<uint16_t> packed = cuda::pack_conv_fp16_weights(s, ohwi.data());
+      std::vector<float> bias(size_t(s.out_channels), 0.0f);
+      for (int o = 0; b && o < s.out_channels; ++o) bias[o] = half_bits_to_float(b[o]);
+      QYOLO_ASSIGN_OR_RETURN(layers_[i].fp16_weights, DeviceBuffer::allocate(packed.size() * 2));
+      QYOLO_RETURN_IF_ERROR(layers_[i].fp16_weights.upload(packed.data(), packed.size() * 2));
+      QYOLO_ASSIGN_OR_RETURN(layers_[i].fp16_bias, DeviceBuffer::allocate(bias.size() * 4));
+      QYOLO_RETURN_IF_ERROR(layers_[i].fp16_bias.upload(bias.data(), bias.size() * 4));
+      (void)out;
+    }
+    if (scratch) {
+      QYOLO_ASSIGN_OR_RETURN(scratch_, DeviceBuffer::allocate(scratch));
+    }
+    return Status::ok();
+  }
+
+  static bool needs_scratch(const EngineLayer& l) {
+    return l.table.bytes > 0 || (l.residual >= 0 && l.conv_scale > 0.0f);
+  }
+
+  uint8_t* image_base(const EngineTensor& t, int n) const {
+    const ArenaBuffer& b = engine_.buffers[t.buffer];
+    return arena_.as<uint8_t>() + b.offset + uint64_t(n) * b.bytes_per_image;
+  }
+  // Image n of tensor t at channel 0 of its buffer's row: the convolutions take this and the
+  // slice's offset in their ChannelSlice.
+  void* row(const EngineTensor& t, int n) const { return image_base(t, n); }
+  // Image n of tensor t at its first channel.
+  void* at(const EngineTensor& t, int n) const {
+    return image_base(t, n) + size_t(t.layout.offset) * element_size(t.type);
+  }
+  cuda::ElementView view(const EngineTensor& t, int n) const {
+    cuda::ElementView v;
+    v.data = at(t, n);
+    v.type = type_code(t.type);
+    v.stride = t.layout.stride;
+    v.image_elements = int64_t(engine_.buffers[t.buffer].bytes_per_image / element_size(t.type));
+    v.scale = t.scale;
+    return v;
+  }
+  const void* weight(const WeightRange& r) const {
+    return r.bytes ? weights_.as<uint8_t>() + r.offset : nullptr;
+  }
+
+  // Runs `body(first_image, count)` once for the whole batch when every tensor involved is
+  // batch-contiguous, else once per image.
+  template <typename Body>
+  Status per_batch(std::initializer_list<const EngineTensor*> tensors, int batch, Body body) {
+    bool contiguous = true;
+    for (const EngineTensor* t : tensors)
+      if (t && !batch_contiguous(engine_, *t)) contiguous = false;
+    if (contiguous) return body(0, batch);
+    for (int n = 0; n < batch; ++n) QYOLO_RETURN_IF_ERROR(body(n, 1));
+    return Status::ok();
+  }
+
+  Status run_layer(int index, const ExecuteArgs& args, cudaStream_t stream) {
+    const EngineLayer& l = engine_.layers[index];
+    switch (l.kind) {
+      case LayerKind::kInputReformat:
+        return input_reformat(l, args, stream);
+      case LayerKind::kOutputReformat:
+        return output_reformat(l, args, stream);
+      case LayerKind::kConv:
+        return l.precision == ElementType::kInt8 ? conv_int8(index, args.batch, stream)
+                                                 : conv_fp16(index, args.batch, stream);
+      default:
+        return pointwise(l, args.batch, stream);
+    }
+  }
+
+  Status conv_int8(int index, int batch, cudaStream_t stream) {
+    const EngineLayer& l = engine_.layers[index];
+    const EngineTensor& in = engine_.tensors[l.inputs[0]];
+    const EngineTensor& out = engine_.tensors[l.output];
+    const EngineTensor* res = l.residual >= 0 ? &engine_.tensors[l.residual] : nullptr;
+    const bool scratch = needs_scratch(l);
+    const int scratch_stride = round_up(l.shape.out_channels, 16);
+    const int64_t scratch_image = int64_t(scratch_stride) * l.shape.out_h() * l.shape.out_w();
+    return per_batch({&in, &out, res}, batch, [&](int n, int count) -> Status {
+      qyolo::cuda::ConvInt8Args a;
+      a.shape = l.shape;
+      a.shape.batch = count;
+      a.input = static_cast<const int8_t*>(row(in, n));
+      a.input_layout = in.layout;
+      a.weights = static_cast<const int8_t*>(weight(l.weights));
+      a.epilogue.input_scale = in.scale;
+      a.epilogue.weight_scales = static_cast<const float*>(weight(l.weight_scales));
+      a.epilogue.bias = static_cast<const float*>(weight(l.bias));
+      a.epilogue.silu = l.activation == Activation::kSilu;
+      a.epilogue.output = out.type == ElementType::kFloat16 ? ConvOutput::kFloat16 : ConvOutput::kInt8;
+      a.epilogue.output_scale = out.scale;
+      a.output = row(out, n);
+      a.output_layout = out.layout;
+      if (res && !scratch) {  // conv_int8.h's single rounding: the residual in the epilogue
+        a.epilogue.residual = static_cast<const int8_t*>(row(*res, n));
+        a.epilogue.residual_layout = res->layout;
+        a.epilogue.residual_scale = res->scale;
+      }
+      if (scratch) {  // round at conv_scale into scratch, then the Add or the table
+        a.output = scratch_.data();
+        a.output_layout = {scratch_stride, 0};
+        a.epilogue.output = ConvOutput::kInt8;
+        a.epilogue.output_scale = l.conv_scale;
+      }
+      QYOLO_RETURN_IF_ERROR(qyolo::cuda::conv_int8(a, stream));
+      if (!scratch) return Status::ok();
+      qyolo::cuda::EngineLayerArgs e;
+      e.batch = count;
+      e.height = out.height;
+      e.width = out.width;
+      e.channels = out.channels;
+      e.x.data = scratch_.data();
+      e.x.type = 1;
+      e.x.stride = scratch_stride;
+      e.x.image_elements = scratch_image;
+      e.x.scale = l.conv_scale;
+      e.y = view(out, n);
+      if (l.table.bytes) {
+        e.op = qyolo::cuda::EngineLayerOp::kTable;
+        e.table = static_cast<const int8_t*>(weight(l.table));
+      } else {
+        e.op = qyolo::cuda::EngineLayerOp::kAdd;
+        e.x2 = view(*res, n);
+      }
+      return qyolo::cuda::engine_layer(e, stream);
+    });
+  }
+
+  Status conv_fp16(int index, int batch, cudaStream_t stream) {
+    const EngineLayer& l = engine_.layers[index];
+    const EngineTensor& in = engine_.tensors[l.inputs[0]];
+    const EngineTensor& out = engine_.tensors[l.output];
+    return per_batch({&in, &out}, batch, [&](int n, int count) -> Status {
+      qyolo::cuda::ConvFp16Args a;
+      a.shape = l.shape;
+      a.shape.batch = count;
+      a.x = static_cast<const uint16_t*>(row(in, n));
+      a.x_layout = in.layout;
+      a.weights = layers_[index].fp16_weights.as<uint16_t>();
+      a.bias = layers_[index].fp16_bias.as<float>();
+      a.silu = l.activation == Activation::kSilu;
+      a.output = out.type == ElementType::kInt8 ? ConvOutput::kInt8 : ConvOutput::kFloat16;
+      a.output_scale = out.scale;
+      a.y = row(out, n);
+      a.y_layout = out.layout;
+      return qyolo::cuda::conv_fp16(a, stream);
+    });
+  }
+
+  // The int8 -> int8 data movement of qyolo/cuda_ops.h (16 channels a thread where the slices
+  // allow): MaxPool, Resize, Requantize and tables. Unavailable (false) for other types or a
+  // batch that is not contiguous; the generic kernel then runs.
+  bool int8_fast_path(const EngineLayer& l, int batch, cudaStream_t stream, Status& status) {
+    const EngineTensor& in = engine_.tensors[l.inputs[0]];
+    const EngineTensor& out = engine_.tensors[l.output];
+    if (in.type != ElementType::kInt8 || out.type != ElementType::kInt8 || l.inputs.size() != 1 ||
+        !batch_contiguous(engine_, in) || !batch_contiguous(engine_, out))
+      return false;
+    const qyolo::cuda::NhwcShape input{batch, in.height, in.width, out.channels};
+    const qyolo::cuda::NhwcShape output{batch, out.height, out.width, out.channels};
+    auto* x = static_cast<const int8_t*>(row(in, 0));
+    auto* y = static_cast<int8_t*>(row(out, 0));
+    switch (l.kind) {
+      case LayerKind::kMaxPool: {
+        qyolo::cuda::MaxPoolInt8Args a;
+        a.input = input;
+        a.kernel = l.kernel, a.stride = l.stride, a.pad = l.pad;
+        a.x = x, a.x_layout = in.layout, a.y = y, a.y_layout = out.layout;
+        a.input_scale = in.scale, a.output_scale = out.scale;
+        status = qyolo::cuda::maxpool_int8(a, stream);
+        return true;
+      }
+      case LayerKind::kResizeNearest: {
+        qyolo::cuda::ResizeNearestInt8Args a;
+        a.input = input;
+        a.factor = l.factor;
+        a.x = x, a.x_layout = in.layout, a.y = y, a.y_layout = out.layout;
+        a.input_scale = in.scale, a.output_scale = out.scale;
+        status = qyolo::cuda::resize_nearest_int8(a, stream);
+        return true;
+      }
+      case LayerKind::kConvert: {
+        qyolo::cuda::RequantizeInt8Args a;
+        a.shape = output;
+        a.x = x, a.x_layout = in.layout, a.y = y, a.y_layout = out.layout;
+        a.input_scale = in.scale, a.output_scale = out.scale;
+        status = qyolo::cuda::requantize_int8(a, stream);
+        return true;
+      }
+      case LayerKind::kSigmoid: {
+        if (!l.table.bytes) return false;
+        qyolo::cuda::LookupInt8Args a;
+        a.shape = output;
+        a.x = x, a.x_layout = in.layout, a.y = y, a.y_layout = out.layout;
+        std::memcpy(a.table.values, engine_.weight_data<int8_t>(l.table), 256);
+        status = qyolo::cuda::lookup_int8(a, stream);
+        return true;
+      }
+      default:
+        return false;
+    }
+  }
+
+  Status pointwise(const EngineLayer& l, int batch, cudaStream_t stream) {
+    const EngineTensor& in = engine_.tensors[l.inputs[0]];
+    const EngineTensor& out = engine_.tensors[l.output];
+    const EngineTensor* in2 = l.inputs.size() > 1 ? &engine_.tensors[l.inputs[1]] : nullptr;
+    Status fast;
+    if (!generic_only_ && int8_fast_path(l, batch, stream, fast)) return fast;
+    qyolo::cuda::EngineLayerArgs e;
+    switch (l.kind) {
+      case LayerKind::kMaxPool:
+        e.op = qyolo::cuda::EngineLayerOp::kMaxPool;
+        break;
+      case LayerKind::kResizeNearest:
+        e.op = qyolo::cuda::EngineLayerOp::kResizeNearest;
+        break;
+      case LayerKind::kConvert:
+        e.op = qyolo::cuda::EngineLayerOp::kConvert;
+        break;
+      case LayerKind::kAdd:
+        e.op = qyolo::cuda::EngineLayerOp::kAdd;
+        break;
+      case LayerKind::kMul:
+        e.op = qyolo::cuda::EngineLayerOp::kMul;
+        break;
+      case LayerKind::kSigmoid:
+        e.op = l.table.bytes ? qyolo::cuda::EngineLayerOp::kTable
+                             : qyolo::cuda::EngineLayerOp::kSigmoid;
+        e.table = static_cast<const int8_t*>(weight(l.table));
+        break;
+      default:
+        return internal_error("not a pointwise layer");
+    }
+    // Image 0's views carry image_elements, so one launch covers the whole batch whatever the
+    // buffers' padding between images.
+    e.batch = batch;
+    e.height = out.height;
+    e.width = out.width;
+    e.channels = out.channels;
+    e.in_height = in.height;
+    e.in_width = in.width;
+    e.kernel = l.kernel;
+    e.stride = l.stride;
+    e.pad = l.pad;
+    e.factor = l.factor;
+    e.x = view(in, 0);
+    if (in2) e.x2 = view(*in2, 0);
+    e.y = view(out, 0);
+    return qyolo::cuda::engine_layer(e, stream);
+  }
+
+  Status input_reformat(const EngineLayer& l, const ExecuteArgs& args, cudaStream_t stream) {
+    const EngineIo& io = engine_.inputs[l.inputs[0]];
+    const EngineTensor& t = engine_.tensors[l.output];
+    qyolo::cuda::InputReformatArgs a;
+    a.format = int(io.format);
+    a.batch = args.batch;
+    a.height = io.height;
+    a.width = io.width;
+    a.channels = io.channels;
+    a.src = args.inputs[l.inputs[0]];
+    a.src_image_bytes = io.image_bytes();
+    a.src_scale = io.scale;
+    a.y = view(t, 0);
+    a.zero_padding = t.layout.offset == 0;
+    // int8:hwc4 into a tensor of the same layout and scale is a plain copy.
+    if (io.format == IoFormat::kInt8Hwc4 && t.type == ElementType::kInt8 &&
+        t.layout.stride == 4 && t.scale == io.scale && batch_contiguous(engine_, t))
+      return check(cudaMemcpyAsync(at(t, 0), a.src, size_t(io.image_bytes()) * args.batch,
+                                   cudaMemcpyDeviceToDevice, stream),
+                   "input cudaMemcpyAsync");
+    return qyolo::cuda::engine_input_reformat(a, stream);
+  }
+
+  Status output_reformat(const EngineLayer& l, const ExecuteArgs& args, cudaStream_t stream) {
+    const EngineIo& io = engine_.outputs[l.output];
+    qyolo::cuda::OutputReformatArgs a;
+    a.format = int(io.format);
+    a.batch = args.batch;
+    a.height = io.height;
+    a.width = io.width;
+    a.channels = io.channels;
+    a.x = view(engine_.tensors[l.inputs[0]], 0);
+    a.dst = args.outputs[l.output];
+    a.dst_image_bytes = io.image_bytes();
+    a.dst_scale = io.scale;
+    return qyolo::cuda::engine_output_reformat(a, stream);
+  }
+
+  struct LayerState {
+    DeviceBuffer fp16_weights, fp16_bias;
+  };
+
+  const Engine& engine_;  // owned by the Module, which outlives this
+  bool generic_only_ = false;
+  cuda::Stream own_;
+  DeviceBuffer weights_, arena_, scratch_;
+  std::vector<LayerState> layers_;
+  std::vector<cuda::Event> events_;
+};
+
+class CudaBackend : public Backend {
+ public:
+  explicit CudaBackend(int device, std::string description)
+      : device_(device), description_(std::move(description)) {}
+  EngineTarget target() const override { return EngineTarget::kCuda; }
+  std::string name() const override { return "cuda: " + description_; }
+
+  Status supports_layer(const Engine& engine, const EngineLayer& layer) const override {
+    switch (layer.kind) {
+      case LayerKind::kConv:
+        if (layer.precision == ElementType::kFloat16) {
+          if (layer.residual >= 0)
+            return unsupported("layer '", layer.name, "': fp16 convolution with a residual");
+          if (layer.activation == Activation::kSigmoid)
+            return unsupported("layer '", layer.name, "': fp16 convolution with a Sigmoid");
+          return Status::ok();
+        }
+        if (layer.precision != ElementType::kInt8)
+          return unsupported("layer '", layer.name, "': ", element_type_name(layer.precision),
+                             " convolution");
+        if (layer.activation == Activation::kSigmoid && !layer.table.bytes)
+          return unsupported("layer '", layer.name, "': int8 Sigmoid without its table");
+        return Status::ok();
+      case LayerKind::kAdd:
+      case LayerKind::kMul:
+        if (layer.inputs.size() != 2)
+          return invalid_argument("layer '", layer.name, "': expected two inputs");
+        return Status::ok();
+      case LayerKind::kMaxPool:
+      case LayerKind::kResizeNearest:
+      case LayerKind::kConvert:
+      case LayerKind::kSigmoid:
+      case LayerKind::kInputReformat:
+      case LayerKind::kOutputReformat:
+        return Status::ok();
+    }
+    return unsupported("layer '", layer.name, "': unknown kind ", uint32_t(layer.kind));
+  }
+
+  Expected<std::unique_ptr<BackendBuffer>> allocate(size_t bytes) override {
+    QYOLO_RETURN_IF_ERROR(check(cudaSetDevice(device_), "cudaSetDevice"));
+    QYOLO_ASSIGN_OR_RETURN(DeviceBuffer buffer, DeviceBuffer::allocate(bytes));
+    return std::unique_ptr<BackendBuffer>(new CudaBuffer(std::move(buffer)));
+  }
+
+  Status check_memory(const void* data, size_t bytes) const override {
+    if (!data) return bytes ? invalid_argument("null memory of ", bytes, " bytes") : Status::ok();
+    cudaPointerAttributes attributes{};
+    QYOLO_RETURN_IF_ERROR(check(cudaPointerGetAttributes(&attributes, data),
+                                "cudaPointerGetAttributes"));
+    if (attributes.type != cudaMemoryTypeDevice && attributes.type != cudaMemoryTypeManaged)
+      return invalid_argument("memory at ", data, " is not device memory (target cuda)");
+    return Status::ok();
+  }
+
+  Expected<std::unique_ptr<PreparedEngine>> prepare(const Engine& engine) override {
+    QYOLO_RETURN_IF_ERROR(check(cudaSetDevice(device_), "cudaSetDevice"));
+    return CudaPrepared::create(engine);
+  }
+  bool supports_streams() const override { return true; }
+
+ private:
+  int device_;
+  std::string description_;
+};
+
+}  // namespace
+#endif
+
 Expected<std::unique_ptr<Backend>> make_cuda_backend(int device) {
 #if defined(QYOLO_WITH_CUDA)
-  return unsupported(
-      "target cuda: the CUDA backend of the runtime is not implemented yet "
-      "(device ",
-      device, "); build and run --target cpu engines for now");
+  const int count = cuda::device_count();
+  if (count == 0) return unsupported("target cuda: no CUDA GPU is present");
+  if (device < 0 || device >= count)
+    return invalid_argument("target cuda: GPU ", device, " does not exist (", count, " present)");
+  QYOLO_ASSIGN_OR_RETURN(std::string description, cuda::describe_device(device));
+  return std::unique_ptr<Backend>(new CudaBackend(device, std::move(description)));
 #else
   (void)device;
   return unsupported("target cuda: qyolo was built without QYOLO_CUDA");

@@ -1,0 +1,366 @@
+// YOLOv5 head decode and validation NMS on the GPU, batched, with the CPU's results:
+//  1. candidates: one thread per (image, row) decodes obj and every class score (sigmoid,
+//     obj * cls) and appends (score, candidate index) keys above conf;
+//  2. a segmented sort per image, score descending, ties by candidate index (the CPU's stable
+//     sort order: row-major, then class);
+//  3. one block per image runs greedy class-aware NMS over the max_nms best in score order and
+//     stops after max_det kept boxes, which keeps exactly the CPU's first max_det.
+// Every float step is written as the CPU reference computes it (_rn intrinsics, no FMA
+// contraction). The sigmoid of an int8 head is a host-built table (bit-identical); for fp16
+// heads it is exp in double rounded to float, which equals glibc's expf except in rare
+// last-bit cases (docs/cuda_ops.md).
+#include <algorithm>
+#include <cmath>
+#include <cub/device/device_segmented_sort.cuh>
+
+#include "ops_common.cuh"
+
+namespace qyolo::cuda {
+
+void set_default_anchors(HeadsArgs& args) {
+  const float anchors[3][6] = {
+      {10, 13, 16, 30, 33, 23}, {30, 61, 62, 45, 59, 119}, {116, 90, 156, 198, 373, 326}};
+  for (int l = 0; l < 3; ++l) {
+    args.heads[l].stride = static_cast<float>(8 << l);
+    std::copy(anchors[l], anchors[l] + 6, args.heads[l].anchors);
+  }
+}
+
+int64_t head_rows(const HeadsArgs& args) {
+  int64_t rows = 0;
+  for (const HeadTensor& h : args.heads) rows += 3 * int64_t{h.height} * h.width;
+  return rows;
+}
+
+namespace {
+
+struct SigmoidTables {
+  float values[3][256];
+};
+
+struct Heads {
+  HeadsArgs args;
+  SigmoidTables tables;  // int8 heads only
+  int64_t rows;
+  int level_rows[3];  // rows of level 0, 1, 2
+};
+
+Heads make_heads(const HeadsArgs& args) {
+  Heads h{};
+  h.args = args;
+  h.rows = head_rows(args);
+  for (int l = 0; l < 3; ++l) {
+    h.level_rows[l] = 3 * args.heads[l].height * args.heads[l].width;
+    if (args.type != HeadType::kInt8) continue;
+    for (int q = -128; q < 128; ++q) {
+      // decode_heads() on the dequantized (q * scale) value, as the CPU path computes it.
+      const float v = static_cast<float>(q) * args.scales[l];
+      h.tables.values[l][q + 128] = 1.0f / (1.0f + std::exp(-v));
+    }
+  }
+  return h;
+}
+
+struct RowRef {
+  int level, anchor, y, x;
+};
+
+__device__ __forceinline__ RowRef locate(const Heads& h, int64_t row) {
+  RowRef r{};
+  int l = 0;
+  while (l < 2 && row >= h.level_rows[l]) row -= h.level_rows[l++];
+  const HeadTensor& t = h.args.heads[l];
+  const int plane = t.height * t.width;
+  r.level = l;
+  r.anchor = static_cast<int>(row / plane);
+  const int p = static_cast<int>(row % plane);
+  r.y = p / t.width;
+  r.x = p % t.width;
+  return r;
+}
+
+// sigmoid(head value) of field k (0..4 + classes) of row `r` of image n.
+__device__ __forceinline__ float field_sigmoid(const Heads& h, int n, const RowRef& r, int k) {
+  const HeadTensor& t = h.args.heads[r.level];
+  const int64_t at = ((int64_t{n} * t.height + r.y) * t.width + r.x) * t.layout.stride +
+                     t.layout.offset + r.anchor * (5 + h.args.classes) + k;
+  if (h.args.type == HeadType::kInt8) {
+    return h.tables.values[r.level][static_cast<const int8_t*>(t.data)[at] + 128];
+  }
+  const float v = ops::from_half_bits(static_cast<const uint16_t*>(t.data)[at]);
+  const float e = static_cast<float>(exp(-static_cast<double>(v)));
+  return __fdiv_rn(1.0f, __fadd_rn(1.0f, e));
+}
+
+// cx, cy, w, h as decode_heads() computes them.
+__device__ __forceinline__ float4 decode_box(const Heads& h, int n, const RowRef& r) {
+  const HeadTensor& t = h.args.heads[r.level];
+  const float s0 = field_sigmoid(h, n, r, 0), s1 = field_sigmoid(h, n, r, 1);
+  const float s2 = __fmul_rn(field_sigmoid(h, n, r, 2), 2.0f);
+  const float s3 = __fmul_rn(field_sigmoid(h, n, r, 3), 2.0f);
+  float4 b;
+  b.x =
+      __fmul_rn(__fadd_rn(__fmul_rn(s0, 2.0f), __fsub_rn(static_cast<float>(r.x), 0.5f)), t.stride);
+  b.y =
+      __fmul_rn(__fadd_rn(__fmul_rn(s1, 2.0f), __fsub_rn(static_cast<float>(r.y), 0.5f)), t.stride);
+  b.z = __fmul_rn(__fmul_rn(s2, s2), t.anchors[r.anchor * 2]);
+  b.w = __fmul_rn(__fmul_rn(s3, s3), t.anchors[r.anchor * 2 + 1]);
+  return b;
+}
+
+__global__ void decode_kernel(Heads h, float* out) {
+  const int n = blockIdx.y;
+  const int64_t row = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
+  if (row >= h.rows) return;
+  const RowRef r = locate(h, row);
+  const int size = 5 + h.args.classes;
+  float* o = out + (int64_t{n} * h.rows + row) * size;
+  const float4 b = decode_box(h, n, r);
+  o[0] = b.x, o[1] = b.y, o[2] = b.z, o[3] = b.w;
+  for (int k = 4; k < size; ++k) o[k] = field_sigmoid(h, n, r, k);
+}
+
+__device__ __forceinline__ uint64_t candidate_key(float score, uint32_t index) {
+  return (uint64_t{0x7fffffffu - __float_as_uint(score)} << 32) | index;
+}
+
+__global__ void candidates_kernel(Heads h, float conf, int capacity, int* counts, uint64_t* keys) {
+  const int n = blockIdx.y;
+  const int64_t row = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
+  if (row >= h.rows) return;
+  const RowRef r = locate(h, row);
+  const float obj = field_sigmoid(h, n, r, 4);
+  if (!(obj > conf)) return;
+  for (int c = 0; c < h.args.classes; ++c) {
+    const float score = __fmul_rn(field_sigmoid(h, n, r, 5 + c), obj);
+    if (!(score > conf)) continue;
+    const int slot = atomicAdd(&counts[n], 1);
+    if (slot < capacity)
+      keys[int64_t{n} * capacity + slot] =
+          candidate_key(score, static_cast<uint32_t>(row * h.args.classes + c));
+  }
+}
+
+__global__ void segments_kernel(const int* counts, int batch, int capacity, int* begin, int* end,
+                                int* candidate_counts) {
+  const int n = blockIdx.x * blockDim.x + threadIdx.x;
+  if (n >= batch) return;
+  begin[n] = n * capacity;
+  end[n] = n * capacity + min(counts[n], capacity);
+  if (candidate_counts) candidate_counts[n] = counts[n];
+}
+
+constexpr int kNmsThreads = 1024;
+
+struct NmsParams {
+  Heads h;
+  float iou_threshold;
+  int max_det, max_nms, capacity;
+  const int* counts;
+  const uint64_t* keys;  // sorted per image
+  float4* boxes;         // [batch][max_nms], class-offset corners
+  float* areas;
+  const LetterboxPlan* plans;
+  DetectionBox* detections;
+  int* out_counts;
+};
+
+__global__ void __launch_bounds__(kNmsThreads) nms_kernel(NmsParams p) {
+  extern __shared__ uint32_t suppressed[];  // one bit per candidate
+  __shared__ int next;
+  const int n = blockIdx.x;
+  const int total = min(min(p.counts[n], p.capacity), p.max_nms);
+  const int words = (total + 31) / 32;
+  const uint64_t* keys = p.keys + int64_t{n} * p.capacity;
+  float4* boxes = p.boxes + int64_t{n} * p.max_nms;
+  float* areas = p.areas + int64_t{n} * p.max_nms;
+  constexpr float kMaxWh = 7680.0f;  // ultralytics' class offset
+  for (int i = threadIdx.x; i < words; i += blockDim.x) suppressed[i] = 0;
+  for (int i = threadIdx.x; i < total; i += blockDim.x) {
+    const uint32_t index = static_cast<uint32_t>(keys[i]);
+    const int c = static_cast<int>(index % p.h.args.classes);
+    const float4 b = decode_box(p.h, n, locate(p.h, index / p.h.args.classes));
+    const float offset = __fmul_rn(static_cast<float>(c), kMaxWh);
+    const float hw = __fdiv_rn(b.z, 2.0f), hh = __fdiv_rn(b.w, 2.0f);
+    float4 box;
+    box.x = __fadd_rn(__fsub_rn(b.x, hw), offset);
+    box.y = __fadd_rn(__fsub_rn(b.y, hh), offset);
+    box.z = __fadd_rn(__fadd_rn(b.x, hw), offset);
+    box.w = __fadd_rn(__fadd_rn(b.y, hh), offset);
+    boxes[i] = box;
+    areas[i] = __fmul_rn(__fsub_rn(box.z, box.x), __fsub_rn(box.w, box.y));
+  }
+  __syncthreads();
+  int kept = 0, cursor = 0;
+  while (kept < p.max_det) {
+    if (threadIdx.x == 0) {
+      int i = cursor;
+      while (i < total && (suppressed[i / 32] >> (i % 32) & 1u)) ++i;
+      next = i;
+    }
+    __syncthreads();
+    const int i = next;
+    if (i >= total) break;
+    const uint32_t index_i = static_cast<uint32_t>(keys[i]);
+    const int class_i = static_cast<int>(index_i % p.h.args.classes);
+    const float4 bi = boxes[i];
+    const float area_i = areas[i];
+    if (threadIdx.x == 0) {
+      const float4 b = decode_box(p.h, n, locate(p.h, index_i / p.h.args.classes));
+      const float hw = __fdiv_rn(b.z, 2.0f), hh = __fdiv_rn(b.w, 2.0f);
+      DetectionBox d;
+      d.x1 = __fsub_rn(b.x, hw), d.y1 = __fsub_rn(b.y, hh);
+      d.x2 = __fadd_rn(b.x, hw), d.y2 = __fadd_rn(b.y, hh);
+      d.score = __uint_as_float(0x7fffffffu - static_cast<uint32_t>(keys[i] >> 32));
+      d.class_id = class_i;
+      if (p.plans) {
+        const LetterboxPlan& lp = p.plans[n];
+        const float w = static_cast<float>(lp.width), h = static_cast<float>(lp.height);
+        auto map = [](float v, float pad, float gain, float limit) {
+          return fminf(fmaxf(__fdiv_rn(__fsub_rn(v, pad), gain), 0.0f), limit);
+        };
+        d.x1 = map(d.x1, lp.pad_x, lp.gain, w), d.x2 = map(d.x2, lp.pad_x, lp.gain, w);
+        d.y1 = map(d.y1, lp.pad_y, lp.gain, h), d.y2 = map(d.y2, lp.pad_y, lp.gain, h);
+      }
+      p.detections[int64_t{n} * p.max_det + kept] = d;
+    }
+    ++kept;
+    for (int j = i + 1 + threadIdx.x; j < total; j += blockDim.x) {
+      if (static_cast<int>(static_cast<uint32_t>(keys[j]) % p.h.args.classes) != class_i) continue;
+      if (suppressed[j / 32] >> (j % 32) & 1u) continue;
+      const float4 bj = boxes[j];
+      const float w = fmaxf(0.0f, __fsub_rn(fminf(bi.z, bj.z), fmaxf(bi.x, bj.x)));
+      const float h = fmaxf(0.0f, __fsub_rn(fminf(bi.w, bj.w), fmaxf(bi.y, bj.y)));
+      const float inter = __fmul_rn(w, h);
+      const float iou = __fdiv_rn(inter, __fsub_rn(__fadd_rn(area_i, areas[j]), inter));
+      if (iou > p.iou_threshold) atomicOr(&suppressed[j / 32], 1u << (j % 32));
+    }
+    cursor = i + 1;
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) p.out_counts[n] = kept;
+}
+
+// Workspace layout, each part 256-byte aligned.
+struct Layout {
+  size_t counts, begin, end, keys_in, keys_out, boxes, areas, sort, total;
+  size_t sort_bytes;
+};
+
+size_t align(size_t v) { return (v + 255) / 256 * 256; }
+
+Layout layout(const DetectArgs& a) {
+  const size_t batch = static_cast<size_t>(a.heads.batch);
+  const size_t keys = batch * static_cast<size_t>(a.max_candidates);
+  const size_t nms = batch * static_cast<size_t>(a.max_nms);
+  Layout l{};
+  size_t at = 0;
+  auto take = [&](size_t bytes) {
+    const size_t here = at;
+    at += align(bytes);
+    return here;
+  };
+  l.counts = take(batch * sizeof(int));
+  l.begin = take(batch * sizeof(int));
+  l.end = take(batch * sizeof(int));
+  l.keys_in = take(keys * sizeof(uint64_t));
+  l.keys_out = take(keys * sizeof(uint64_t));
+  l.boxes = take(nms * sizeof(float4));
+  l.areas = take(nms * sizeof(float));
+  l.sort_bytes = 0;
+  cub::DeviceSegmentedSort::SortKeys(nullptr, l.sort_bytes, static_cast<const uint64_t*>(nullptr),
+                                     static_cast<uint64_t*>(nullptr), static_cast<int64_t>(keys),
+                                     static_cast<int64_t>(batch), static_cast<const int*>(nullptr),
+                                     static_cast<const int*>(nullptr));
+  l.sort = take(l.sort_bytes);
+  l.total = at;
+  return l;
+}
+
+Status check_heads(const char* op, const HeadsArgs& a) {
+  if (a.batch < 1) return invalid_argument(op, ": batch ", a.batch, " is not positive");
+  if (a.classes < 1 || a.classes > 255)
+    return invalid_argument(op, ": classes ", a.classes, " (1..255 supported)");
+  for (int l = 0; l < 3; ++l) {
+    const HeadTensor& t = a.heads[l];
+    if (t.height < 1 || t.width < 1)
+      return invalid_argument(op, ": head ", l, " is ", t.height, "x", t.width);
+    QYOLO_RETURN_IF_ERROR(ops::check_slice(op,
+                                           l == 0   ? "head 0"
+                                           : l == 1 ? "head 1"
+                                                    : "head 2",
+                                           t.layout, 3 * (5 + a.classes), t.data));
+    if (a.type == HeadType::kInt8)
+      QYOLO_RETURN_IF_ERROR(ops::check_scale(op, "head scale", a.scales[l]));
+  }
+  if (head_rows(a) * a.classes >= (int64_t{1} << 32))
+    return invalid_argument(op, ": ", head_rows(a), " rows x ", a.classes,
+                            " classes do not fit 32-bit candidate indices");
+  return Status::ok();
+}
+
+}  // namespace
+
+Status decode_heads(const HeadsArgs& args, float* rows, cudaStream_t stream) {
+  constexpr const char* kOp = "decode_heads";
+  QYOLO_RETURN_IF_ERROR(check_heads(kOp, args));
+  if (!rows) return invalid_argument(kOp, ": rows is null");
+  const Heads h = make_heads(args);
+  decode_kernel<<<dim3(ops::blocks_for(h.rows, 128), args.batch), 128, 0, stream>>>(h, rows);
+  return ops::launched(kOp);
+}
+
+size_t detect_workspace_bytes(const DetectArgs& args) { return layout(args).total; }
+
+Status detect(const DetectArgs& a, cudaStream_t stream) {
+  constexpr const char* kOp = "detect";
+  QYOLO_RETURN_IF_ERROR(check_heads(kOp, a.heads));
+  if (a.max_det < 1 || a.max_nms < 1 || a.max_candidates < 1)
+    return invalid_argument(kOp, ": max_det ", a.max_det, ", max_nms ", a.max_nms,
+                            ", max_candidates ", a.max_candidates, " must be positive");
+  if (!a.workspace || !a.detections || !a.counts)
+    return invalid_argument(kOp, ": workspace, detections and counts are required");
+  const Layout l = layout(a);
+  const int batch = a.heads.batch;
+  auto at = [&](size_t offset) { return static_cast<char*>(a.workspace) + offset; };
+  int* counts = reinterpret_cast<int*>(at(l.counts));
+  int* begin = reinterpret_cast<int*>(at(l.begin));
+  int* end = reinterpret_cast<int*>(at(l.end));
+  uint64_t* keys_in = reinterpret_cast<uint64_t*>(at(l.keys_in));
+  uint64_t* keys_out = reinterpret_cast<uint64_t*>(at(l.keys_out));
+  const Heads h = make_heads(a.heads);
+
+  QYOLO_RETURN_IF_ERROR(check(cudaMemsetAsync(counts, 0, batch * sizeof(int), stream), kOp));
+  candidates_kernel<<<dim3(ops::blocks_for(h.rows, 128), batch), 128, 0, stream>>>(
+      h, a.conf_threshold, a.max_candidates, counts, keys_in);
+  QYOLO_RETURN_IF_ERROR(ops::launched(kOp));
+  segments_kernel<<<ops::blocks_for(batch, 128), 128, 0, stream>>>(counts, batch, a.max_candidates,
+                                                                   begin, end, a.candidate_counts);
+  QYOLO_RETURN_IF_ERROR(ops::launched(kOp));
+  size_t sort_bytes = l.sort_bytes;
+  QYOLO_RETURN_IF_ERROR(
+      check(cub::DeviceSegmentedSort::SortKeys(at(l.sort), sort_bytes, keys_in, keys_out,
+                                               int64_t{batch} * a.max_candidates, int64_t{batch},
+                                               begin, end, stream),
+            "detect: segmented sort"));
+  NmsParams p{};
+  p.h = h;
+  p.iou_threshold = a.iou_threshold;
+  p.max_det = a.max_det;
+  p.max_nms = a.max_nms;
+  p.capacity = a.max_candidates;
+  p.counts = counts;
+  p.keys = keys_out;
+  p.boxes = reinterpret_cast<float4*>(at(l.boxes));
+  p.areas = reinterpret_cast<float*>(at(l.areas));
+  p.plans = a.plans;
+  p.detections = a.detections;
+  p.out_counts = a.counts;
+  const size_t smem = (static_cast<size_t>(a.max_nms) + 31) / 32 * sizeof(uint32_t);
+  if (smem > 48 * 1024)
+    return invalid_argument(kOp, ": max_nms ", a.max_nms, " needs more than 48 KB of bitmask");
+  nms_kernel<<<batch, kNmsThreads, smem, stream>>>(p);
+  return ops::launched(kOp);
+}
+
+}  // namespace qyolo::cuda

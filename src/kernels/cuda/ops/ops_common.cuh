@@ -1,0 +1,63 @@
+// Shared pieces of the non-convolution kernels: IEEE-exact rounding helpers (every float
+// operation the CPU reference performs is spelled as an _rn intrinsic, so nvcc cannot contract
+// it into an FMA and the result is bit-identical), launch checks, and argument checks.
+#pragma once
+
+#include <cuda_fp16.h>
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "qyolo/cuda.h"
+#include "qyolo/cuda_ops.h"
+
+namespace qyolo::cuda::ops {
+
+// quantize_rne of qyolo/conv_int8.h: rne(y / scale), clamped.
+__device__ __forceinline__ int8_t quantize_rne(float y, float scale) {
+  const float q = rintf(__fdiv_rn(y, scale));
+  return static_cast<int8_t>(fminf(fmaxf(q, -128.0f), 127.0f));
+}
+
+// The INT8 executor's requantization: q * from, then quantized to `to`.
+__device__ __forceinline__ int8_t requantize(int8_t q, float from, float to) {
+  return quantize_rne(__fmul_rn(static_cast<float>(q), from), to);
+}
+
+__device__ __forceinline__ uint16_t half_bits(float v) {
+  return __half_as_ushort(__float2half_rn(v));
+}
+__device__ __forceinline__ float from_half_bits(uint16_t bits) {
+  return __half2float(__ushort_as_half(bits));
+}
+
+inline Status launched(const char* op) { return check(cudaGetLastError(), op); }
+
+inline unsigned blocks_for(int64_t threads, int per_block) {
+  return static_cast<unsigned>((threads + per_block - 1) / per_block);
+}
+
+inline Status check_shape(const char* op, const NhwcShape& s) {
+  if (s.batch < 1 || s.height < 1 || s.width < 1 || s.channels < 1)
+    return invalid_argument(op, ": non-positive shape ", s.batch, "x", s.height, "x", s.width, "x",
+                            s.channels);
+  return Status::ok();
+}
+
+inline Status check_slice(const char* op, const char* name, const ChannelSlice& slice, int channels,
+                          const void* pointer) {
+  if (!pointer) return invalid_argument(op, ": ", name, " is null");
+  if (slice.offset < 0 || slice.offset + channels > slice.stride)
+    return invalid_argument(op, ": ", name, " channels [", slice.offset, ", ",
+                            slice.offset + channels, ") do not fit the pixel stride ",
+                            slice.stride);
+  return Status::ok();
+}
+
+inline Status check_scale(const char* op, const char* name, float scale) {
+  if (!(scale > 0.0f) || scale != scale || scale > 3.4e38f)
+    return invalid_argument(op, ": ", name, " ", scale, " is not a positive finite number");
+  return Status::ok();
+}
+
+}  // namespace qyolo::cuda::ops

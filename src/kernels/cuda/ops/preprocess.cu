@@ -1,0 +1,262 @@
+// uint8 RGB images of any size -> ultralytics' letterbox on a 114-gray canvas, /255, quantized
+// to int8:hwc4 (or fp16/fp32 NCHW), in one kernel. The resize reproduces src/vision/resize.cpp
+// (OpenCV's fixed-point INTER_LINEAR and INTER_AREA) operation for operation, so the output is
+// bit-identical to the CPU path; the double and float steps use _rn intrinsics to keep nvcc from
+// fusing them into FMAs, which would change roundings.
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+
+#include "ops_common.cuh"
+
+namespace qyolo::cuda {
+
+LetterboxPlan letterbox_plan(int width, int height, int size, int canvas) {
+  LetterboxPlan p;
+  p.width = width;
+  p.height = height;
+  p.size = size;
+  p.canvas = canvas;
+  const double r = static_cast<double>(size) / std::max(width, height);
+  p.resized_width = width;
+  p.resized_height = height;
+  if (r != 1.0) {
+    p.resized_width = static_cast<int>(std::ceil(width * r));
+    p.resized_height = static_cast<int>(std::ceil(height * r));
+  }
+  p.gain = static_cast<float>(static_cast<double>(p.resized_height) / height);
+  const double dw = (canvas - p.resized_width) / 2.0, dh = (canvas - p.resized_height) / 2.0;
+  p.pad_x = static_cast<float>(dw);
+  p.pad_y = static_cast<float>(dh);
+  p.left = static_cast<int>(std::round(dw - 0.1));
+  p.top = static_cast<int>(std::round(dh - 0.1));
+  return p;
+}
+
+namespace {
+
+constexpr int kMaxImagesPerLaunch = 64;  // keeps the by-value batch under 4 KB of parameters
+
+enum Mode : int { kCopy = 0, kLinear = 1, kAreaInteger = 2, kArea = 3 };
+
+struct ImageDesc {
+  const uint8_t* pixels;
+  int row_bytes, width, height, resized_width, resized_height, left, top, mode, kx, ky;
+};
+
+struct Batch {
+  ImageDesc images[kMaxImagesPerLaunch];
+};
+
+__device__ __forceinline__ int to_coef(float weight) {
+  const int v = static_cast<int>(rintf(__fmul_rn(weight, 2048.0f)));
+  return min(max(v, -32768), 32767);
+}
+
+__device__ int linear_pixel(const ImageDesc& im, int dx, int dy, int c) {
+  const double scale_x = __ddiv_rn(im.width, im.resized_width);
+  const double scale_y = __ddiv_rn(im.height, im.resized_height);
+  float fx = static_cast<float>(__dadd_rn(__dmul_rn(dx + 0.5, scale_x), -0.5));
+  int sx = static_cast<int>(floorf(fx));
+  fx = __fsub_rn(fx, static_cast<float>(sx));
+  if (sx < 0) fx = 0, sx = 0;
+  if (sx >= im.width - 1) fx = 0, sx = im.width - 1;
+  const int a0 = to_coef(__fsub_rn(1.0f, fx)), a1 = to_coef(fx);
+  float fy = static_cast<float>(__dadd_rn(__dmul_rn(dy + 0.5, scale_y), -0.5));
+  const int sy = static_cast<int>(floorf(fy));
+  fy = __fsub_rn(fy, static_cast<float>(sy));
+  const int b0 = to_coef(__fsub_rn(1.0f, fy)), b1 = to_coef(fy);
+  const int next = min(sx + 1, im.width - 1);
+  auto horizontal = [&](int y) {
+    const uint8_t* s =
+        im.pixels + static_cast<size_t>(min(max(y, 0), im.height - 1)) * im.row_bytes;
+    return s[sx * 3 + c] * a0 + s[next * 3 + c] * a1;
+  };
+  const int row0 = horizontal(sy), row1 = horizontal(sy + 1);
+  const int v = (((b0 * (row0 >> 4)) >> 16) + ((b1 * (row1 >> 4)) >> 16) + 2) >> 2;
+  return min(max(v, 0), 255);
+}
+
+__device__ int area_integer_pixel(const ImageDesc& im, int dx, int dy, int c) {
+  int sum = 0;
+  for (int y = 0; y < im.ky; ++y) {
+    const uint8_t* s =
+        im.pixels + static_cast<size_t>(dy * im.ky + y) * im.row_bytes + (dx * im.kx) * 3 + c;
+    for (int x = 0; x < im.kx; ++x) sum += s[x * 3];
+  }
+  if (im.kx == 2 && im.ky == 2) return (sum + 2) >> 2;
+  const float scale = __fdiv_rn(1.0f, static_cast<float>(im.kx * im.ky));
+  return min(max(static_cast<int>(rintf(__fmul_rn(static_cast<float>(sum), scale))), 0), 255);
+}
+
+// OpenCV's computeResizeAreaTab for one destination index: a partial first cell, whole cells,
+// a partial last cell.
+struct AreaSpan {
+  int first_partial, sx1, sx2, last_partial;  // first_partial: source index or -1
+  float first_alpha, full_alpha, last_alpha;
+};
+
+__device__ AreaSpan area_span(int d, int src_size, double scale) {
+  AreaSpan a;
+  const double fsx1 = __dmul_rn(d, scale), fsx2 = __dadd_rn(fsx1, scale);
+  const double cell = fmin(scale, __dsub_rn(src_size, fsx1));
+  int sx1 = static_cast<int>(ceil(fsx1)), sx2 = static_cast<int>(floor(fsx2));
+  sx2 = min(sx2, src_size - 1);
+  sx1 = min(sx1, sx2);
+  a.sx1 = sx1;
+  a.sx2 = sx2;
+  a.first_partial = __dsub_rn(sx1, fsx1) > 1e-3 ? sx1 - 1 : -1;
+  a.first_alpha = static_cast<float>(__ddiv_rn(__dsub_rn(sx1, fsx1), cell));
+  a.full_alpha = static_cast<float>(__ddiv_rn(1.0, cell));
+  a.last_partial = __dsub_rn(fsx2, sx2) > 1e-3 ? sx2 : -1;
+  a.last_alpha = static_cast<float>(__ddiv_rn(fmin(fmin(__dsub_rn(fsx2, sx2), 1.0), cell), cell));
+  return a;
+}
+
+__device__ float area_row(const uint8_t* s, const AreaSpan& a, int c) {
+  float buf = 0.0f;
+  if (a.first_partial >= 0)
+    buf = __fadd_rn(buf, __fmul_rn(static_cast<float>(s[a.first_partial * 3 + c]), a.first_alpha));
+  for (int x = a.sx1; x < a.sx2; ++x)
+    buf = __fadd_rn(buf, __fmul_rn(static_cast<float>(s[x * 3 + c]), a.full_alpha));
+  if (a.last_partial >= 0)
+    buf = __fadd_rn(buf, __fmul_rn(static_cast<float>(s[a.last_partial * 3 + c]), a.last_alpha));
+  return buf;
+}
+
+__device__ int area_pixel(const ImageDesc& im, int dx, int dy, int c) {
+  const AreaSpan ax = area_span(dx, im.width, __ddiv_rn(im.width, im.resized_width));
+  const AreaSpan ay = area_span(dy, im.height, __ddiv_rn(im.height, im.resized_height));
+  auto row = [&](int y) { return im.pixels + static_cast<size_t>(y) * im.row_bytes; };
+  float sum = 0.0f;
+  if (ay.first_partial >= 0)
+    sum = __fadd_rn(sum, __fmul_rn(ay.first_alpha, area_row(row(ay.first_partial), ax, c)));
+  for (int y = ay.sx1; y < ay.sx2; ++y)
+    sum = __fadd_rn(sum, __fmul_rn(ay.full_alpha, area_row(row(y), ax, c)));
+  if (ay.last_partial >= 0)
+    sum = __fadd_rn(sum, __fmul_rn(ay.last_alpha, area_row(row(ay.last_partial), ax, c)));
+  return min(max(static_cast<int>(rintf(sum)), 0), 255);
+}
+
+__device__ int resized_pixel(const ImageDesc& im, int dx, int dy, int c) {
+  switch (im.mode) {
+    case kLinear:
+      return linear_pixel(im, dx, dy, c);
+    case kAreaInteger:
+      return area_integer_pixel(im, dx, dy, c);
+    case kArea:
+      return area_pixel(im, dx, dy, c);
+    default:
+      return im.pixels[static_cast<size_t>(dy) * im.row_bytes + dx * 3 + c];
+  }
+}
+
+template <PreprocessOutput kFormat>
+__global__ void preprocess_kernel(Batch batch, int first, int canvas, float input_scale,
+                                  void* output) {
+  const int image = blockIdx.y;
+  const int pixel = blockIdx.x * blockDim.x + threadIdx.x;
+  if (pixel >= canvas * canvas) return;
+  const ImageDesc& im = batch.images[image];
+  const int x = pixel % canvas, y = pixel / canvas;
+  const int dx = x - im.left, dy = y - im.top;
+  const bool inside = dx >= 0 && dy >= 0 && dx < im.resized_width && dy < im.resized_height;
+  float value[3];
+  for (int c = 0; c < 3; ++c) {
+    const int p = inside ? resized_pixel(im, dx, dy, c) : 114;
+    value[c] = __fdiv_rn(static_cast<float>(p), 255.0f);
+  }
+  const size_t slot = static_cast<size_t>(first + image);
+  const size_t plane = static_cast<size_t>(canvas) * canvas;
+  if constexpr (kFormat == PreprocessOutput::kInt8Hwc4) {
+    uint32_t word = 0;
+    for (int c = 0; c < 3; ++c)
+      word |= static_cast<uint32_t>(static_cast<uint8_t>(ops::quantize_rne(value[c], input_scale)))
+              << (8 * c);
+    static_cast<uint32_t*>(output)[slot * plane + pixel] = word;
+  } else if constexpr (kFormat == PreprocessOutput::kFloat16Nchw) {
+    for (int c = 0; c < 3; ++c)
+      static_cast<uint16_t*>(output)[(slot * 3 + c) * plane + pixel] = ops::half_bits(value[c]);
+  } else {
+    for (int c = 0; c < 3; ++c)
+      static_cast<float*>(output)[(slot * 3 + c) * plane + pixel] = value[c];
+  }
+}
+
+ImageDesc describe(const PreprocessImage& image) {
+  const LetterboxPlan& p = image.plan;
+  ImageDesc d{};
+  d.pixels = image.pixels;
+  d.row_bytes = image.row_bytes;
+  d.width = p.width;
+  d.height = p.height;
+  d.resized_width = p.resized_width;
+  d.resized_height = p.resized_height;
+  d.left = p.left;
+  d.top = p.top;
+  const double r = static_cast<double>(p.size) / std::max(p.width, p.height);
+  d.mode = kCopy;
+  if (r > 1.0) {
+    d.mode = kLinear;
+  } else if (r < 1.0) {
+    // resize_area's test for whole-number shrink factors (OpenCV's resizeAreaFast).
+    const double sx = static_cast<double>(p.width) / p.resized_width;
+    const double sy = static_cast<double>(p.height) / p.resized_height;
+    d.kx = static_cast<int>(sx);
+    d.ky = static_cast<int>(sy);
+    const bool integer = d.kx >= 1 && d.ky >= 1 && std::abs(sx - d.kx) < DBL_EPSILON &&
+                         std::abs(sy - d.ky) < DBL_EPSILON;
+    d.mode = integer ? kAreaInteger : kArea;
+  }
+  return d;
+}
+
+}  // namespace
+
+Status preprocess(const PreprocessArgs& args, cudaStream_t stream) {
+  constexpr const char* kOp = "preprocess";
+  if (args.count < 0 || (args.count > 0 && !args.images))
+    return invalid_argument(kOp, ": ", args.count, " images but no image array");
+  if (args.canvas < 1) return invalid_argument(kOp, ": canvas ", args.canvas, " is not positive");
+  if (!args.output) return invalid_argument(kOp, ": output is null");
+  if (args.output_format == PreprocessOutput::kInt8Hwc4)
+    QYOLO_RETURN_IF_ERROR(ops::check_scale(kOp, "input_scale", args.input_scale));
+  for (int i = 0; i < args.count; ++i) {
+    const PreprocessImage& im = args.images[i];
+    const LetterboxPlan& p = im.plan;
+    if (!im.pixels || p.width < 1 || p.height < 1 || im.row_bytes < p.width * 3)
+      return invalid_argument(kOp, ": image ", i, " is ", p.width, "x", p.height, " with ",
+                              im.row_bytes, " bytes per row", im.pixels ? "" : " and no pixels");
+    if (p.canvas != args.canvas || p.left < 0 || p.top < 0 ||
+        p.left + p.resized_width > args.canvas || p.top + p.resized_height > args.canvas)
+      return invalid_argument(kOp, ": image ", i, " (resized ", p.resized_width, "x",
+                              p.resized_height, ") does not fit the ", args.canvas,
+                              " canvas; plan it with letterbox_plan(..., canvas)");
+  }
+  const int threads = 256;
+  const int pixels = args.canvas * args.canvas;
+  for (int first = 0; first < args.count; first += kMaxImagesPerLaunch) {
+    const int n = std::min(kMaxImagesPerLaunch, args.count - first);
+    Batch batch{};
+    for (int i = 0; i < n; ++i) batch.images[i] = describe(args.images[first + i]);
+    const dim3 grid(ops::blocks_for(pixels, threads), n);
+    switch (args.output_format) {
+      case PreprocessOutput::kInt8Hwc4:
+        preprocess_kernel<PreprocessOutput::kInt8Hwc4><<<grid, threads, 0, stream>>>(
+            batch, first, args.canvas, args.input_scale, args.output);
+        break;
+      case PreprocessOutput::kFloat16Nchw:
+        preprocess_kernel<PreprocessOutput::kFloat16Nchw><<<grid, threads, 0, stream>>>(
+            batch, first, args.canvas, args.input_scale, args.output);
+        break;
+      case PreprocessOutput::kFloat32Nchw:
+        preprocess_kernel<PreprocessOutput::kFloat32Nchw><<<grid, threads, 0, stream>>>(
+            batch, first, args.canvas, args.input_scale, args.output);
+        break;
+    }
+    QYOLO_RETURN_IF_ERROR(ops::launched(kOp));
+  }
+  return Status::ok();
+}
+
+}  // namespace qyolo::cuda

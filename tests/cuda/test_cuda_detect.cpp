@@ -1,0 +1,235 @@
+// GPU head decode + validation NMS against the CPU path (qyolo::decode_heads,
+// non_max_suppression with conf 0.001 / IoU 0.6 / multi-label / class-aware / 30000 / 300, and
+// scale_boxes), on yolov5n's real head outputs for val2017-mini images (fixtures written by
+// make_cuda_ops_fixtures) as fp16 and as int8 heads, batched, and on random heads that stress
+// the max_nms and max_det caps. Boxes, scores and classes must be bit-identical.
+#include <filesystem>
+#include <random>
+
+#include "ops_test_util.h"
+#include "qyolo/tensor.h"
+#include "qyolo/vision.h"
+
+namespace qyolo {
+namespace {
+
+using namespace testing_cuda;
+
+// One image's three heads, NCHW float (the values the CPU reference decodes).
+struct ImageHeads {
+  int width = 0, height = 0;  // the original image
+  std::vector<Tensor> heads;  // 1 x 255 x H x W, strides 8, 16, 32
+};
+
+enum class Kind { kFloat16, kInt8 };
+
+struct Prepared {
+  std::vector<cuda::DeviceBuffer> buffers;
+  cuda::HeadsArgs args;
+};
+
+// Packs a batch of heads as NHWC slices (pixel stride 256, offset 0) of fp16 or int8 and
+// rewrites the float heads to what the device sees (half-rounded, or q * scale).
+Prepared prepare(std::vector<ImageHeads>& batch, Kind kind) {
+  Prepared p;
+  cuda::HeadsArgs& a = p.args;
+  a.batch = int(batch.size());
+  a.type = kind == Kind::kInt8 ? cuda::HeadType::kInt8 : cuda::HeadType::kFloat16;
+  cuda::set_default_anchors(a);
+  for (int l = 0; l < 3; ++l) {
+    const Shape& s = batch[0].heads[l].shape();
+    const int h = int(s[2]), w = int(s[3]), channels = int(s[1]), stride = 256;
+    float amax = 0;
+    for (auto& im : batch)
+      for (int64_t i = 0; i < im.heads[l].numel(); ++i)
+        amax = std::max(amax, std::fabs(im.heads[l].data<float>()[i]));
+    const float scale = amax / 127.0f;
+    a.scales[l] = scale;
+    std::vector<uint16_t> h16(size_t(a.batch) * h * w * stride, 0);
+    std::vector<int8_t> q8(h16.size(), 0);
+    for (int n = 0; n < a.batch; ++n) {
+      float* src = batch[n].heads[l].data<float>();
+      for (int c = 0; c < channels; ++c)
+        for (int p2 = 0; p2 < h * w; ++p2) {
+          float& v = src[size_t(c) * h * w + p2];
+          const size_t at = (size_t(n) * h * w + p2) * stride + c;
+          if (kind == Kind::kInt8) {
+            q8[at] = quantize_rne(v, scale);
+            v = static_cast<float>(q8[at]) * scale;
+          } else {
+            h16[at] = float_to_half_rne(v);
+            v = half_to_float_bits(h16[at]);
+          }
+        }
+    }
+    p.buffers.push_back(kind == Kind::kInt8 ? upload(q8) : upload(h16));
+    a.heads[l].data = p.buffers.back().data();
+    a.heads[l].layout = {stride, 0};
+    a.heads[l].height = h;
+    a.heads[l].width = w;
+  }
+  return p;
+}
+
+struct Compared {
+  int64_t detections = 0, different = 0, rows = 0, row_values_different = 0;
+};
+
+// Runs decode and detect on the device and compares with the CPU path, image by image.
+void compare(std::vector<ImageHeads> batch, Kind kind, int max_nms, int max_det, bool map_back,
+             Compared& totals) {
+  Prepared p = prepare(batch, kind);
+  const int n = p.args.batch;
+  const int64_t rows = cuda::head_rows(p.args);
+  auto decoded = cuda::DeviceBuffer::allocate(size_t(n) * rows * 85 * sizeof(float));
+  ASSERT_TRUE(decoded.has_value());
+  QYOLO_ASSERT_OK(cuda::decode_heads(p.args, decoded->as<float>(), nullptr));
+  const auto rows_gpu = download<float>(*decoded, size_t(n) * rows * 85);
+
+  cuda::DetectArgs d;
+  d.heads = p.args;
+  d.max_nms = max_nms;
+  d.max_det = max_det;
+  std::vector<cuda::LetterboxPlan> plans;
+  for (const auto& im : batch) plans.push_back(cuda::letterbox_plan(im.width, im.height, 640, 640));
+  auto dplans = upload(plans);
+  if (map_back) d.plans = dplans.as<cuda::LetterboxPlan>();
+  auto workspace = cuda::DeviceBuffer::allocate(cuda::detect_workspace_bytes(d));
+  auto boxes = cuda::DeviceBuffer::allocate(size_t(n) * max_det * sizeof(cuda::DetectionBox));
+  auto counts = cuda::DeviceBuffer::allocate(n * sizeof(int));
+  auto candidates = cuda::DeviceBuffer::allocate(n * sizeof(int));
+  ASSERT_TRUE(workspace && boxes && counts && candidates);
+  d.workspace = workspace->data();
+  d.detections = boxes->as<cuda::DetectionBox>();
+  d.counts = counts->as<int>();
+  d.candidate_counts = candidates->as<int>();
+  QYOLO_ASSERT_OK(cuda::detect(d, nullptr));
+  const auto got = download<cuda::DetectionBox>(*boxes, size_t(n) * max_det);
+  const auto got_counts = download<int>(*counts, n);
+  const auto got_candidates = download<int>(*candidates, n);
+
+  NmsOptions options;
+  options.max_nms = max_nms;
+  options.max_det = max_det;
+  for (int i = 0; i < n; ++i) {
+    std::vector<const Tensor*> heads;
+    for (auto& t : batch[i].heads) heads.push_back(&t);
+    auto cpu_rows = decode_heads(heads, HeadAnchors{});
+    ASSERT_TRUE(cpu_rows.has_value()) << cpu_rows.status().message();
+    const float* r = cpu_rows->data<float>();
+    int64_t row_bad = 0;
+    for (int64_t k = 0; k < rows * 85; ++k) row_bad += r[k] != rows_gpu[size_t(i) * rows * 85 + k];
+    totals.rows += rows;
+    totals.row_values_different += row_bad;
+    if (kind == Kind::kInt8) {
+      EXPECT_EQ(row_bad, 0) << "image " << i << ": decoded values";
+    }
+    std::vector<Detection> cpu = non_max_suppression(r, rows, 85, options);
+    if (map_back) {
+      Letterbox placement;
+      Image blank;
+      blank.width = batch[i].width;
+      blank.height = batch[i].height;
+      blank.pixels.assign(size_t(blank.width) * blank.height * 3, 0);
+      letterbox(blank, 640, 640, &placement);
+      scale_boxes(placement, cpu);
+    }
+    ASSERT_LE(got_candidates[i], 1 << 17) << "image " << i << ": candidate buffer overflowed";
+    ASSERT_EQ(got_counts[i], int(cpu.size()))
+        << "image " << i << ", " << got_candidates[i] << " candidates";
+    int64_t different = 0;
+    for (size_t k = 0; k < cpu.size(); ++k) {
+      const cuda::DetectionBox& g = got[size_t(i) * max_det + k];
+      const Detection& c = cpu[k];
+      const bool same = g.x1 == c.x1 && g.y1 == c.y1 && g.x2 == c.x2 && g.y2 == c.y2 &&
+                        g.score == c.score && g.class_id == c.class_id;
+      if (!same && different < 3)
+        ADD_FAILURE() << "image " << i << " detection " << k << ": gpu (" << g.x1 << ", " << g.y1
+                      << ", " << g.x2 << ", " << g.y2 << ", " << g.score << ", " << g.class_id
+                      << ") cpu (" << c.x1 << ", " << c.y1 << ", " << c.x2 << ", " << c.y2 << ", "
+                      << c.score << ", " << c.class_id << ")";
+      different += !same;
+    }
+    totals.detections += int64_t(cpu.size());
+    totals.different += different;
+    std::printf("  image %d: %d candidates, %zu detections, %lld different\n", i, got_candidates[i],
+                cpu.size(), (long long)different);
+  }
+}
+
+std::vector<ImageHeads> load_fixtures() {
+  std::vector<ImageHeads> out;
+  for (int i = 0;; ++i) {
+    const std::string base = fixtures_dir() + "/";
+    if (!std::filesystem::exists(base + "image_" + std::to_string(i) + ".npy")) break;
+    Npy image;
+    std::string error;
+    EXPECT_TRUE(read_npy_file(base + "image_" + std::to_string(i) + ".npy", image, error)) << error;
+    ImageHeads im;
+    im.height = int(image.shape[0]);
+    im.width = int(image.shape[1]);
+    for (int grid : {80, 40, 20}) {
+      Npy h;
+      const std::string path =
+          base + "heads_" + std::to_string(i) + "_" + std::to_string(grid) + ".npy";
+      EXPECT_TRUE(read_npy_file(path, h, error)) << error;
+      EXPECT_EQ(h.descr, "<f2") << path;
+      Tensor t(DType::kFloat32, {1, h.shape[1], h.shape[2], h.shape[3]});
+      const uint16_t* bits = reinterpret_cast<const uint16_t*>(h.bytes.data());
+      for (int64_t k = 0; k < t.numel(); ++k) t.data<float>()[k] = half_to_float_bits(bits[k]);
+      im.heads.push_back(std::move(t));
+    }
+    out.push_back(std::move(im));
+  }
+  return out;
+}
+
+TEST(CudaDetect, RealHeadsGiveTheCpuBoxesBitForBit) {
+  QYOLO_SKIP_WITHOUT_GPU();
+  const auto batch = load_fixtures();
+  ASSERT_FALSE(batch.empty()) << "no fixtures in " << fixtures_dir()
+                              << " (make_cuda_ops_fixtures writes them)";
+  for (Kind kind : {Kind::kFloat16, Kind::kInt8}) {
+    std::printf("%s heads, batch %zu:\n", kind == Kind::kInt8 ? "int8" : "fp16", batch.size());
+    Compared totals;
+    compare(batch, kind, 30000, 300, true, totals);
+    EXPECT_EQ(totals.different, 0);
+    std::printf(
+        "detect (%s heads): %lld/%lld detections identical; decoded values: %lld of "
+        "%lld differ\n",
+        kind == Kind::kInt8 ? "int8" : "fp16", (long long)(totals.detections - totals.different),
+        (long long)totals.detections, (long long)totals.row_values_different,
+        (long long)(totals.rows * 85));
+  }
+}
+
+TEST(CudaDetect, RandomHeadsAtTheCapsGiveTheCpuBoxes) {
+  QYOLO_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(6);
+  std::normal_distribution<float> nd(0.0f, 2.0f);
+  std::vector<ImageHeads> batch(3);
+  for (auto& im : batch) {
+    im.width = 500, im.height = 375;
+    for (int grid : {16, 8, 4}) {
+      Tensor t(DType::kFloat32, {1, 255, grid, grid});
+      for (int64_t k = 0; k < t.numel(); ++k) t.data<float>()[k] = nd(rng);
+      im.heads.push_back(std::move(t));
+    }
+  }
+  for (const auto& [max_nms, max_det] : {std::pair{30000, 300}, std::pair{700, 50}}) {
+    Compared totals;
+    compare(batch, Kind::kFloat16, max_nms, max_det, false, totals);
+    EXPECT_EQ(totals.different, 0) << "max_nms " << max_nms << " max_det " << max_det;
+  }
+}
+
+TEST(CudaDetect, BadHeadsAreOneLineErrors) {
+  cuda::HeadsArgs a;
+  a.batch = 1;
+  Status s = cuda::decode_heads(a, nullptr, nullptr);
+  EXPECT_FALSE(s.is_ok());
+  EXPECT_NE(s.message().find("head 0"), std::string::npos) << s.message();
+}
+
+}  // namespace
+}  // namespace qyolo

@@ -1,0 +1,186 @@
+// INT8 NHWC MaxPool, nearest Resize, requantizing copy and table lookup on channel slices,
+// against plain CPU references written from the INT8 executor's rules (select exactly, then
+// requantize with rne(q * s_in / s_out) where the scales differ; a Sigmoid is a 256-entry
+// table). Every output byte must be identical, and bytes outside the output slice untouched.
+#include <random>
+
+#include "ops_test_util.h"
+
+namespace qyolo {
+namespace {
+
+using namespace testing_cuda;
+
+struct Tensor8 {
+  cuda::NhwcShape shape;
+  ChannelSlice layout;
+  std::vector<int8_t> data;  // pixels * layout.stride
+  int8_t& at(int n, int y, int x, int c) {
+    return data[((size_t(n) * shape.height + y) * shape.width + x) * layout.stride + layout.offset +
+                c];
+  }
+};
+
+Tensor8 random_tensor(cuda::NhwcShape shape, ChannelSlice layout, std::mt19937& rng) {
+  Tensor8 t{shape, layout, {}};
+  t.data.resize(size_t(shape.batch) * shape.height * shape.width * layout.stride);
+  std::uniform_int_distribution<int> d(-128, 127);
+  for (auto& v : t.data) v = int8_t(d(rng));
+  return t;
+}
+
+int8_t requantize_ref(int8_t q, float from, float to) {
+  return from == to ? q : quantize_rne(static_cast<float>(q) * from, to);
+}
+
+// Compares the device output buffer with the expected one, inside and outside the slice.
+int64_t count_differences(const std::vector<int8_t>& expected, const cuda::DeviceBuffer& got) {
+  const auto out = download<int8_t>(got, expected.size());
+  int64_t bad = 0;
+  for (size_t i = 0; i < expected.size(); ++i) bad += out[i] != expected[i];
+  return bad;
+}
+
+struct PoolCase {
+  int kernel, stride, pad;
+  cuda::NhwcShape shape;
+  ChannelSlice in, out;
+  float s_in, s_out;
+};
+
+TEST(CudaInt8Ops, MaxPoolMatchesTheReferenceExactly) {
+  QYOLO_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(1);
+  const PoolCase cases[] = {
+      {5, 1, 2, {2, 20, 20, 128}, {128, 0}, {512, 256}, 0.05f, 0.05f},  // SPPF into its Concat
+      {5, 1, 2, {1, 13, 11, 20}, {48, 16}, {64, 32}, 0.05f, 0.07f},     // odd, slices, rescale
+      {3, 2, 1, {3, 9, 10, 7}, {7, 0}, {16, 3}, 0.02f, 0.01f},
+      {2, 2, 0, {1, 8, 6, 33}, {40, 5}, {33, 0}, 0.1f, 0.1f},
+      {1, 1, 0, {1, 4, 4, 16}, {16, 0}, {16, 0}, 0.1f, 0.3f},
+  };
+  int64_t total = 0;
+  for (const PoolCase& pc : cases) {
+    Tensor8 x = random_tensor(pc.shape, pc.in, rng);
+    const int oh = cuda::pool_out_size(pc.shape.height, pc.kernel, pc.stride, pc.pad);
+    const int ow = cuda::pool_out_size(pc.shape.width, pc.kernel, pc.stride, pc.pad);
+    Tensor8 y = random_tensor({pc.shape.batch, oh, ow, pc.shape.channels}, pc.out, rng);
+    std::vector<int8_t> expected = y.data;
+    Tensor8 e{y.shape, y.layout, expected};
+    for (int n = 0; n < pc.shape.batch; ++n)
+      for (int oy = 0; oy < oh; ++oy)
+        for (int ox = 0; ox < ow; ++ox)
+          for (int c = 0; c < pc.shape.channels; ++c) {
+            int best = -129;
+            for (int ky = 0; ky < pc.kernel; ++ky)
+              for (int kx = 0; kx < pc.kernel; ++kx) {
+                const int iy = oy * pc.stride - pc.pad + ky, ix = ox * pc.stride - pc.pad + kx;
+                if (iy < 0 || ix < 0 || iy >= pc.shape.height || ix >= pc.shape.width) continue;
+                best = std::max(best, int(x.at(n, iy, ix, c)));
+              }
+            e.at(n, oy, ox, c) = requantize_ref(int8_t(best), pc.s_in, pc.s_out);
+          }
+    auto dx = upload(x.data);
+    auto dy = upload(y.data);
+    cuda::MaxPoolInt8Args a;
+    a.input = pc.shape;
+    a.kernel = pc.kernel, a.stride = pc.stride, a.pad = pc.pad;
+    a.x = dx.as<int8_t>(), a.x_layout = pc.in;
+    a.y = dy.as<int8_t>(), a.y_layout = pc.out;
+    a.input_scale = pc.s_in, a.output_scale = pc.s_out;
+    QYOLO_ASSERT_OK(cuda::maxpool_int8(a, nullptr));
+    EXPECT_EQ(count_differences(e.data, dy), 0)
+        << "k" << pc.kernel << " s" << pc.stride << " p" << pc.pad;
+    total += int64_t(oh) * ow * pc.shape.batch * pc.shape.channels;
+  }
+  std::printf("maxpool_int8: %lld outputs over %zu cases identical\n", (long long)total,
+              std::size(cases));
+}
+
+TEST(CudaInt8Ops, NearestResizeRequantizeAndLookupMatchExactly) {
+  QYOLO_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(2);
+  const cuda::NhwcShape shape{2, 10, 7, 24};
+  const ChannelSlice in{32, 8}, out{80, 40};
+  Tensor8 x = random_tensor(shape, in, rng);
+  for (const auto& [factor, s_in, s_out] :
+       {std::tuple{2, 0.03f, 0.03f}, std::tuple{2, 0.03f, 0.045f}, std::tuple{3, 0.1f, 0.02f}}) {
+    Tensor8 y = random_tensor({2, 10 * factor, 7 * factor, 24}, out, rng);
+    Tensor8 e = y;
+    for (int n = 0; n < 2; ++n)
+      for (int oy = 0; oy < 10 * factor; ++oy)
+        for (int ox = 0; ox < 7 * factor; ++ox)
+          for (int c = 0; c < 24; ++c)
+            e.at(n, oy, ox, c) = requantize_ref(x.at(n, oy / factor, ox / factor, c), s_in, s_out);
+    auto dx = upload(x.data);
+    auto dy = upload(y.data);
+    cuda::ResizeNearestInt8Args a;
+    a.input = shape, a.factor = factor;
+    a.x = dx.as<int8_t>(), a.x_layout = in, a.y = dy.as<int8_t>(), a.y_layout = out;
+    a.input_scale = s_in, a.output_scale = s_out;
+    QYOLO_ASSERT_OK(cuda::resize_nearest_int8(a, nullptr));
+    EXPECT_EQ(count_differences(e.data, dy), 0) << "resize x" << factor;
+  }
+  // Requantizing copy: a Concat input at another scale, into its slice of the output.
+  for (const auto& [s_in, s_out] :
+       {std::pair{0.02f, 0.05f}, std::pair{0.05f, 0.02f}, std::pair{0.0317f, 0.0317f}}) {
+    Tensor8 y = random_tensor(shape, out, rng);
+    Tensor8 e = y;
+    for (int n = 0; n < 2; ++n)
+      for (int yy = 0; yy < 10; ++yy)
+        for (int xx = 0; xx < 7; ++xx)
+          for (int c = 0; c < 24; ++c)
+            e.at(n, yy, xx, c) = requantize_ref(x.at(n, yy, xx, c), s_in, s_out);
+    auto dx = upload(x.data);
+    auto dy = upload(y.data);
+    cuda::RequantizeInt8Args a;
+    a.shape = shape, a.x = dx.as<int8_t>(), a.x_layout = in, a.y = dy.as<int8_t>();
+    a.y_layout = out, a.input_scale = s_in, a.output_scale = s_out;
+    QYOLO_ASSERT_OK(cuda::requantize_int8(a, nullptr));
+    EXPECT_EQ(count_differences(e.data, dy), 0) << "requantize " << s_in << " -> " << s_out;
+  }
+  // Sigmoid as a table, built as the INT8 executor builds it.
+  const float s_in = 0.06f, s_out = 1.0f / 127.0f;
+  const cuda::Int8Table table = cuda::sigmoid_table(s_in, s_out);
+  for (int q = -128; q < 128; ++q) {
+    const float v = static_cast<float>(q) * s_in;
+    ASSERT_EQ(table.values[q + 128], quantize_rne(1.0f / (1.0f + std::exp(-v)), s_out)) << q;
+  }
+  Tensor8 y = random_tensor(shape, out, rng);
+  Tensor8 e = y;
+  for (int n = 0; n < 2; ++n)
+    for (int yy = 0; yy < 10; ++yy)
+      for (int xx = 0; xx < 7; ++xx)
+        for (int c = 0; c < 24; ++c) e.at(n, yy, xx, c) = table.values[x.at(n, yy, xx, c) + 128];
+  auto dx = upload(x.data);
+  auto dy = upload(y.data);
+  cuda::LookupInt8Args a;
+  a.shape = shape, a.x = dx.as<int8_t>(), a.x_layout = in, a.y = dy.as<int8_t>();
+  a.y_layout = out, a.table = table;
+  QYOLO_ASSERT_OK(cuda::lookup_int8(a, nullptr));
+  EXPECT_EQ(count_differences(e.data, dy), 0) << "sigmoid table";
+}
+
+TEST(CudaInt8Ops, BadSlicesAndWindowsAreOneLineErrors) {
+  int8_t dummy[16];
+  cuda::MaxPoolInt8Args a;
+  a.input = {1, 4, 4, 16};
+  a.x = a.y = dummy;
+  a.x_layout = {16, 8};  // 8 + 16 > 16
+  a.y_layout = {16, 0};
+  Status s = cuda::maxpool_int8(a, nullptr);
+  EXPECT_FALSE(s.is_ok());
+  EXPECT_NE(s.message().find("do not fit the pixel stride"), std::string::npos) << s.message();
+  a.x_layout = {16, 0};
+  a.pad = 5;
+  EXPECT_FALSE(cuda::maxpool_int8(a, nullptr).is_ok());
+  cuda::RequantizeInt8Args r;
+  r.shape = {1, 1, 1, 4};
+  r.x = r.y = dummy;
+  r.x_layout = r.y_layout = {4, 0};
+  r.output_scale = 0.0f;
+  s = cuda::requantize_int8(r, nullptr);
+  EXPECT_NE(s.message().find("output_scale"), std::string::npos) << s.message();
+}
+
+}  // namespace
+}  // namespace qyolo
