@@ -112,6 +112,10 @@ class Backend {
   virtual Expected<std::unique_ptr<PreparedEngine>> prepare(const Engine& engine) = 0;
   // Hybrid submission needs a CUDA stream; the CPU backend has none.
   virtual bool supports_streams() const = 0;
+  // Copies between host memory and memory of this backend (allocate(), or registered device
+  // memory): a memcpy for host-memory backends, which is the default; CUDA overrides both.
+  virtual Status upload(void* backend_dst, const void* host_src, size_t bytes);
+  virtual Status download(void* host_dst, const void* backend_src, size_t bytes);
 };
 
 // The CPU backend: the layers in conv_int8.h's arithmetic, OpenMP over pixels and channels.

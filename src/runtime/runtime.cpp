@@ -406,4 +406,14 @@ void unpack_output(const EngineIo& io, int batch, const void* buffer, float* nch
   }
 }
 
+Status Backend::upload(void* backend_dst, const void* host_src, size_t bytes) {
+  if (bytes) std::memcpy(backend_dst, host_src, bytes);
+  return Status::ok();
+}
+
+Status Backend::download(void* host_dst, const void* backend_src, size_t bytes) {
+  if (bytes) std::memcpy(host_dst, backend_src, bytes);
+  return Status::ok();
+}
+
 }  // namespace qyolo::runtime

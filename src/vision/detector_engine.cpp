@@ -8,7 +8,9 @@ namespace qyolo {
 struct Detector::EngineRunner {
   std::unique_ptr<runtime::Device> device;
   std::unique_ptr<runtime::Module> module;
-  std::vector<std::vector<uint8_t>> inputs, outputs;
+  std::vector<std::vector<uint8_t>> inputs, outputs;  // host: packed and unpacked here
+  // The target's own memory where it is not the host's (CUDA): what the task reads and writes.
+  std::vector<std::unique_ptr<runtime::BackendBuffer>> device_inputs, device_outputs;
   std::vector<std::unique_ptr<runtime::RegisteredMemory>> registered;
   runtime::Task task;
 };
@@ -39,12 +41,21 @@ Expected<std::unique_ptr<Detector>> Detector::create_from_engine(const std::stri
                             detector->canvas_, "-pixel input");
   runner->task.module = runner->module.get();
   runner->task.batch = 1;
+  const bool host_memory = runner->device->target() == EngineTarget::kCpu;
   for (const auto* list : {&m.inputs(), &m.outputs()}) {
     auto& buffers = list == &m.inputs() ? runner->inputs : runner->outputs;
+    auto& device_buffers = list == &m.inputs() ? runner->device_inputs : runner->device_outputs;
     for (const EngineIo& io : *list) {
       buffers.emplace_back(size_t(io.image_bytes()));
-      QYOLO_ASSIGN_OR_RETURN(auto memory, runner->device->register_memory(buffers.back().data(),
-                                                                          buffers.back().size()));
+      void* data = buffers.back().data();
+      if (!host_memory) {
+        QYOLO_ASSIGN_OR_RETURN(auto buffer,
+                               runner->device->backend().allocate(buffers.back().size()));
+        data = buffer->data();
+        device_buffers.push_back(std::move(buffer));
+      }
+      QYOLO_ASSIGN_OR_RETURN(auto memory,
+                             runner->device->register_memory(data, buffers.back().size()));
       (list == &m.inputs() ? runner->task.inputs : runner->task.outputs).push_back(memory.get());
       runner->registered.push_back(std::move(memory));
     }
@@ -60,7 +71,14 @@ Expected<std::map<std::string, Tensor>> Detector::run_engine(
   EngineRunner& r = *engine_;
   const runtime::Module& m = *r.module;
   runtime::pack_input(m.inputs()[0], 1, inputs.begin()->second.data<float>(), r.inputs[0].data());
+  runtime::Backend& backend = r.device->backend();
+  for (size_t i = 0; i < r.device_inputs.size(); ++i)
+    QYOLO_RETURN_IF_ERROR(
+        backend.upload(r.device_inputs[i]->data(), r.inputs[i].data(), r.inputs[i].size()));
   QYOLO_RETURN_IF_ERROR(r.device->run(r.task));
+  for (size_t i = 0; i < r.device_outputs.size(); ++i)
+    QYOLO_RETURN_IF_ERROR(
+        backend.download(r.outputs[i].data(), r.device_outputs[i]->data(), r.outputs[i].size()));
   std::map<std::string, Tensor> outputs;
   for (size_t i = 0; i < m.outputs().size(); ++i) {
     const EngineIo& io = m.outputs()[i];

@@ -535,6 +535,12 @@ class CudaBackend : public Backend {
     return CudaPrepared::create(engine);
   }
   bool supports_streams() const override { return true; }
+  Status upload(void* backend_dst, const void* host_src, size_t bytes) override {
+    return check(cudaMemcpy(backend_dst, host_src, bytes, cudaMemcpyHostToDevice), "upload");
+  }
+  Status download(void* host_dst, const void* backend_src, size_t bytes) override {
+    return check(cudaMemcpy(host_dst, backend_src, bytes, cudaMemcpyDeviceToHost), "download");
+  }
 
  private:
   int device_;
