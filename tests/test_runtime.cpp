@@ -143,6 +143,22 @@ TEST(Runtime, AnUpstreamErrorSkipsTheTaskAndTravelsOn) {
   EXPECT_EQ(io.output, std::vector<uint8_t>(io.output.size(), 0));
 }
 
+TEST(Runtime, ATaskWaitingWhenTheDeviceGoesFailsItsFence) {
+  FencePtr in = Fence::create(), out = Fence::create();
+  const Engine engine = small_engine();
+  {
+    auto device = Device::create(EngineTarget::kCpu);
+    ASSERT_TRUE(device);
+    auto module = Module::from_engine(**device, engine);
+    ASSERT_TRUE(module);
+    Io io(**device, **module, 1, 1);
+    ASSERT_TRUE((*device)->submit(io.task, {in}, {out}).is_ok());
+    device->reset();  // the module and memory are never touched: the task cannot start
+  }
+  in->signal();
+  EXPECT_NE(out->wait().message().find("destroyed"), std::string::npos);
+}
+
 TEST(Runtime, BadTasksAndTargetsAreClearErrors) {
   auto device = Device::create(EngineTarget::kCpu);
   ASSERT_TRUE(device);
