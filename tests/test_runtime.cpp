@@ -176,9 +176,11 @@ TEST(Runtime, BadTasksAndTargetsAreClearErrors) {
   int stream = 0;
   EXPECT_NE((*device)->submit(io.task, &stream).message().find("hybrid submission needs a CUDA"),
             std::string::npos);
+  // Without QYOLO_CUDA or without a GPU the cuda target is a one-line refusal; with both it
+  // exists (tests/cuda covers it).
   auto cuda = Device::create(EngineTarget::kCuda);
-  ASSERT_FALSE(cuda);
-  EXPECT_EQ(cuda.status().message().rfind("target cuda: ", 0), 0u) << cuda.status().message();
+  if (!cuda)
+    EXPECT_EQ(cuda.status().message().rfind("target cuda: ", 0), 0u) << cuda.status().message();
   Engine for_cuda = small_engine();
   for_cuda.target = EngineTarget::kCuda;
   const auto bytes = serialize_engine(for_cuda);
