@@ -143,6 +143,22 @@ TEST(Runtime, AnUpstreamErrorSkipsTheTaskAndTravelsOn) {
   EXPECT_EQ(io.output, std::vector<uint8_t>(io.output.size(), 0));
 }
 
+TEST(Runtime, ATaskWaitingWhenTheDeviceGoesFailsItsFence) {
+  FencePtr in = Fence::create(), out = Fence::create();
+  const Engine engine = small_engine();
+  {
+    auto device = Device::create(EngineTarget::kCpu);
+    ASSERT_TRUE(device);
+    auto module = Module::from_engine(**device, engine);
+    ASSERT_TRUE(module);
+    Io io(**device, **module, 1, 1);
+    ASSERT_TRUE((*device)->submit(io.task, {in}, {out}).is_ok());
+    device->reset();  // the module and memory are never touched: the task cannot start
+  }
+  in->signal();
+  EXPECT_NE(out->wait().message().find("destroyed"), std::string::npos);
+}
+
 TEST(Runtime, BadTasksAndTargetsAreClearErrors) {
   auto device = Device::create(EngineTarget::kCpu);
   ASSERT_TRUE(device);
@@ -160,9 +176,11 @@ TEST(Runtime, BadTasksAndTargetsAreClearErrors) {
   int stream = 0;
   EXPECT_NE((*device)->submit(io.task, &stream).message().find("hybrid submission needs a CUDA"),
             std::string::npos);
+  // Without QYOLO_CUDA or without a GPU the cuda target is a one-line refusal; with both it
+  // exists (tests/cuda covers it).
   auto cuda = Device::create(EngineTarget::kCuda);
-  ASSERT_FALSE(cuda);
-  EXPECT_EQ(cuda.status().message().rfind("target cuda: ", 0), 0u) << cuda.status().message();
+  if (!cuda)
+    EXPECT_EQ(cuda.status().message().rfind("target cuda: ", 0), 0u) << cuda.status().message();
   Engine for_cuda = small_engine();
   for_cuda.target = EngineTarget::kCuda;
   const auto bytes = serialize_engine(for_cuda);

@@ -149,7 +149,8 @@ class RegisteredMemory {
 };
 
 // One inference of one module: input and output memory in the module's I/O order, each at
-// least batch * EngineIo::image_bytes() bytes.
+// least batch * EngineIo::image_bytes() bytes. The module and the memory must outlive every
+// submitted task that uses them.
 struct Task {
   Module* module = nullptr;
   int batch = 0;  // 0: the module's max batch

@@ -87,9 +87,16 @@ struct Scheduler {
   void enqueue(std::shared_ptr<Job> job) {
     {
       std::lock_guard<std::mutex> lock(mutex);
-      ready.push_back(std::move(job));
+      if (!stopping) {
+        ready.push_back(std::move(job));
+        wake.notify_one();
+        return;
+      }
+      --outstanding;
     }
-    wake.notify_one();
+    // Became ready while the device shuts down: it will not run, and says so.
+    for (const FencePtr& f : job->signal)
+      f->signal(internal_error("the device was destroyed before the task could run"));
   }
   void work() {
     for (;;) {
@@ -127,7 +134,8 @@ Device::~Device() {
   Scheduler& s = *impl_->scheduler;
   {
     std::unique_lock<std::mutex> lock(s.mutex);
-    // Tasks whose wait fences nobody signals would block forever: only ready work is awaited.
+    // Ready tasks still run; tasks still waiting on fences fail their signal fences when those
+    // fences come (a task whose fences never come is never signalled).
     s.stopping = true;
   }
   s.wake.notify_all();
@@ -233,7 +241,12 @@ Status Device::submit(const Task& task, const std::vector<FencePtr>& wait_fences
   std::weak_ptr<Scheduler> weak = scheduler;
   auto arrive = [weak, job] {
     if (--job->remaining != 0) return;
-    if (auto s = weak.lock()) s->enqueue(job);
+    if (auto s = weak.lock()) {
+      s->enqueue(job);
+    } else {
+      for (const FencePtr& f : job->signal)
+        f->signal(internal_error("the device was destroyed before the task could run"));
+    }
   };
   for (const FencePtr& f : wait_fences) {
     std::weak_ptr<Fence> fence = f;

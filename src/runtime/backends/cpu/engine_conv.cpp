@@ -4,16 +4,39 @@
 // (bias, then input channel, kernel row, kernel column), vectorised over output channels.
 #include <cmath>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "qyolo/conv_int8.h"
 #include "runtime/backends/cpu/engine_kernels.h"
 
 namespace qyolo::cpu_engine {
 namespace {
 
+// Exact int32 dot product of two packed rows; n is a multiple of 16 (every packed format's K).
 inline int32_t dot_int8(const int8_t* a, const int8_t* b, int n) {
+#if defined(__SSE2__)
+  // Sign-extend to int16 and multiply-add pairs into int32: exact, as 2 * 128 * 128 < 2^31.
+  __m128i acc = _mm_setzero_si128();
+  for (int i = 0; i < n; i += 16) {
+    const __m128i va = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a + i));
+    const __m128i vb = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + i));
+    const __m128i a_lo = _mm_srai_epi16(_mm_unpacklo_epi8(va, va), 8);
+    const __m128i a_hi = _mm_srai_epi16(_mm_unpackhi_epi8(va, va), 8);
+    const __m128i b_lo = _mm_srai_epi16(_mm_unpacklo_epi8(vb, vb), 8);
+    const __m128i b_hi = _mm_srai_epi16(_mm_unpackhi_epi8(vb, vb), 8);
+    acc = _mm_add_epi32(acc, _mm_madd_epi16(a_lo, b_lo));
+    acc = _mm_add_epi32(acc, _mm_madd_epi16(a_hi, b_hi));
+  }
+  acc = _mm_add_epi32(acc, _mm_shuffle_epi32(acc, _MM_SHUFFLE(1, 0, 3, 2)));
+  acc = _mm_add_epi32(acc, _mm_shuffle_epi32(acc, _MM_SHUFFLE(2, 3, 0, 1)));
+  return _mm_cvtsi128_si32(acc);
+#else
   int32_t sum = 0;
   for (int i = 0; i < n; ++i) sum += int32_t(a[i]) * int32_t(b[i]);
   return sum;
+#endif
 }
 
 }  // namespace
@@ -27,6 +50,8 @@ Status run_conv_int8(const Context& ctx, int index) {
   const int k = s.kernel, cin = s.in_channels, cout = s.out_channels;
   const int oh_n = s.out_h(), ow_n = s.out_w();
   const int packed_k = conv_int8_packed_k(s, l.weight_format);
+  if (packed_k % 16 != 0)
+    return internal_error("layer '", l.name, "': packed K ", packed_k, " is not a multiple of 16");
   if (l.weights.bytes != uint64_t(packed_k) * cout)
     return internal_error("layer '", l.name, "': ", l.weights.bytes, " weight bytes, expected ",
                           packed_k * cout);
