@@ -156,6 +156,7 @@ Expected<FineTuneResult> fine_tune(const Graph& fp32, const Graph& qat,
       const auto epoch_start = std::chrono::steady_clock::now();
       double loss_sum = 0.0, lr = options.lr;
       int64_t seen = 0;
+      if (progress) progress({epoch + 1, options.epochs, 0, steps_per_epoch, 0.0, 0.0});
       for (int64_t step = 0; step < steps_per_epoch; ++step) {
         const int64_t first = step * options.batch;
         const int64_t count = std::min<int64_t>(options.batch, decoded.size() - first);

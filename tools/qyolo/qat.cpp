@@ -25,6 +25,7 @@ struct QatOptions {
   int batch = 4;
   double lr = 1e-4;
   int image_size = 640;
+  int train_size = 0;
   std::string device = "cpu";
   uint64_t seed = 0;
   int max_images = 0;
@@ -92,7 +93,7 @@ int run_qat(const QatOptions& o) {
   tune.epochs = o.epochs;
   tune.batch = o.batch;
   tune.lr = o.lr;
-  tune.image_size = o.image_size;
+  tune.image_size = o.train_size > 0 ? o.train_size : o.image_size;
   tune.seed = o.seed;
   tune.device = o.device;
   tune.output_dir = o.output_dir;
@@ -154,6 +155,8 @@ void add_qat_command(CLI::App& app, int& exit_code) {
       ->capture_default_str();
   cmd->add_option("--imgsz", o->image_size, "Training and export input size")
       ->capture_default_str();
+  cmd->add_option("--train-imgsz", o->train_size,
+                  "Fine-tuning input size (default: --imgsz; calibration and export use --imgsz)");
   cmd->add_option("--device", o->device, "cpu or cuda")->capture_default_str();
   cmd->add_option("--seed", o->seed, "Seed for order, augmentation and torch")
       ->capture_default_str();
