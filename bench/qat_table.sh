@@ -7,7 +7,7 @@
 #
 # usage: bench/qat_table.sh [build/qyolo] [out-dir]
 #   env: QYOLO_DATA (data folder), METHOD (calibrator, default mse), EPOCHS (default 2),
-#        BATCH (default 4), LR (default 1e-5), TRAIN_IMGSZ (fine-tuning size, default 640;
+#        BATCH (default 4), LR (default 1e-4), TRAIN_IMGSZ (fine-tuning size, default 320;
 #        calibration and validation are at 640 always)
 set -euo pipefail
 qyolo="${1:-build/qyolo}"
@@ -16,8 +16,8 @@ data="${QYOLO_DATA:-../shared/data}"
 method="${METHOD:-mse}"
 epochs="${EPOCHS:-2}"
 batch="${BATCH:-4}"
-lr="${LR:-1e-5}"
-train_imgsz="${TRAIN_IMGSZ:-640}"
+lr="${LR:-1e-4}"
+train_imgsz="${TRAIN_IMGSZ:-320}"
 model="$data/models/yolov5n.onnx"
 images="$data/coco/val2017-mini/images"
 annotations="$data/coco/val2017-mini/annotations/instances_val2017.json"

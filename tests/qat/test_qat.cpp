@@ -447,6 +447,11 @@ TEST(QatCli, BadInputsAreOneLine) {
               std::string::npos)
         << cuda.output;
   }
+  auto labels = run_qyolo(base + " --images " + calib_images() + " --annotations a.json");
+  EXPECT_EQ(labels.exit_code, 1);
+  EXPECT_NE(labels.output.find("qyolo qat: error: --annotations: supervised fine-tuning"),
+            std::string::npos)
+      << labels.output;
   auto placement = run_qyolo(base + " --images " + calib_images() + " --placement opt3");
   EXPECT_EQ(
       placement.output,
