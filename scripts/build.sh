@@ -7,6 +7,14 @@ cuda=()
 if command -v nvcc >/dev/null 2>&1; then
   cuda=(-DQYOLO_CUDA=ON -DCMAKE_CUDA_COMPILER="$(command -v nvcc)")
 fi
+# Quantization-aware training builds wherever LibTorch is: Debian's libtorch-dev, or $Torch_DIR
+# (a PyPI torch's: python3 -c 'import torch; print(torch.utils.cmake_prefix_path)' + /Torch).
+qat=()
+if [ -n "${Torch_DIR:-}" ]; then
+  qat=(-DQYOLO_QAT=ON -DTorch_DIR="$Torch_DIR")
+elif compgen -G "/usr/lib/*/cmake/Torch/TorchConfig.cmake" >/dev/null; then
+  qat=(-DQYOLO_QAT=ON)
+fi
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DQYOLO_PYTHON="$PWD/.venv/bin/python" \
-  "${cuda[@]}" "$@" >/dev/null
+  "${cuda[@]}" "${qat[@]}" "$@" >/dev/null
 cmake --build build -j"$(nproc)"

@@ -10,6 +10,7 @@ packages=(
   libonnx-dev libprotobuf-dev protobuf-compiler
   libdnnl-dev ocl-icd-opencl-dev libcli11-dev nlohmann-json3-dev
   libturbojpeg0-dev libpng-dev
+  libtorch-dev
   python3 python3-venv
 )
 missing=()

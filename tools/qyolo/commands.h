@@ -18,6 +18,7 @@ void add_translate_command(CLI::App& app, int& exit_code);
 void add_calibrate_command(CLI::App& app, int& exit_code);
 void add_build_command(CLI::App& app, int& exit_code);
 void add_bench_command(CLI::App& app, int& exit_code);
+void add_qat_command(CLI::App& app, int& exit_code);  // with QYOLO_QAT (LibTorch)
 
 // Prints the status as one line on stderr and returns the exit code for it.
 int report_error(const std::string& command, const Status& status);

@@ -46,6 +46,9 @@ int main(int argc, char** argv) {
   qyolo::cli::add_calibrate_command(app, exit_code);
   qyolo::cli::add_build_command(app, exit_code);
   qyolo::cli::add_bench_command(app, exit_code);
+#ifdef QYOLO_HAVE_QAT
+  qyolo::cli::add_qat_command(app, exit_code);
+#endif
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

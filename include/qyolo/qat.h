@@ -1,0 +1,158 @@
+// Quantization-aware training: a float YOLOv5 graph -> Q/DQ inserted in NVIDIA's placements
+// (quant.h's insert_qdq) -> calibrated with quant.h's calibrators -> fine-tuned with fake
+// quantization in LibTorch -> a QAT ONNX that `qyolo translate` reads. LibTorch stays behind
+// this header: nothing here names a torch type, so only src/qat/ compiles against it.
+// docs/qat.md describes the design.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "qyolo/graph.h"
+#include "qyolo/quant.h"
+#include "qyolo/status.h"
+#include "qyolo/tensor.h"
+#include "qyolo/vision.h"
+
+namespace qyolo {
+
+// ---------------------------------------------------------------------------------------
+// Graph passes (no LibTorch).
+
+// The raw head convolutions of a YOLOv5 graph, in node order (s8, s16, s32): the Convs from
+// which no other Conv can be reached. Their outputs are what distillation matches.
+std::vector<std::string> head_conv_outputs(const Graph& graph);
+
+// The graph cut after the head convolutions: their outputs become the graph outputs and the
+// Detect post-processing goes. An error names the graph if it has no head convolution.
+Expected<Graph> trim_at_heads(const Graph& graph);
+
+// The graph with its (first) input fixed to 1x3x<size>x<size>; shapes are re-inferred, so a
+// full export whose Detect constants only fit its own size is refused with the node named.
+Expected<Graph> with_input_size(const Graph& graph, int size);
+
+// Q/DQ inserted in `placement`, activations calibrated with `options` (max, percentile,
+// entropy, MSE as `qyolo calibrate` computes them) on the letterboxed `images` at `size`.
+// A shared quantizer takes the largest amax of the tensors it covers.
+struct QatCalibration {
+  Graph graph;                        // the QAT graph (weights per channel, max|w|/127)
+  std::map<std::string, float> amax;  // per calibrated activation
+  int64_t images = 0;                 // images used (unreadable ones are skipped)
+  std::vector<std::string> skipped;   // messages for the unreadable ones
+};
+Expected<QatCalibration> calibrate_qat(const Graph& fp32, QdqPlacement placement,
+                                       const std::vector<std::string>& images, int size,
+                                       const CalibrationOptions& options,
+                                       const std::function<void(int64_t)>& progress = {});
+
+// The .jpg/.jpeg/.png files under `dir` (sub-folders too), sorted; an error names a folder
+// that is missing or holds none.
+Expected<std::vector<std::string>> list_training_images(const std::string& dir);
+
+// ---------------------------------------------------------------------------------------
+// Augmentation (YOLOv5's basics) and logs (no LibTorch).
+
+struct AugmentOptions {
+  double scale = 0.5;  // the letterbox long side is size * U(1 - scale, 1)
+  double flip = 0.5;   // probability of a horizontal flip
+  double hsv_h = 0.015, hsv_s = 0.7, hsv_v = 0.4;  // ultralytics' augment_hsv gains
+};
+
+// HSV jitter as ultralytics' augment_hsv does it (OpenCV's 8-bit HSV, LUTs per channel).
+void augment_hsv(Image& image, double hue_gain, double saturation_gain, double value_gain);
+// A training sample: HSV jitter, a random letterbox scale onto a size x size canvas, a flip.
+Image augment(const Image& image, int size, const AugmentOptions& options, std::mt19937_64& rng);
+
+// A line plot of `values` (x = index + 1) as a PNG at `path`.
+Status write_loss_plot(const std::vector<double>& values, const std::string& title,
+                       const std::string& path);
+
+// ---------------------------------------------------------------------------------------
+// Training (LibTorch).
+
+// A trainable copy of a graph: parameters are the float Conv weights and biases and the
+// BatchNormalization scales and shifts, by initializer name; QuantizeLinear ->
+// DequantizeLinear pairs run as fake quantization with a straight-through estimator
+// (weights per output channel with scale max|w[c]|/127 from the current weights).
+class QatModel {
+ public:
+  // An error names the first node whose op the trainer lacks, or what else is wrong.
+  // `device` is "cpu" or "cuda" (an error when this LibTorch has no CUDA).
+  static Expected<std::unique_ptr<QatModel>> create(const Graph& graph,
+                                                    const std::string& device = "cpu");
+  ~QatModel();
+  QatModel(const QatModel&) = delete;
+  QatModel& operator=(const QatModel&) = delete;
+
+  // Runs the graph on an N x 3 x H x W float32 input; the graph outputs, in order.
+  Expected<std::vector<Tensor>> forward(const Tensor& input);
+  // The graph with the current parameters and weight scales written back.
+  Expected<Graph> to_graph() const;
+  int64_t num_parameters() const;
+
+  struct Impl;
+  Impl& impl() { return *impl_; }
+
+ private:
+  explicit QatModel(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+struct FineTuneOptions {
+  int epochs = 1;
+  int batch = 4;
+  double lr = 1e-4;  // cosine decay to lr * lr_final over all steps
+  double lr_final = 0.01;
+  double momentum = 0.9;
+  double weight_decay = 0.0;
+  int image_size = 640;  // training canvas (the trimmed graph runs at any size)
+  uint64_t seed = 0;
+  int max_images = 0;  // 0: all
+  AugmentOptions augment;
+  std::string device = "cpu";
+  std::string output_dir;  // checkpoint.pt, log.csv, loss.png
+  bool resume = true;      // continue from output_dir/checkpoint.pt when it exists
+  // Test hook: the loss at this global step (1-based) is replaced by NaN.
+  int64_t inject_nan_at_step = 0;
+};
+
+struct EpochLog {
+  int epoch = 0;
+  double loss = 0.0;
+  double lr = 0.0;
+  double images_per_second = 0.0;
+};
+
+struct FineTuneProgress {
+  int epoch = 0, epochs = 0;
+  int64_t step = 0, steps = 0;  // within the epoch
+  double loss = 0.0, images_per_second = 0.0;
+};
+
+struct FineTuneResult {
+  Graph graph;  // the fine-tuned QAT graph (full, as `qat` came in)
+  std::vector<EpochLog> log;
+  int resumed_from_epoch = 0;
+  double seconds = 0.0;
+};
+
+// Label-free distillation: the FP32 graph `fp32` is the teacher, `qat` (fp32 with Q/DQ
+// inserted) the student; the loss is the mean squared difference of the three head
+// outputs. Each epoch writes output_dir/checkpoint.pt (written aside, then renamed, so a
+// failure keeps the last good one), log.csv and loss.png. A rerun resumes from the
+// checkpoint; one made for another model or placement is an error that says so. A
+// non-finite loss stops with the step named.
+Expected<FineTuneResult> fine_tune(
+    const Graph& fp32, const Graph& qat, const std::vector<std::string>& images,
+    const FineTuneOptions& options,
+    const std::function<void(const FineTuneProgress&)>& progress = {});
+
+// Whether this LibTorch was built with CUDA and sees a GPU.
+bool qat_cuda_available();
+
+}  // namespace qyolo

@@ -1,0 +1,246 @@
+// Label-free distillation of a QAT graph: the FP32 graph is the teacher, both run trimmed at
+// the head convolutions (so at any input size), the loss is the MSE of the three heads.
+// SGD with momentum, YOLOv5's cosine decay, a checkpoint per epoch.
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <numeric>
+
+#include "qat/qat_internal.h"
+
+namespace qyolo {
+namespace {
+
+std::string fingerprint(const Graph& graph) {
+  uint64_t hash = 1469598103934665603ull;  // FNV-1a 64
+  auto mix = [&](const std::string& text) {
+    for (unsigned char c : text) hash = (hash ^ c) * 1099511628211ull;
+    hash = (hash ^ 0xff) * 1099511628211ull;
+  };
+  for (const Node& node : graph.nodes) {
+    mix(node.op_type);
+    mix(node.name);
+    for (const auto& input : node.inputs) mix(input);
+  }
+  // Values too: the same model calibrated another way is another starting point.
+  for (const auto& [name, tensor] : graph.initializers) {
+    mix(name + shape_str(tensor.shape()));
+    mix(std::string(static_cast<const char*>(tensor.raw()), tensor.nbytes()));
+  }
+  char text[17];
+  std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(hash));
+  return text;
+}
+
+Status write_log(const std::vector<EpochLog>& log, const std::string& dir) {
+  const std::string csv = (std::filesystem::path(dir) / "log.csv").string();
+  std::ofstream out(csv);
+  out << "epoch,loss,lr,images_per_second\n";
+  std::vector<double> losses;
+  for (const auto& e : log) {
+    char line[128];
+    std::snprintf(line, sizeof line, "%d,%.9g,%.9g,%.4g\n", e.epoch, e.loss, e.lr,
+                  e.images_per_second);
+    out << line;
+    losses.push_back(e.loss);
+  }
+  out.close();
+  if (!out) return io_error("cannot write ", csv);
+  return write_loss_plot(losses, "distillation loss",
+                         (std::filesystem::path(dir) / "loss.png").string());
+}
+
+// The models each run trimmed at `size`: the teacher is the float graph, the student the
+// QAT graph.
+Expected<Graph> training_graph(const Graph& graph, int size) {
+  QYOLO_ASSIGN_OR_RETURN(Graph trimmed, trim_at_heads(graph));
+  return with_input_size(trimmed, size);
+}
+
+}  // namespace
+
+Expected<FineTuneResult> fine_tune(const Graph& fp32, const Graph& qat,
+                                   const std::vector<std::string>& images,
+                                   const FineTuneOptions& options,
+                                   const std::function<void(const FineTuneProgress&)>& progress) {
+  if (options.epochs < 0) return invalid_argument("--epochs ", options.epochs, " is negative");
+  if (options.batch < 1) return invalid_argument("--batch ", options.batch, " is not positive");
+  if (!(options.lr > 0.0) || !std::isfinite(options.lr))
+    return invalid_argument("--lr ", options.lr, " is not a positive number");
+  if (images.empty()) return not_found("no training images");
+  if (options.output_dir.empty()) return invalid_argument("no output folder for checkpoints");
+  std::error_code ec;
+  std::filesystem::create_directories(options.output_dir, ec);
+  if (ec) return io_error("cannot create ", options.output_dir, ": ", ec.message());
+
+  const int size = options.image_size;
+  QYOLO_ASSIGN_OR_RETURN(Graph float_graph, upgrade_to_opset13(fp32));
+  QYOLO_ASSIGN_OR_RETURN(Graph teacher_graph, training_graph(float_graph, size));
+  QYOLO_ASSIGN_OR_RETURN(Graph student_graph, training_graph(qat, size));
+  if (teacher_graph.outputs.size() != student_graph.outputs.size()) {
+    return invalid_argument("the QAT graph has ", student_graph.outputs.size(),
+                            " head convolutions, the FP32 graph ", teacher_graph.outputs.size());
+  }
+  QYOLO_ASSIGN_OR_RETURN(auto teacher, QatModel::create(teacher_graph, options.device));
+  QYOLO_ASSIGN_OR_RETURN(auto student, QatModel::create(student_graph, options.device));
+  for (auto& p : teacher->impl().parameters) p.set_requires_grad(false);
+
+  // Decoded once: the epochs only re-augment.
+  std::vector<Image> decoded;
+  const size_t wanted =
+      options.max_images > 0 ? std::min<size_t>(options.max_images, images.size()) : images.size();
+  for (size_t i = 0; i < wanted; ++i) {
+    QYOLO_ASSIGN_OR_RETURN(Image image, read_image(images[i]));
+    decoded.push_back(std::move(image));
+  }
+
+  FineTuneResult result;
+  auto& params = student->impl().parameters;
+  torch::optim::SGD optimizer(params, torch::optim::SGDOptions(options.lr)
+                                          .momentum(options.momentum)
+                                          .nesterov(options.momentum > 0.0)
+                                          .weight_decay(options.weight_decay));
+  const std::string id = fingerprint(qat);
+  const std::string checkpoint =
+      (std::filesystem::path(options.output_dir) / "checkpoint.pt").string();
+  int start_epoch = 0;
+  try {
+    if (options.resume && std::filesystem::exists(checkpoint)) {
+      torch::serialize::InputArchive archive;
+      archive.load_from(checkpoint);
+      c10::IValue saved_id;
+      if (!archive.try_read("fingerprint", saved_id) || !saved_id.isString() ||
+          saved_id.toStringRef() != id) {
+        return invalid_argument("checkpoint ", checkpoint,
+                                " was made for another model or placement (fingerprint ",
+                                saved_id.isString() ? saved_id.toStringRef() : std::string("none"),
+                                ", this one ", id, "); remove it or use another output folder");
+      }
+      torch::NoGradGuard no_grad;
+      for (size_t k = 0; k < params.size(); ++k) {
+        torch::Tensor value;
+        archive.read(str_cat("param_", k), value);
+        params[k].copy_(value);
+      }
+      torch::serialize::InputArchive optimizer_archive;
+      archive.read("optimizer", optimizer_archive);
+      optimizer.load(optimizer_archive);
+      torch::Tensor log;
+      archive.read("log", log);
+      for (int64_t e = 0; e < log.size(0); ++e) {
+        result.log.push_back({static_cast<int>(log[e][0].item<double>()), log[e][1].item<double>(),
+                              log[e][2].item<double>(), log[e][3].item<double>()});
+      }
+      start_epoch = static_cast<int>(result.log.size());
+      result.resumed_from_epoch = start_epoch;
+    }
+  } catch (const c10::Error& e) {
+    return io_error("cannot read checkpoint ", checkpoint, ": ", e.what_without_backtrace());
+  }
+
+  const int64_t steps_per_epoch =
+      (static_cast<int64_t>(decoded.size()) + options.batch - 1) / options.batch;
+  const int64_t total_steps = std::max<int64_t>(1, steps_per_epoch * options.epochs);
+  torch::manual_seed(options.seed);
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    for (int epoch = start_epoch; epoch < options.epochs; ++epoch) {
+      // Each epoch's order and augmentation depend on (seed, epoch) only, so a resumed run
+      // sees what an uninterrupted one would.
+      std::mt19937_64 rng(options.seed * 1000003ull + static_cast<uint64_t>(epoch));
+      std::vector<size_t> order(decoded.size());
+      std::iota(order.begin(), order.end(), 0);
+      std::shuffle(order.begin(), order.end(), rng);
+      const auto epoch_start = std::chrono::steady_clock::now();
+      double loss_sum = 0.0, lr = options.lr;
+      int64_t seen = 0;
+      if (progress) progress({epoch + 1, options.epochs, 0, steps_per_epoch, 0.0, 0.0});
+      for (int64_t step = 0; step < steps_per_epoch; ++step) {
+        const int64_t first = step * options.batch;
+        const int64_t count = std::min<int64_t>(options.batch, decoded.size() - first);
+        Tensor batch(DType::kFloat32, {count, 3, size, size});
+        for (int64_t b = 0; b < count; ++b)
+          image_to_tensor(augment(decoded[order[first + b]], size, options.augment, rng), batch, b);
+        const int64_t global = static_cast<int64_t>(epoch) * steps_per_epoch + step;
+        const double progress_fraction = static_cast<double>(global) / total_steps;
+        lr = options.lr *
+             (((1.0 - std::cos(progress_fraction * M_PI)) / 2.0) * (options.lr_final - 1.0) + 1.0);
+        for (auto& group : optimizer.param_groups())
+          static_cast<torch::optim::SGDOptions&>(group.options()).lr(lr);
+
+        const torch::Tensor input = to_torch(batch).to(student->impl().device);
+        std::vector<torch::Tensor> targets;
+        {
+          torch::NoGradGuard no_grad;
+          targets = teacher->impl().run(input);
+        }
+        const std::vector<torch::Tensor> outputs = student->impl().run(input);
+        torch::Tensor loss = torch::zeros({}, input.options());
+        for (size_t k = 0; k < outputs.size(); ++k)
+          loss = loss + torch::mse_loss(outputs[k], targets[k]);
+        loss = loss / static_cast<double>(outputs.size());
+        double value = loss.item<double>();
+        if (options.inject_nan_at_step == global + 1) value = std::nan("");
+        if (!std::isfinite(value)) {
+          const bool kept = std::filesystem::exists(checkpoint);
+          return invalid_argument("loss is ", value, " at epoch ", epoch + 1, " step ", step + 1,
+                                  " (global step ", global + 1, "); stopped. ",
+                                  kept ? str_cat("The last good checkpoint, ", checkpoint,
+                                                 " (epoch ", result.log.size(), "), is kept")
+                                       : std::string("No checkpoint was written yet"));
+        }
+        optimizer.zero_grad();
+        loss.backward();
+        optimizer.step();
+        loss_sum += value * count;
+        seen += count;
+        if (progress) {
+          const double s =
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_start).count();
+          progress({epoch + 1, options.epochs, step + 1, steps_per_epoch, loss_sum / seen,
+                    s > 0 ? seen / s : 0.0});
+        }
+      }
+      const double seconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_start).count();
+      result.log.push_back({epoch + 1, loss_sum / std::max<int64_t>(seen, 1), lr,
+                            seconds > 0 ? seen / seconds : 0.0});
+
+      torch::serialize::OutputArchive archive;
+      archive.write("fingerprint", c10::IValue(id));
+      for (size_t k = 0; k < params.size(); ++k) archive.write(str_cat("param_", k), params[k]);
+      torch::serialize::OutputArchive optimizer_archive;
+      optimizer.save(optimizer_archive);
+      archive.write("optimizer", optimizer_archive);
+      torch::Tensor log =
+          torch::zeros({static_cast<int64_t>(result.log.size()), 4}, torch::kFloat64);
+      for (size_t e = 0; e < result.log.size(); ++e) {
+        log[e][0] = result.log[e].epoch;
+        log[e][1] = result.log[e].loss;
+        log[e][2] = result.log[e].lr;
+        log[e][3] = result.log[e].images_per_second;
+      }
+      archive.write("log", log);
+      // Written aside and renamed, so a crash mid-write keeps the previous checkpoint.
+      archive.save_to(checkpoint + ".tmp");
+      std::filesystem::rename(checkpoint + ".tmp", checkpoint, ec);
+      if (ec) return io_error("cannot write ", checkpoint, ": ", ec.message());
+      QYOLO_RETURN_IF_ERROR(write_log(result.log, options.output_dir));
+    }
+  } catch (const c10::Error& e) {
+    return internal_error("fine-tuning: ", e.what_without_backtrace());
+  }
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+
+  QYOLO_ASSIGN_OR_RETURN(Graph trained, student->to_graph());
+  result.graph = qat;
+  for (auto& [name, tensor] : trained.initializers) {
+    auto it = result.graph.initializers.find(name);
+    if (it != result.graph.initializers.end()) it->second = tensor;
+  }
+  return result;
+}
+
+}  // namespace qyolo

@@ -1,0 +1,150 @@
+// Graph passes for QAT that need no LibTorch: the head convolutions, trimming, the input
+// size, and Q/DQ insertion calibrated with quant.h's calibrators.
+#include <algorithm>
+#include <filesystem>
+#include <set>
+#include <unordered_map>
+
+#include "qyolo/qat.h"
+
+namespace qyolo {
+
+std::vector<std::string> head_conv_outputs(const Graph& graph) {
+  // A Conv is a head when no Conv lies downstream of it: walk the nodes backwards, noting
+  // which values reach a Conv.
+  const auto readers = consumers_by_value(graph);
+  std::vector<bool> reaches_conv(graph.nodes.size(), false);
+  for (size_t i = graph.nodes.size(); i-- > 0;) {
+    for (const auto& out : graph.nodes[i].outputs) {
+      auto it = readers.find(out);
+      if (it == readers.end()) continue;
+      for (size_t r : it->second) {
+        if (graph.nodes[r].op_type == "Conv" || reaches_conv[r]) reaches_conv[i] = true;
+      }
+    }
+  }
+  std::vector<std::string> heads;
+  for (size_t i = 0; i < graph.nodes.size(); ++i) {
+    if (graph.nodes[i].op_type == "Conv" && !reaches_conv[i])
+      heads.push_back(graph.nodes[i].outputs[0]);
+  }
+  return heads;
+}
+
+Expected<Graph> trim_at_heads(const Graph& graph) {
+  const std::vector<std::string> heads = head_conv_outputs(graph);
+  if (heads.empty()) return not_found("graph '", graph.name, "' has no head convolution");
+  std::set<std::string> needed(heads.begin(), heads.end());
+  std::vector<bool> keep(graph.nodes.size(), false);
+  for (size_t i = graph.nodes.size(); i-- > 0;) {
+    const Node& node = graph.nodes[i];
+    for (const auto& out : node.outputs) {
+      if (needed.count(out)) keep[i] = true;
+    }
+    if (keep[i]) needed.insert(node.inputs.begin(), node.inputs.end());
+  }
+  Graph out = graph;
+  out.nodes.clear();
+  for (size_t i = 0; i < graph.nodes.size(); ++i) {
+    if (keep[i]) out.nodes.push_back(graph.nodes[i]);
+  }
+  for (auto it = out.initializers.begin(); it != out.initializers.end();) {
+    it = needed.count(it->first) ? std::next(it) : out.initializers.erase(it);
+  }
+  out.value_infos.clear();
+  out.outputs.clear();
+  QYOLO_ASSIGN_OR_RETURN(ShapeInfo info, infer_shapes(out));
+  for (const auto& head : heads) {
+    const ValueInfo* value = info.find(head);
+    if (!value) return internal_error("no shape for head output '", head, "'");
+    out.outputs.push_back(*value);
+  }
+  return out;
+}
+
+Expected<Graph> with_input_size(const Graph& graph, int size) {
+  if (graph.inputs.empty()) return invalid_argument("graph '", graph.name, "' has no input");
+  if (size <= 0 || size % 32 != 0) {
+    return invalid_argument("input size ", size,
+                            " is not a positive multiple of 32 (the "
+                            "largest YOLOv5 stride)");
+  }
+  Graph out = graph;
+  ValueInfo& input = out.inputs[0];
+  input.shape = {1, 3, size, size};
+  input.has_shape = true;
+  input.dim_params.assign(4, "");
+  out.value_infos.clear();
+  auto info = infer_shapes(out);
+  if (!info) {
+    return with_context(info.status(), str_cat("at input size ", size,
+                                               " (a full export's Detect constants fit "
+                                               "only its own size; trim it)"));
+  }
+  for (auto& output : out.outputs) {
+    if (const ValueInfo* value = info->find(output.name)) output = *value;
+  }
+  return out;
+}
+
+Expected<std::vector<std::string>> list_training_images(const std::string& dir) {
+  std::error_code ec;
+  if (!std::filesystem::is_directory(dir, ec)) return not_found(dir, " is not a folder");
+  std::vector<std::string> files;
+  for (auto it = std::filesystem::recursive_directory_iterator(dir, ec);
+       !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+    std::string ext = it->path().extension().string();
+    std::transform(ext.begin(), ext.end(), ext.begin(),
+                   [](unsigned char c) { return std::tolower(c); });
+    if (it->is_regular_file(ec) && (ext == ".jpg" || ext == ".jpeg" || ext == ".png"))
+      files.push_back(it->path().string());
+  }
+  if (ec) return io_error("cannot list ", dir, ": ", ec.message());
+  if (files.empty()) return not_found("no images (.jpg, .jpeg, .png) in ", dir);
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+Expected<QatCalibration> calibrate_qat(const Graph& fp32, QdqPlacement placement,
+                                       const std::vector<std::string>& images, int size,
+                                       const CalibrationOptions& options,
+                                       const std::function<void(int64_t)>& progress) {
+  if (fp32.inputs.empty()) return invalid_argument("graph '", fp32.name, "' has no input");
+  const std::string input_name = fp32.inputs[0].name;
+  const Shape input_shape = {1, 3, size, size};
+  // Calibration measures the float model: upgrading to opset 13 first keeps value names
+  // equal to those insert_qdq quantizes.
+  QYOLO_ASSIGN_OR_RETURN(Graph source, upgrade_to_opset13(fp32));
+  const std::vector<std::string> tensors = qdq_activation_tensors(source, placement);
+  // The trimmed graph runs at any size and holds every quantized value (Detect's
+  // post-processing quantizes nothing).
+  QYOLO_ASSIGN_OR_RETURN(Graph trimmed, trim_at_heads(source));
+  QYOLO_ASSIGN_OR_RETURN(trimmed, with_input_size(trimmed, size));
+  QYOLO_ASSIGN_OR_RETURN(
+      auto calibrator,
+      Calibrator::create(trimmed, tensors, {{input_name, input_shape}}, options.num_bins));
+  QatCalibration result;
+  for (const auto& path : images) {
+    auto image = read_image(path);
+    if (!image) {
+      result.skipped.push_back(image.status().message());
+      continue;
+    }
+    Letterbox placement_info;
+    const Image boxed = letterbox(*image, size, size, &placement_info);
+    Tensor input(DType::kFloat32, input_shape);
+    image_to_tensor(boxed, input, 0);
+    QYOLO_RETURN_IF_ERROR(calibrator->add_batch({{input_name, std::move(input)}}));
+    ++result.images;
+    if (progress) progress(result.images + static_cast<int64_t>(result.skipped.size()));
+  }
+  if (result.images == 0) {
+    return not_found("no readable image among ", images.size(), " calibration files");
+  }
+  const std::vector<float> amax = calibrator->amax(options);
+  for (size_t k = 0; k < tensors.size(); ++k) result.amax[tensors[k]] = amax[k];
+  QYOLO_ASSIGN_OR_RETURN(result.graph, insert_qdq(source, placement, result.amax));
+  return result;
+}
+
+}  // namespace qyolo

@@ -1,0 +1,462 @@
+// Quantization-aware training: the LibTorch model against the CPU executor, the passes,
+// calibration through quant.h's calibrator, fine-tuning (reproducible, resumable, stops on
+// NaN) and the CLI's export through onnx.checker, onnxruntime, translate and val --int8.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <fstream>
+
+#include "qat/qat_internal.h"
+#include "qyolo/executor.h"
+#include "qyolo/onnx.h"
+#include "qyolo/qat.h"
+#include "qyolo/quant.h"
+#include "qyolo/vision.h"
+#include "test_util.h"
+
+namespace qyolo {
+namespace {
+
+using testing::data_path;
+using testing::run_command;
+using testing::run_qyolo;
+using testing::temp_dir;
+using testing::yolov5n_path;
+
+std::string calib_images() { return data_path("coco/calib2017/images").string(); }
+
+Tensor letterboxed(const std::string& path, int size) {
+  auto image = read_image(path);
+  EXPECT_TRUE(image) << image.status().message();
+  Letterbox placement;
+  Tensor input(DType::kFloat32, {1, 3, size, size});
+  image_to_tensor(letterbox(*image, size, size, &placement), input, 0);
+  return input;
+}
+
+std::string first_image() { return (*list_training_images(calib_images()))[0]; }
+
+Graph yolov5n() {
+  auto graph = load_onnx(yolov5n_path().string());
+  EXPECT_TRUE(graph) << graph.status().message();
+  return *graph;
+}
+
+// Largest |a - b| / max(1, |b|) over the elements.
+double max_relative_difference(const Tensor& a, const Tensor& b) {
+  EXPECT_EQ(a.shape(), b.shape());
+  double worst = 0.0;
+  for (int64_t i = 0; i < a.numel(); ++i) {
+    const double x = a.data<float>()[i], y = b.data<float>()[i];
+    worst = std::max(worst, std::fabs(x - y) / std::max(1.0, std::fabs(y)));
+  }
+  return worst;
+}
+
+std::vector<Tensor> executor_outputs(const Graph& graph, const Tensor& input) {
+  auto executor = CpuExecutor::create(graph);
+  EXPECT_TRUE(executor) << executor.status().message();
+  auto outputs = (*executor)->run({{graph.inputs[0].name, input}});
+  EXPECT_TRUE(outputs) << outputs.status().message();
+  std::vector<Tensor> ordered;
+  for (const auto& output : graph.outputs) ordered.push_back(outputs->at(output.name));
+  return ordered;
+}
+
+TEST(QatModel, Fp32ForwardMatchesExecutorOnYolov5n) {
+  const Graph graph = yolov5n();
+  const Tensor input = letterboxed(first_image(), 640);
+  auto model = QatModel::create(graph);
+  ASSERT_TRUE(model) << model.status().message();
+  EXPECT_EQ((*model)->num_parameters(), 1867405);
+  auto outputs = (*model)->forward(input);
+  ASSERT_TRUE(outputs) << outputs.status().message();
+  const auto expected = executor_outputs(graph, input);
+  ASSERT_EQ(outputs->size(), 1u);
+  const double difference = max_relative_difference((*outputs)[0], expected[0]);
+  EXPECT_LT(difference, 1e-4);
+  std::printf("full yolov5n at 640: max |torch - executor| / max(1, |executor|) = %.3g\n",
+              difference);
+}
+
+TEST(QatModel, TrimmedForwardMatchesExecutorAtAnotherSize) {
+  auto trimmed = trim_at_heads(yolov5n());
+  ASSERT_TRUE(trimmed) << trimmed.status().message();
+  auto sized = with_input_size(*trimmed, 320);
+  ASSERT_TRUE(sized) << sized.status().message();
+  ASSERT_EQ(sized->outputs.size(), 3u);
+  EXPECT_EQ(sized->outputs[0].name, "/model.24/m.0/Conv_output_0");
+  EXPECT_EQ(sized->outputs[0].shape, (Shape{1, 255, 40, 40}));
+  EXPECT_EQ(sized->outputs[2].shape, (Shape{1, 255, 10, 10}));
+  const Tensor input = letterboxed(first_image(), 320);
+  auto model = QatModel::create(*sized);
+  ASSERT_TRUE(model) << model.status().message();
+  auto outputs = (*model)->forward(input);
+  ASSERT_TRUE(outputs) << outputs.status().message();
+  const auto expected = executor_outputs(*sized, input);
+  for (size_t k = 0; k < 3; ++k)
+    EXPECT_LT(max_relative_difference((*outputs)[k], expected[k]), 1e-4);
+}
+
+TEST(QatModel, FullExportRefusesAnotherSize) {
+  auto sized = with_input_size(yolov5n(), 672);
+  ASSERT_FALSE(sized);
+  EXPECT_NE(sized.status().message().find("trim"), std::string::npos) << sized.status().message();
+}
+
+TEST(QatModel, NamesAnOpItLacks) {
+  Graph graph = yolov5n();
+  for (auto& node : graph.nodes) {
+    if (node.name == "/model.24/Sigmoid") node.op_type = "HardSigmoid";
+  }
+  auto model = QatModel::create(graph);
+  ASSERT_FALSE(model);
+  EXPECT_EQ(model.status().message(),
+            "HardSigmoid '/model.24/Sigmoid': the QAT trainer has no HardSigmoid");
+}
+
+TEST(QatModel, CudaIsAClearErrorWithoutIt) {
+  if (qat_cuda_available()) GTEST_SKIP() << "this LibTorch has CUDA";
+  auto model = QatModel::create(yolov5n(), "cuda");
+  ASSERT_FALSE(model);
+  EXPECT_NE(model.status().message().find("no CUDA"), std::string::npos);
+}
+
+// Q/DQ graphs: the fake-quantized torch model runs as the executor runs Q/DQ. A value on a
+// rounding boundary may land one step apart (oneDNN and torch sum convolutions in other
+// orders), and that spreads through later layers, so the whole network is compared
+// statistically against the size of the quantization noise itself; the exact check is
+// QuantizeDequantizeMatchesExecutorExactly.
+TEST(QatModel, FakeQuantizationMatchesExecutorQdq) {
+  auto trimmed = trim_at_heads(yolov5n());
+  ASSERT_TRUE(trimmed);
+  auto sized = with_input_size(*trimmed, 256);
+  ASSERT_TRUE(sized);
+  for (QdqPlacement placement : {QdqPlacement::kTensorRT, QdqPlacement::kAllNodes}) {
+    const auto tensors = qdq_activation_tensors(*sized, placement);
+    const Tensor input = letterboxed(first_image(), 256);
+    auto ranges = max_abs_ranges(*sized, {{{sized->inputs[0].name, input}}}, tensors);
+    ASSERT_TRUE(ranges) << ranges.status().message();
+    auto qat = insert_qdq(*sized, placement, *ranges);
+    ASSERT_TRUE(qat) << qat.status().message();
+    auto model = QatModel::create(*qat);
+    ASSERT_TRUE(model) << model.status().message();
+    auto outputs = (*model)->forward(input);
+    ASSERT_TRUE(outputs) << outputs.status().message();
+    const auto expected = executor_outputs(*qat, input);
+    const auto fp32 = executor_outputs(*sized, input);
+    double diff = 0.0, noise = 0.0;
+    int64_t n = 0;
+    for (size_t k = 0; k < 3; ++k) {
+      for (int64_t i = 0; i < expected[k].numel(); ++i, ++n) {
+        diff += std::fabs((*outputs)[k].data<float>()[i] - expected[k].data<float>()[i]);
+        noise += std::fabs(fp32[k].data<float>()[i] - expected[k].data<float>()[i]);
+      }
+    }
+    std::printf("placement %d: mean |torch - executor| %.3g, quantization noise %.3g\n",
+                static_cast<int>(placement), diff / n, noise / n);
+    EXPECT_GT(noise / n, 1e-3);  // the Q/DQ are really there
+    EXPECT_LT(diff, 0.7 * noise);
+  }
+}
+
+TEST(QatModel, QuantizeDequantizeMatchesExecutorExactly) {
+  Graph graph;
+  graph.name = "qdq";
+  graph.inputs.push_back({"x", DType::kFloat32, true, {1, 3, 8, 8}, {"", "", "", ""}});
+  graph.outputs.push_back({"y", DType::kFloat32, true, {1, 3, 8, 8}, {"", "", "", ""}});
+  Node identity;
+  identity.name = "id";
+  identity.op_type = "Identity";
+  identity.inputs = {"x"};
+  identity.outputs = {"y"};
+  graph.nodes.push_back(identity);
+  // insert_qdq quantizes Conv inputs only; write the pair by hand on the Identity's input.
+  Graph g = graph;
+  g.opset_imports[""] = 13;
+  g.initializers["s"] = Tensor::from_vector(std::vector<float>{0.25f}, {});
+  g.initializers["z"] = Tensor(DType::kInt8, {});
+  Node q, dq;
+  q.name = "q", q.op_type = "QuantizeLinear", q.inputs = {"x", "s", "z"}, q.outputs = {"xq"};
+  dq.name = "dq", dq.op_type = "DequantizeLinear", dq.inputs = {"xq", "s", "z"},
+  dq.outputs = {"xd"};
+  g.nodes = {q, dq, identity};
+  g.nodes[2].inputs = {"xd"};
+  Tensor input(DType::kFloat32, {1, 3, 8, 8});
+  for (int64_t i = 0; i < input.numel(); ++i)
+    input.data<float>()[i] = 0.375f * (i - 96);  // ties, clipping
+  auto model = QatModel::create(g);
+  ASSERT_TRUE(model) << model.status().message();
+  auto outputs = (*model)->forward(input);
+  ASSERT_TRUE(outputs);
+  const auto expected = executor_outputs(g, input);
+  EXPECT_EQ((*outputs)[0], expected[0]);
+  EXPECT_EQ((*outputs)[0].data<float>()[0], -32.0f);    // -36 clips to -128 * 0.25
+  EXPECT_EQ((*outputs)[0].data<float>()[95], -0.5f);    // -0.375 = -1.5 steps: a tie, to even
+  EXPECT_EQ((*outputs)[0].data<float>()[191], 31.75f);  // 35.625 clips to 127 * 0.25
+}
+
+// A Q/DQ'd convolution: the weight gradient is that of the fake-quantized weight (straight
+// through), and no gradient reaches inputs clipped by the activation quantizer.
+TEST(QatModel, StraightThroughGradients) {
+  Graph graph;
+  graph.name = "qdq_conv";
+  graph.inputs.push_back({"x", DType::kFloat32, true, {1, 3, 4, 4}, {"", "", "", ""}});
+  graph.outputs.push_back({"y", DType::kFloat32, true, {1, 2, 4, 4}, {"", "", "", ""}});
+  std::vector<float> weight(2 * 3 * 9);
+  for (size_t i = 0; i < weight.size(); ++i) weight[i] = 0.1f * std::sin(1.0f + i);
+  graph.initializers["w"] = Tensor::from_vector(weight, {2, 3, 3, 3});
+  graph.initializers["b"] = Tensor::from_vector(std::vector<float>{0.5f, -0.5f}, {2});
+  Node conv;
+  conv.name = "conv";
+  conv.op_type = "Conv";
+  conv.inputs = {"x", "w", "b"};
+  conv.outputs = {"y"};
+  conv.attributes["pads"] = Attribute::of_ints({1, 1, 1, 1});
+  conv.attributes["kernel_shape"] = Attribute::of_ints({3, 3});
+  graph.nodes.push_back(conv);
+  auto qat = insert_qdq(graph, QdqPlacement::kTensorRT, {{"x", 1.0f}});
+  ASSERT_TRUE(qat) << qat.status().message();
+  auto model = QatModel::create(*qat);
+  ASSERT_TRUE(model) << model.status().message();
+  auto& impl = (*model)->impl();
+  ASSERT_EQ(impl.parameter_names, (std::vector<std::string>{"b", "w"}));
+  torch::Tensor x = torch::linspace(-2.0, 2.0, 48).reshape({1, 3, 4, 4}).set_requires_grad(true);
+  impl.run(x)[0].sum().backward();
+  const torch::Tensor inside = x.abs() <= 1.0f;
+  EXPECT_TRUE(x.grad().masked_select(~inside).eq(0).all().item<bool>());
+  EXPECT_TRUE(x.grad().masked_select(inside).ne(0).any().item<bool>());
+  // d(sum y)/dw of a conv is the sum of input patches: the same for the fake-quantized weight.
+  const torch::Tensor xq =
+      torch::fake_quantize_per_tensor_affine(x.detach(), 1.0 / 127, 0, -128, 127);
+  torch::Tensor w = impl.parameters[1].detach().clone().set_requires_grad(true);
+  torch::conv2d(xq, w, {}, 1, 1).sum().backward();
+  EXPECT_TRUE(torch::allclose(impl.parameters[1].grad(), w.grad(), 1e-5, 1e-6));
+  EXPECT_TRUE(impl.parameters[0].grad().eq(16.0f).all().item<bool>());
+}
+
+TEST(QatCalibrate, ScalesComeFromQuantsCalibrator) {
+  const Graph graph = yolov5n();
+  auto files = list_training_images(calib_images());
+  ASSERT_TRUE(files);
+  const std::vector<std::string> two(files->begin(), files->begin() + 2);
+  CalibrationOptions options;
+  options.method = CalibrationMethod::kPercentile;
+  auto result = calibrate_qat(graph, QdqPlacement::kAllNodes, two, 320, options);
+  ASSERT_TRUE(result) << result.status().message();
+  EXPECT_EQ(result->images, 2);
+  // The same amax as quant.h's Calibrator computes on the same images.
+  auto source = upgrade_to_opset13(graph);
+  auto trimmed = with_input_size(*trim_at_heads(*source), 320);
+  ASSERT_TRUE(trimmed);
+  const auto tensors = qdq_activation_tensors(*source, QdqPlacement::kAllNodes);
+  auto calibrator = Calibrator::create(*trimmed, tensors);
+  ASSERT_TRUE(calibrator);
+  for (const auto& path : two) {
+    ASSERT_TRUE((*calibrator)->add_batch({{"images", letterboxed(path, 320)}}).is_ok());
+  }
+  const auto amax = (*calibrator)->amax(options);
+  ASSERT_EQ(result->amax.size(), tensors.size());
+  for (size_t k = 0; k < tensors.size(); ++k)
+    EXPECT_EQ(result->amax[tensors[k]], amax[k]) << tensors[k];
+  // And those amax are the Q/DQ scales of the graph (a shared quantizer, as on a Concat's
+  // inputs, takes the largest of its tensors').
+  int exact = 0, checked = 0;
+  for (const Node& node : result->graph.nodes) {
+    if (node.op_type != "QuantizeLinear" || !result->amax.count(node.inputs[0])) continue;
+    const float scale_amax =
+        result->graph.initializers.at(node.inputs[1]).data<float>()[0] * 127.0f;
+    EXPECT_GE(scale_amax, result->amax[node.inputs[0]] * (1 - 1e-6f)) << node.name;
+    exact += std::fabs(scale_amax - result->amax[node.inputs[0]]) <= 1e-6f * scale_amax;
+    ++checked;
+  }
+  EXPECT_GT(checked, 100);
+  EXPECT_GT(exact, checked / 2);
+}
+
+TEST(QatCalibrate, NoImagesIsAnError) {
+  const auto dir = temp_dir();
+  auto files = list_training_images(dir.string());
+  ASSERT_FALSE(files);
+  EXPECT_EQ(files.status().message(), "no images (.jpg, .jpeg, .png) in " + dir.string());
+}
+
+// Fine-tuning at a small size on four images keeps these tests quick.
+struct SmallRun {
+  Graph fp32;
+  std::vector<std::string> images;
+  Graph qat(QdqPlacement placement) const {
+    CalibrationOptions options;
+    options.method = CalibrationMethod::kMax;
+    auto result = calibrate_qat(fp32, placement, images, 128, options);
+    EXPECT_TRUE(result) << result.status().message();
+    return result->graph;
+  }
+  FineTuneOptions options(const std::filesystem::path& dir, int epochs) const {
+    FineTuneOptions o;
+    o.epochs = epochs;
+    o.batch = 2;
+    o.lr = 1e-3;
+    o.image_size = 128;
+    o.seed = 7;
+    o.output_dir = dir.string();
+    return o;
+  }
+};
+
+SmallRun small_run() {
+  auto files = list_training_images(calib_images());
+  EXPECT_TRUE(files);
+  return {yolov5n(), std::vector<std::string>(files->begin(), files->begin() + 4)};
+}
+
+TEST(QatFineTune, SeededRunIsReproducibleAndResumesExactly) {
+  const SmallRun run = small_run();
+  const Graph qat = run.qat(QdqPlacement::kTensorRT);
+  const auto dir = temp_dir();
+  auto straight = fine_tune(run.fp32, qat, run.images, run.options(dir / "a", 2));
+  ASSERT_TRUE(straight) << straight.status().message();
+  // Interrupted after epoch 1 (the cosine schedule spans the two epochs), then rerun.
+  FineTuneOptions interrupted = run.options(dir / "b", 2);
+  interrupted.inject_nan_at_step = 3;
+  ASSERT_FALSE(fine_tune(run.fp32, qat, run.images, interrupted));
+  auto resumed = fine_tune(run.fp32, qat, run.images, run.options(dir / "b", 2));
+  ASSERT_TRUE(resumed) << resumed.status().message();
+  EXPECT_EQ(resumed->resumed_from_epoch, 1);
+  ASSERT_EQ(straight->log.size(), 2u);
+  ASSERT_EQ(resumed->log.size(), 2u);
+  for (size_t e = 0; e < 2; ++e) {
+    EXPECT_GT(straight->log[e].loss, 0.0);
+    EXPECT_EQ(straight->log[e].loss, resumed->log[e].loss) << "epoch " << e + 1;
+  }
+  EXPECT_LT(straight->log[1].lr, straight->log[0].lr);  // cosine decay
+  int changed = 0;
+  for (const auto& [name, tensor] : straight->graph.initializers) {
+    EXPECT_EQ(tensor, resumed->graph.initializers.at(name)) << name;
+    changed += !(tensor == qat.initializers.at(name));
+  }
+  EXPECT_GT(changed, 100);  // weights and their per-channel scales moved
+  std::ifstream csv(dir / "a" / "log.csv");
+  std::string header, line;
+  std::getline(csv, header);
+  EXPECT_EQ(header, "epoch,loss,lr,images_per_second");
+  int lines = 0;
+  while (std::getline(csv, line)) ++lines;
+  EXPECT_EQ(lines, 2);
+  auto plot = read_image((dir / "a" / "loss.png").string());
+  ASSERT_TRUE(plot) << plot.status().message();
+  EXPECT_EQ(plot->width, 640);
+}
+
+TEST(QatFineTune, ResumingAnotherModelsCheckpointIsAnError) {
+  const SmallRun run = small_run();
+  const auto dir = temp_dir();
+  ASSERT_TRUE(
+      fine_tune(run.fp32, run.qat(QdqPlacement::kTensorRT), run.images, run.options(dir, 1)));
+  auto other =
+      fine_tune(run.fp32, run.qat(QdqPlacement::kAllNodes), run.images, run.options(dir, 2));
+  ASSERT_FALSE(other);
+  const std::string message = other.status().message();
+  EXPECT_NE(message.find("checkpoint " + (dir / "checkpoint.pt").string() +
+                         " was made for another model or placement"),
+            std::string::npos)
+      << message;
+}
+
+TEST(QatFineTune, NanLossStopsAtTheStepAndKeepsTheLastCheckpoint) {
+  const SmallRun run = small_run();
+  const Graph qat = run.qat(QdqPlacement::kTensorRT);
+  const auto dir = temp_dir();
+  FineTuneOptions options = run.options(dir, 3);
+  options.inject_nan_at_step = 3;  // epoch 2, step 1 (two steps per epoch)
+  auto failed = fine_tune(run.fp32, qat, run.images, options);
+  ASSERT_FALSE(failed);
+  EXPECT_EQ(failed.status().message(),
+            "loss is nan at epoch 2 step 1 (global step 3); stopped. The last good checkpoint, " +
+                (dir / "checkpoint.pt").string() + " (epoch 1), is kept");
+  options.inject_nan_at_step = 0;
+  auto resumed = fine_tune(run.fp32, qat, run.images, options);
+  ASSERT_TRUE(resumed) << resumed.status().message();
+  EXPECT_EQ(resumed->resumed_from_epoch, 1);
+}
+
+// The CLI end to end at 640: the QAT ONNX passes onnx.checker, runs in onnxruntime as qyolo
+// runs it, and translate -> val --int8 takes it.
+TEST(QatCli, ExportPassesCheckerOnnxruntimeTranslateAndVal) {
+  if (!testing::have_python_oracles()) GTEST_SKIP() << "no Python oracles at " << QYOLO_PYTHON;
+  const auto dir = temp_dir();
+  const std::string model = (dir / "qat.onnx").string();
+  auto trained = run_qyolo("qat --onnx " + yolov5n_path().string() + " --images " + calib_images() +
+                           " --max-images 2 --epochs 1 --batch 2 --placement opt2 --calib-method "
+                           "percentile -o " +
+                           dir.string());
+  ASSERT_EQ(trained.exit_code, 0) << trained.output;
+  EXPECT_NE(trained.output.find("epoch   1 loss"), std::string::npos) << trained.output;
+  const std::string python = std::string(QYOLO_PYTHON) + " " + QYOLO_TESTS_DIR + "/python/";
+  auto checked = run_command(python + "check_onnx.py " + model);
+  EXPECT_EQ(checked.exit_code, 0) << checked.output;
+  auto compared = run_command(python + "compare_qat.py --qyolo " + QYOLO_BINARY + " --model " +
+                              model + " --images " + calib_images() + " --count 1");
+  EXPECT_EQ(compared.exit_code, 0) << compared.output;
+  auto translated = run_qyolo("translate " + model + " -o " + (dir / "t").string());
+  ASSERT_EQ(translated.exit_code, 0) << translated.output;
+  const std::string val_dir = data_path("coco/val2017-mini").string();
+  auto validated = run_qyolo(
+      "val --onnx " + (dir / "t" / "qat_noqdq.onnx").string() + " --int8 --calib " +
+      (dir / "t" / "qat_precision_config_calib.cache").string() + " --images " + val_dir +
+      "/images --annotations " + val_dir + "/annotations/instances_val2017.json --max-images 2");
+  EXPECT_EQ(validated.exit_code, 0) << validated.output;
+}
+
+TEST(QatCli, TrimmedExportAtTheDlaSize) {
+  if (!testing::have_python_oracles()) GTEST_SKIP() << "no Python oracles at " << QYOLO_PYTHON;
+  const auto dir = temp_dir();
+  const std::string model = (dir / "trim672.onnx").string();
+  auto result = run_qyolo("qat --onnx " + yolov5n_path().string() + " --images " + calib_images() +
+                          " --max-images 1 --epochs 0 --imgsz 672 --trim --export " + model +
+                          " -o " + dir.string());
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  auto graph = load_onnx(model);
+  ASSERT_TRUE(graph) << graph.status().message();
+  ASSERT_EQ(graph->outputs.size(), 3u);
+  EXPECT_EQ(graph->outputs[0].shape, (Shape{1, 255, 84, 84}));
+  EXPECT_EQ(graph->opset(), 13);
+  int weight_dq = 0;
+  for (const Node& node : graph->nodes) {
+    if (node.op_type == "DequantizeLinear" && node.get_int("axis", 1) == 0) ++weight_dq;
+  }
+  EXPECT_EQ(weight_dq, 60);
+  auto checked = run_command(std::string(QYOLO_PYTHON) + " " + QYOLO_TESTS_DIR +
+                             "/python/check_onnx.py " + model);
+  EXPECT_EQ(checked.exit_code, 0) << checked.output;
+}
+
+TEST(QatCli, BadInputsAreOneLine) {
+  const auto dir = temp_dir();
+  const std::string base =
+      "qat --onnx " + yolov5n_path().string() + " -o " + (dir / "out").string();
+  std::filesystem::create_directories(dir / "empty");
+  auto empty = run_qyolo(base + " --images " + (dir / "empty").string());
+  EXPECT_EQ(empty.exit_code, 1);
+  EXPECT_EQ(empty.output, "qyolo qat: error: no images (.jpg, .jpeg, .png) in " +
+                              (dir / "empty").string() + "\n");
+  auto cuda = run_qyolo(base + " --images " + calib_images() + " --device cuda");
+  if (!qat_cuda_available()) {
+    EXPECT_EQ(cuda.exit_code, 1);
+    EXPECT_NE(cuda.output.find("qyolo qat: error: --device cuda: this LibTorch has no CUDA"),
+              std::string::npos)
+        << cuda.output;
+  }
+  auto labels = run_qyolo(base + " --images " + calib_images() + " --annotations a.json");
+  EXPECT_EQ(labels.exit_code, 1);
+  EXPECT_NE(labels.output.find("qyolo qat: error: --annotations: supervised fine-tuning"),
+            std::string::npos)
+      << labels.output;
+  auto placement = run_qyolo(base + " --images " + calib_images() + " --placement opt3");
+  EXPECT_EQ(
+      placement.output,
+      "qyolo qat: error: --placement 'opt3': expected opt1 (TensorRT's) or opt2 (all nodes)\n");
+}
+
+}  // namespace
+}  // namespace qyolo
