@@ -144,6 +144,31 @@ inline std::vector<int8_t> pack_conv_int8_weights(const ConvInt8Shape& shape,
 }
 
 // IEEE float to half bits, round to nearest even (what __float2half_rn does).
+// The float value of float16 bits (exact: every half is a float).
+inline float half_bits_to_float(uint16_t h) {
+  const uint32_t sign = uint32_t(h & 0x8000u) << 16;
+  uint32_t exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu, bits;
+  if (exp == 0) {
+    if (mant == 0) {
+      bits = sign;
+    } else {  // subnormal: normalise
+      exp = 113;
+      while (!(mant & 0x400u)) {
+        mant <<= 1;
+        --exp;
+      }
+      bits = sign | (exp << 23) | ((mant & 0x3ffu) << 13);
+    }
+  } else if (exp == 31) {
+    bits = sign | 0x7f800000u | (mant << 13);
+  } else {
+    bits = sign | ((exp + 112) << 23) | (mant << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
 inline uint16_t float_to_half_rne(float value) {
   uint32_t x;
   std::memcpy(&x, &value, 4);

@@ -28,26 +28,7 @@ namespace qyolo::testing_cuda {
     ASSERT_TRUE(qyolo_s_.is_ok()) << qyolo_s_.message(); \
   } while (0)
 
-inline float half_to_float_bits(uint16_t h) {
-  const uint32_t sign = uint32_t(h & 0x8000u) << 16;
-  uint32_t exponent = (h >> 10) & 0x1fu, mantissa = h & 0x3ffu, bits;
-  if (exponent == 0) {
-    if (mantissa == 0) {
-      bits = sign;
-    } else {
-      exponent = 127 - 15 + 1;
-      while (!(mantissa & 0x400u)) mantissa <<= 1, --exponent;
-      bits = sign | (exponent << 23) | ((mantissa & 0x3ffu) << 13);
-    }
-  } else if (exponent == 31) {
-    bits = sign | 0x7f800000u | (mantissa << 13);
-  } else {
-    bits = sign | ((exponent + 127 - 15) << 23) | (mantissa << 13);
-  }
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
+inline float half_to_float_bits(uint16_t h) { return half_bits_to_float(h); }
 inline float round_half(float v) { return half_to_float_bits(float_to_half_rne(v)); }
 
 template <typename T>

@@ -39,30 +39,6 @@ std::filesystem::path fixtures() {
   return env ? env : QYOLO_ENGINE_FIXTURES;
 }
 
-float half_to_float(uint16_t h) {
-  const uint32_t sign = uint32_t(h & 0x8000u) << 16;
-  uint32_t exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu, bits;
-  if (exp == 0) {
-    if (mant == 0) {
-      bits = sign;
-    } else {
-      exp = 113;
-      while (!(mant & 0x400u)) {
-        mant <<= 1;
-        --exp;
-      }
-      bits = sign | (exp << 23) | ((mant & 0x3ffu) << 13);
-    }
-  } else if (exp == 31) {
-    bits = sign | 0x7f800000u | (mant << 13);
-  } else {
-    bits = sign | ((exp + 112) << 23) | (mant << 13);
-  }
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-
 // How two buffers of one element type differ.
 struct Difference {
   int64_t elements = 0, differing = 0;
@@ -92,7 +68,7 @@ Difference compare(ElementType type, const void* a, const void* b, size_t bytes)
     for (int64_t i = 0; i < d.elements; ++i)
       if (x[i] != y[i]) {
         ++d.differing;
-        const double u = half_to_float(x[i]), v = half_to_float(y[i]);
+        const double u = half_bits_to_float(x[i]), v = half_bits_to_float(y[i]);
         d.max_relative = std::max(d.max_relative, std::abs(u - v) / std::max(1.0, std::abs(v)));
         d.max_absolute = std::max(d.max_absolute, std::abs(u - v));
         d.mean_absolute += std::abs(u - v);
