@@ -29,19 +29,6 @@ std::vector<std::vector<int>> consumers(const BuildGraph& g) {
   return users;
 }
 
-std::string conv_unsupported(const Node& node, const Shape& x, const Shape& w) {
-  if (node.get_int("group", 1) != 1) return "grouped convolution";
-  auto win = ops::resolve_window(node, x[2], x[3], w[2], w[3]);
-  if (!win) return win.status().message();
-  if (win->kernel_h != win->kernel_w) return "non-square kernel";
-  if (win->stride_h != win->stride_w) return "unequal strides";
-  if (win->dilation_h != 1 || win->dilation_w != 1) return "dilation";
-  if (win->pad_top != win->pad_left || win->pad_top != win->pad_bottom ||
-      win->pad_top != win->pad_right)
-    return "asymmetric padding";
-  return "";
-}
-
 int add_value(BuildGraph& g, BuildValue v) {
   g.values.push_back(std::move(v));
   const int index = int(g.values.size()) - 1;
@@ -270,7 +257,7 @@ Status assign_precision(BuildGraph& g, const BuildOptions& options, PassReport& 
           (has_bias && (!b || b->dtype() != DType::kFloat32)))
         return unsupported(node.label(), ": weights are not constant float32");
       const std::string geometry =
-          conv_unsupported(node, g.shapes.find(node.inputs[0])->shape, w->shape());
+          ops::conv_int8_unsupported(node, g.shapes.find(node.inputs[0])->shape, w->shape());
       if (!geometry.empty()) return unsupported(node.label(), ": ", geometry);
       std::string why;
       if (!options.int8) {

@@ -64,6 +64,19 @@ Expected<Window2d> resolve_window(const Node& node, int64_t in_h, int64_t in_w, 
   return w;
 }
 
+std::string conv_int8_unsupported(const Node& node, const Shape& x, const Shape& w) {
+  if (node.get_int("group", 1) != 1) return "grouped convolution";
+  auto win = resolve_window(node, x[2], x[3], w[2], w[3]);
+  if (!win) return win.status().message();
+  if (win->kernel_h != win->kernel_w) return "non-square kernel";
+  if (win->stride_h != win->stride_w) return "unequal strides";
+  if (win->dilation_h != 1 || win->dilation_w != 1) return "dilation";
+  if (win->pad_top != win->pad_left || win->pad_top != win->pad_bottom ||
+      win->pad_top != win->pad_right)
+    return "asymmetric padding";
+  return "";
+}
+
 Status infer_Conv(InferContext& ctx) {
   QYOLO_ASSIGN_OR_RETURN(const ValueInfo* x, require_input(ctx, 0));
   QYOLO_ASSIGN_OR_RETURN(const ValueInfo* w, require_input(ctx, 1));

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <array>
+#include <string>
 
 #include "qyolo/graph.h"
 #include "qyolo/status.h"
@@ -20,5 +21,10 @@ struct Window2d {
 // ceil_mode from the node and computes the output size for an in_h x in_w input.
 Expected<Window2d> resolve_window(const Node& node, int64_t in_h, int64_t in_w, int64_t kernel_h,
                                   int64_t kernel_w);
+
+// Why a Conv does not fit conv_int8.h ("grouped convolution", "asymmetric padding", ...), or ""
+// when it does: one group, square kernel, equal strides and pads, no dilation. The INT8
+// reference backend and the engine builder decide with it.
+std::string conv_int8_unsupported(const Node& node, const Shape& x, const Shape& w);
 
 }  // namespace qyolo::ops

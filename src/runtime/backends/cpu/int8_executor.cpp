@@ -157,21 +157,6 @@ void quantize_weights(const Tensor& w, Step& step) {
   }
 }
 
-// Whether a Conv fits conv_int8.h: one group, square kernel, equal strides and pads, no dilation.
-std::string conv_int8_unsupported(const Node& node, const Shape& x, const Shape& w) {
-  if (node.get_int("group", 1) != 1) return "grouped convolution";
-  auto win = ops::resolve_window(node, x[2], x[3], w[2], w[3]);
-  if (!win) return win.status().message();
-  if (win->kernel_h != win->kernel_w) return "non-square kernel";
-  if (win->stride_h != win->stride_w) return "unequal strides";
-  if (win->dilation_h != 1 || win->dilation_w != 1) return "dilation";
-  if (win->pad_top != win->pad_left || win->pad_top != win->pad_bottom ||
-      win->pad_top != win->pad_right) {
-    return "asymmetric padding";
-  }
-  return "";
-}
-
 }  // namespace
 
 Int8Executor::Int8Executor(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -261,7 +246,7 @@ Expected<std::unique_ptr<Int8Executor>> Int8Executor::create(const Graph& graph,
       } else if (!all_scaled({node.inputs[0], out})) {
         why = str_cat("no scale for '", m.scale_of(node.inputs[0]) ? out : node.inputs[0], "'");
       } else {
-        why = conv_int8_unsupported(node, xs, w->shape());
+        why = ops::conv_int8_unsupported(node, xs, w->shape());
       }
       if (why.empty()) {
         int8 = true;

@@ -43,8 +43,6 @@ class CudaBuffer : public BackendBuffer {
   DeviceBuffer buffer_;
 };
 
-int type_code(ElementType type) { return int(type); }
-
 // A tensor is batch-contiguous when image n starts right after image n - 1 (its buffer holds
 // no padding between images): then one launch covers the batch.
 bool batch_contiguous(const Engine& e, const EngineTensor& t) {
@@ -76,10 +74,8 @@ class CudaPrepared : public PreparedEngine {
     const size_t first = size_t(std::max(args.first_layer, 0));
     for (size_t i = first; i < end && i < engine_.layers.size(); ++i) {
       if (timing) QYOLO_RETURN_IF_ERROR(events_[i].record(stream));
-      const Status status = run_layer(int(i), args, stream);
-      if (!status.is_ok())
-        return Status(status.code(), str_cat("layer '", engine_.layers[i].name, "': ",
-                                             status.message()));
+      QYOLO_RETURN_IF_ERROR(
+          with_context(run_layer(int(i), args, stream), "layer '" + engine_.layers[i].name + "'"));
     }
     if (timing && first < end) {
       const size_t last = std::min(end, engine_.layers.size());
@@ -98,7 +94,7 @@ class CudaPrepared : public PreparedEngine {
   Status read_tensor(int tensor, int image, void* dst) override {
     const EngineTensor& t = engine_.tensors[tensor];
     const size_t es = element_size(t.type);
-    const uint8_t* src = image_base(t, image) + size_t(t.layout.offset) * es;
+    const void* src = at(t, image);
     QYOLO_RETURN_IF_ERROR(check(cudaStreamSynchronize(own_.get()), "cudaStreamSynchronize"));
     return check(cudaMemcpy2D(dst, t.channels * es, src, t.layout.stride * es, t.channels * es,
                               size_t(t.height) * t.width, cudaMemcpyDeviceToHost),
@@ -108,7 +104,7 @@ class CudaPrepared : public PreparedEngine {
   Status write_tensor(int tensor, int image, const void* src) override {
     const EngineTensor& t = engine_.tensors[tensor];
     const size_t es = element_size(t.type);
-    uint8_t* dst = image_base(t, image) + size_t(t.layout.offset) * es;
+    void* dst = at(t, image);
     QYOLO_RETURN_IF_ERROR(check(cudaStreamSynchronize(own_.get()), "cudaStreamSynchronize"));
     return check(cudaMemcpy2D(dst, t.layout.stride * es, src, t.channels * es, t.channels * es,
                               size_t(t.height) * t.width, cudaMemcpyHostToDevice),
@@ -133,7 +129,6 @@ class CudaPrepared : public PreparedEngine {
     for (size_t i = 0; i < engine_.layers.size(); ++i) {
       const EngineLayer& l = engine_.layers[i];
       if (l.kind != LayerKind::kConv) continue;
-      const EngineTensor& out = engine_.tensors[l.output];
       if (l.precision == ElementType::kInt8 && needs_scratch(l))
         scratch = std::max(scratch, size_t(round_up(l.shape.out_channels, 16)) *
                                         l.shape.out_h() * l.shape.out_w() * engine_.max_batch);
@@ -156,7 +151,6 @@ class CudaPrepared : public PreparedEngine {
       QYOLO_RETURN_IF_ERROR(layers_[i].fp16_weights.upload(packed.data(), packed.size() * 2));
       QYOLO_ASSIGN_OR_RETURN(layers_[i].fp16_bias, DeviceBuffer::allocate(bias.size() * 4));
       QYOLO_RETURN_IF_ERROR(layers_[i].fp16_bias.upload(bias.data(), bias.size() * 4));
-      (void)out;
     }
     if (scratch) {
       QYOLO_ASSIGN_OR_RETURN(scratch_, DeviceBuffer::allocate(scratch));
@@ -168,21 +162,20 @@ class CudaPrepared : public PreparedEngine {
     return l.table.bytes > 0 || (l.residual >= 0 && l.conv_scale > 0.0f);
   }
 
-  uint8_t* image_base(const EngineTensor& t, int n) const {
+  // Image n of tensor t at channel 0 of its buffer's row: what the kernels of cuda_conv.h and
+  // cuda_ops.h take, with the slice's offset in their ChannelSlice.
+  void* image_base(const EngineTensor& t, int n) const {
     const ArenaBuffer& b = engine_.buffers[t.buffer];
     return arena_.as<uint8_t>() + b.offset + uint64_t(n) * b.bytes_per_image;
   }
-  // Image n of tensor t at channel 0 of its buffer's row: the convolutions take this and the
-  // slice's offset in their ChannelSlice.
-  void* row(const EngineTensor& t, int n) const { return image_base(t, n); }
   // Image n of tensor t at its first channel.
   void* at(const EngineTensor& t, int n) const {
-    return image_base(t, n) + size_t(t.layout.offset) * element_size(t.type);
+    return static_cast<uint8_t*>(image_base(t, n)) + size_t(t.layout.offset) * element_size(t.type);
   }
   cuda::ElementView view(const EngineTensor& t, int n) const {
     cuda::ElementView v;
     v.data = at(t, n);
-    v.type = type_code(t.type);
+    v.type = int(t.type);
     v.stride = t.layout.stride;
     v.image_elements = int64_t(engine_.buffers[t.buffer].bytes_per_image / element_size(t.type));
     v.scale = t.scale;
@@ -231,7 +224,7 @@ class CudaPrepared : public PreparedEngine {
       qyolo::cuda::ConvInt8Args a;
       a.shape = l.shape;
       a.shape.batch = count;
-      a.input = static_cast<const int8_t*>(row(in, n));
+      a.input = static_cast<const int8_t*>(image_base(in, n));
       a.input_layout = in.layout;
       a.weights = static_cast<const int8_t*>(weight(l.weights));
       a.epilogue.input_scale = in.scale;
@@ -240,10 +233,10 @@ class CudaPrepared : public PreparedEngine {
       a.epilogue.silu = l.activation == Activation::kSilu;
       a.epilogue.output = out.type == ElementType::kFloat16 ? ConvOutput::kFloat16 : ConvOutput::kInt8;
       a.epilogue.output_scale = out.scale;
-      a.output = row(out, n);
+      a.output = image_base(out, n);
       a.output_layout = out.layout;
       if (res && !scratch) {  // conv_int8.h's single rounding: the residual in the epilogue
-        a.epilogue.residual = static_cast<const int8_t*>(row(*res, n));
+        a.epilogue.residual = static_cast<const int8_t*>(image_base(*res, n));
         a.epilogue.residual_layout = res->layout;
         a.epilogue.residual_scale = res->scale;
       }
@@ -285,14 +278,14 @@ class CudaPrepared : public PreparedEngine {
       qyolo::cuda::ConvFp16Args a;
       a.shape = l.shape;
       a.shape.batch = count;
-      a.x = static_cast<const uint16_t*>(row(in, n));
+      a.x = static_cast<const uint16_t*>(image_base(in, n));
       a.x_layout = in.layout;
       a.weights = layers_[index].fp16_weights.as<uint16_t>();
       a.bias = layers_[index].fp16_bias.as<float>();
       a.silu = l.activation == Activation::kSilu;
       a.output = out.type == ElementType::kInt8 ? ConvOutput::kInt8 : ConvOutput::kFloat16;
       a.output_scale = out.scale;
-      a.y = row(out, n);
+      a.y = image_base(out, n);
       a.y_layout = out.layout;
       return qyolo::cuda::conv_fp16(a, stream);
     });
@@ -309,8 +302,8 @@ class CudaPrepared : public PreparedEngine {
       return false;
     const qyolo::cuda::NhwcShape input{batch, in.height, in.width, out.channels};
     const qyolo::cuda::NhwcShape output{batch, out.height, out.width, out.channels};
-    auto* x = static_cast<const int8_t*>(row(in, 0));
-    auto* y = static_cast<int8_t*>(row(out, 0));
+    auto* x = static_cast<const int8_t*>(image_base(in, 0));
+    auto* y = static_cast<int8_t*>(image_base(out, 0));
     switch (l.kind) {
       case LayerKind::kMaxPool: {
         qyolo::cuda::MaxPoolInt8Args a;
