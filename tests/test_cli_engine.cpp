@@ -40,23 +40,9 @@ const Files& files() {
     out.trimmed = out.dir / "yolov5n_trimmed.onnx";
     auto graph = load_onnx(testing::yolov5n_path().string());
     if (!graph) return out;
-    Graph g = *graph;
-    std::vector<Node> kept;
-    std::vector<std::string> heads;
-    for (const Node& n : g.nodes) {
-      if (n.op_type == "Conv" && n.name.rfind("/model.24/m.", 0) == 0)
-        heads.push_back(n.outputs[0]);
-      if (n.name.rfind("/model.24/", 0) == 0 && n.op_type != "Conv") continue;
-      kept.push_back(n);
-    }
-    g.nodes = kept;
-    g.outputs.clear();
-    for (const auto& h : heads) {
-      ValueInfo v;
-      v.name = h;
-      v.dtype = DType::kFloat32;
-      g.outputs.push_back(v);
-    }
+    auto trimmed = trim_at_heads(*graph);
+    if (!trimmed) return out;
+    const Graph& g = *trimmed;
     if (!save_onnx(g, out.trimmed.string()).is_ok()) return out;
     auto image = read_image(data("coco/calib2017/images/000000012280.jpg"));
     if (!image) return out;

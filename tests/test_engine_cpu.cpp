@@ -23,27 +23,6 @@ struct Fixture {
   Tensor image;  // 1x3x640x640 float, /255
 };
 
-// yolov5n cut at its three head convolutions, as NVIDIA's trimmed exports end.
-Graph trim(const Graph& full) {
-  Graph g = full;
-  std::vector<std::string> heads;
-  std::vector<Node> kept;
-  for (const Node& n : g.nodes) {
-    if (n.op_type == "Conv" && n.name.rfind("/model.24/m.", 0) == 0) heads.push_back(n.outputs[0]);
-    if (n.name.rfind("/model.24/", 0) == 0 && n.op_type != "Conv") continue;
-    kept.push_back(n);
-  }
-  g.nodes = kept;
-  g.outputs.clear();
-  for (const auto& h : heads) {
-    ValueInfo v;
-    v.name = h;
-    v.dtype = DType::kFloat32;
-    g.outputs.push_back(v);
-  }
-  return g;
-}
-
 Tensor load_image(const std::string& relative) {
   auto image = read_image(testing::data_path(relative).string());
   Tensor x(DType::kFloat32, {1, 3, 640, 640});
@@ -57,7 +36,9 @@ const Fixture* fixture() {
     auto graph = load_onnx(testing::yolov5n_path().string());
     if (!graph) return fx;
     fx->full = *graph;
-    fx->trimmed = trim(*graph);
+    auto trimmed = trim_at_heads(*graph);
+    if (!trimmed) return fx;
+    fx->trimmed = *trimmed;
     std::vector<std::map<std::string, Tensor>> batches;
     batches.push_back({{"images", load_image("coco/calib2017/images/000000012280.jpg")}});
     std::vector<std::string> probe = {"images"};

@@ -8,6 +8,7 @@
 
 #include "qyolo/detector.h"
 #include "qyolo/onnx.h"
+#include "qyolo/quant.h"
 #include "test_util.h"
 
 namespace qyolo {
@@ -24,31 +25,6 @@ const std::string kAnnotations =
 nlohmann::json read_json(const std::filesystem::path& path) {
   std::ifstream in(path);
   return nlohmann::json::parse(in);
-}
-
-// yolov5n cut at its three head convolutions, as NVIDIA's trimmed exports end.
-Graph trimmed_yolov5n() {
-  Graph g = *load_onnx(testing::yolov5n_path().string());
-  std::vector<std::string> heads;
-  for (const Node& n : g.nodes) {
-    if (n.op_type == "Conv" && n.name.rfind("/model.24/m.", 0) == 0) heads.push_back(n.outputs[0]);
-  }
-  EXPECT_EQ(heads.size(), 3u);
-  std::vector<Node> kept;
-  for (const Node& n : g.nodes) {
-    if (n.name.rfind("/model.24/", 0) == 0 && n.op_type != "Conv") continue;
-    kept.push_back(n);
-  }
-  g.nodes = kept;
-  g.outputs.clear();
-  for (const auto& h : heads) {
-    ValueInfo v;
-    v.name = h;
-    v.dtype = DType::kFloat32;
-    g.outputs.push_back(v);
-  }
-  // Constants only the decode used are dropped with it.
-  return g;
 }
 
 TEST(Val, StatsMatchPycocotoolsOnTheSavedDetections) {
@@ -106,7 +82,10 @@ TEST(Val, StatsMatchPycocotoolsOnTheSavedDetections) {
 
 TEST(Val, TrimmedModelScoresAsTheFullExport) {
   const auto dir = temp_dir();
-  ASSERT_TRUE(save_onnx(trimmed_yolov5n(), (dir / "trimmed.onnx").string()).is_ok());
+  auto trimmed_model = trim_at_heads(*load_onnx(testing::yolov5n_path().string()));
+  ASSERT_TRUE(trimmed_model) << trimmed_model.status().message();
+  ASSERT_EQ(trimmed_model->outputs.size(), 3u);
+  ASSERT_TRUE(save_onnx(*trimmed_model, (dir / "trimmed.onnx").string()).is_ok());
   auto run = [&](const std::string& model, const std::string& metrics) {
     return run_qyolo("val --onnx " + model + " --images " + kImages + " --annotations " +
                      kAnnotations + " --max-images 6 --export-metrics " + metrics);

@@ -24,13 +24,7 @@ namespace qyolo {
 // ---------------------------------------------------------------------------------------
 // Graph passes (no LibTorch).
 
-// The raw head convolutions of a YOLOv5 graph, in node order (s8, s16, s32): the Convs from
-// which no other Conv can be reached. Their outputs are what distillation matches.
-std::vector<std::string> head_conv_outputs(const Graph& graph);
-
-// The graph cut after the head convolutions: their outputs become the graph outputs and the
-// Detect post-processing goes. An error names the graph if it has no head convolution.
-Expected<Graph> trim_at_heads(const Graph& graph);
+// head_conv_outputs and trim_at_heads: qyolo/quant.h.
 
 // The graph with its (first) input fixed to 1x3x<size>x<size>; shapes are re-inferred, so a
 // full export whose Detect constants only fit its own size is refused with the node named.

@@ -270,4 +270,13 @@ class Calibrator {
   std::unique_ptr<Impl> impl_;
 };
 
+// The raw head convolutions of a YOLOv5 graph, in node order (s8, s16, s32): the Convs from
+// which no other Conv can be reached. Their outputs are what QAT distillation
+// matches and what a trimmed export ends with.
+std::vector<std::string> head_conv_outputs(const Graph& graph);
+
+// The graph cut after the head convolutions: their outputs become the graph outputs and the
+// Detect post-processing goes. An error names the graph if it has no head convolution.
+Expected<Graph> trim_at_heads(const Graph& graph);
+
 }  // namespace qyolo

@@ -1,5 +1,5 @@
-// Graph passes for QAT that need no LibTorch: the head convolutions, trimming, the input
-// size, and Q/DQ insertion calibrated with quant.h's calibrators.
+// Graph passes for QAT that need no LibTorch: the input size, and Q/DQ insertion calibrated
+// with quant.h's calibrators (the head convolutions and trimming are quant.h's).
 #include <algorithm>
 #include <filesystem>
 #include <set>
@@ -9,58 +9,6 @@
 
 namespace qyolo {
 
-std::vector<std::string> head_conv_outputs(const Graph& graph) {
-  // A Conv is a head when no Conv lies downstream of it: walk the nodes backwards, noting
-  // which values reach a Conv.
-  const auto readers = consumers_by_value(graph);
-  std::vector<bool> reaches_conv(graph.nodes.size(), false);
-  for (size_t i = graph.nodes.size(); i-- > 0;) {
-    for (const auto& out : graph.nodes[i].outputs) {
-      auto it = readers.find(out);
-      if (it == readers.end()) continue;
-      for (size_t r : it->second) {
-        if (graph.nodes[r].op_type == "Conv" || reaches_conv[r]) reaches_conv[i] = true;
-      }
-    }
-  }
-  std::vector<std::string> heads;
-  for (size_t i = 0; i < graph.nodes.size(); ++i) {
-    if (graph.nodes[i].op_type == "Conv" && !reaches_conv[i])
-      heads.push_back(graph.nodes[i].outputs[0]);
-  }
-  return heads;
-}
-
-Expected<Graph> trim_at_heads(const Graph& graph) {
-  const std::vector<std::string> heads = head_conv_outputs(graph);
-  if (heads.empty()) return not_found("graph '", graph.name, "' has no head convolution");
-  std::set<std::string> needed(heads.begin(), heads.end());
-  std::vector<bool> keep(graph.nodes.size(), false);
-  for (size_t i = graph.nodes.size(); i-- > 0;) {
-    const Node& node = graph.nodes[i];
-    for (const auto& out : node.outputs) {
-      if (needed.count(out)) keep[i] = true;
-    }
-    if (keep[i]) needed.insert(node.inputs.begin(), node.inputs.end());
-  }
-  Graph out = graph;
-  out.nodes.clear();
-  for (size_t i = 0; i < graph.nodes.size(); ++i) {
-    if (keep[i]) out.nodes.push_back(graph.nodes[i]);
-  }
-  for (auto it = out.initializers.begin(); it != out.initializers.end();) {
-    it = needed.count(it->first) ? std::next(it) : out.initializers.erase(it);
-  }
-  out.value_infos.clear();
-  out.outputs.clear();
-  QYOLO_ASSIGN_OR_RETURN(ShapeInfo info, infer_shapes(out));
-  for (const auto& head : heads) {
-    const ValueInfo* value = info.find(head);
-    if (!value) return internal_error("no shape for head output '", head, "'");
-    out.outputs.push_back(*value);
-  }
-  return out;
-}
 
 Expected<Graph> with_input_size(const Graph& graph, int size) {
   if (graph.inputs.empty()) return invalid_argument("graph '", graph.name, "' has no input");

@@ -14,33 +14,15 @@
 #include "qyolo/executor.h"
 #include "qyolo/npy.h"
 #include "qyolo/onnx.h"
+#include "qyolo/quant.h"
 #include "qyolo/vision.h"
 
 namespace qyolo {
 namespace {
 
-// yolov5n without its Detect decode: the outputs are the three head convolutions.
-Graph trim_at_heads(Graph g) {
-  std::vector<std::string> heads;
-  for (const Node& n : g.nodes)
-    if (n.op_type == "Conv" && n.name.rfind("/model.24/m.", 0) == 0) heads.push_back(n.outputs[0]);
-  std::vector<Node> kept;
-  for (const Node& n : g.nodes)
-    if (n.name.rfind("/model.24/", 0) != 0 || n.op_type == "Conv") kept.push_back(n);
-  g.nodes = kept;
-  g.outputs.clear();
-  for (const auto& h : heads) {
-    ValueInfo v;
-    v.name = h;
-    v.dtype = DType::kFloat32;
-    g.outputs.push_back(v);
-  }
-  return g;
-}
-
 Status run(const std::filesystem::path& data, const std::filesystem::path& out, int count) {
   QYOLO_ASSIGN_OR_RETURN(Graph full, load_onnx((data / "models/yolov5n.onnx").string()));
-  const Graph model = trim_at_heads(std::move(full));
+  QYOLO_ASSIGN_OR_RETURN(const Graph model, trim_at_heads(full));
   if (model.outputs.size() != 3) return invalid_argument("yolov5n: expected 3 head convolutions");
   ExecutorOptions options;
   options.input_shapes[model.inputs[0].name] = {1, 3, 640, 640};
