@@ -75,9 +75,20 @@ Expected<std::vector<CocoAnnotation>> load_coco_results(const std::string& path,
 Status write_coco_results(const std::string& path, const std::vector<CocoAnnotation>& detections);
 
 inline constexpr int kCoco80Classes = 80;
+// ultralytics' coco80_to_coco91_class(): the 80 contiguous classes onto COCO's sparse ids.
+inline constexpr std::array<int, kCoco80Classes> kCoco91Ids = {
+    1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21,
+    22, 23, 24, 25, 27, 28, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44,
+    46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65,
+    67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 84, 85, 86, 87, 88, 89, 90};
+
 // The COCO category id (1..90) of a contiguous 80-class index, as ultralytics'
-// coco80_to_coco91_class(); -1 when `class_index` is outside 0..79.
-int coco80_to_91(int class_index);
+// coco80_to_coco91_class(); -1 when `class_index` is outside 0..79. Inline, so that tools
+// built without qyolo's libraries (the GPU runtime tools) map classes the same way.
+inline int coco80_to_91(int class_index) {
+  if (class_index < 0 || class_index >= kCoco80Classes) return -1;
+  return kCoco91Ids[class_index];
+}
 // The COCO name of a contiguous 80-class index; "" when outside 0..79.
 std::string_view coco80_name(int class_index);
 

@@ -20,13 +20,6 @@ namespace {
 
 using Json = nlohmann::json;
 
-// ultralytics' coco80_to_coco91_class(): the 80 contiguous classes onto COCO's sparse ids.
-constexpr std::array<int, kCoco80Classes> kCoco91Ids = {
-    1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21,
-    22, 23, 24, 25, 27, 28, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44,
-    46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65,
-    67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 84, 85, 86, 87, 88, 89, 90};
-
 constexpr std::array<std::string_view, kCoco80Classes> kCoco80Names = {
     "person",        "bicycle",      "car",
     "motorcycle",    "airplane",     "bus",
@@ -769,11 +762,6 @@ Status write_coco_results(const std::string& path, const std::vector<CocoAnnotat
   const bool closed = std::fclose(file) == 0;
   if (!written || !closed) return io_error("cannot write ", path, ": ", std::strerror(errno));
   return Status::ok();
-}
-
-int coco80_to_91(int class_index) {
-  if (class_index < 0 || class_index >= kCoco80Classes) return -1;
-  return kCoco91Ids[class_index];
 }
 
 std::string_view coco80_name(int class_index) {
