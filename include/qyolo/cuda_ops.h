@@ -183,8 +183,12 @@ std::vector<uint16_t> pack_conv_fp16_weights(const ConvInt8Shape& shape, const f
 
 enum class HeadType { kInt8, kFloat16 };
 struct HeadTensor {
-  const void* data = nullptr;  // NHWC, 3 * (5 + classes) channels in a slice
-  ChannelSlice layout;
+  const void* data = nullptr;  // 3 * (5 + classes) channels, laid out as channel_block says
+  ChannelSlice layout;         // channel_block 0: an NHWC slice
+  // 0: NHWC in `layout`. 16 or 32: the engine's blocked output formats (fp16:chw16 for fp16
+  // heads, int8:chw32 for int8 ones), N x ceil(C / block) x H x W x block, so detect reads an
+  // engine's head outputs where the engine wrote them (`layout` unused).
+  int channel_block = 0;
   int height = 0, width = 0;
   float stride = 8.0f;
   float anchors[6] = {};  // w, h of the three anchors, pixels

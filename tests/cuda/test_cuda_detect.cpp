@@ -28,9 +28,10 @@ struct Prepared {
   cuda::HeadsArgs args;
 };
 
-// Packs a batch of heads as NHWC slices (pixel stride 256, offset 0) of fp16 or int8 and
+// Packs a batch of heads as NHWC slices (pixel stride 256, offset 0) of fp16 or int8, or with
+// `block` > 0 in the engine's blocked output layout (N x ceil(C/block) x H x W x block), and
 // rewrites the float heads to what the device sees (half-rounded, or q * scale).
-Prepared prepare(std::vector<ImageHeads>& batch, Kind kind) {
+Prepared prepare(std::vector<ImageHeads>& batch, Kind kind, int block = 0) {
   Prepared p;
   cuda::HeadsArgs& a = p.args;
   a.batch = int(batch.size());
@@ -45,14 +46,18 @@ Prepared prepare(std::vector<ImageHeads>& batch, Kind kind) {
         amax = std::max(amax, std::fabs(im.heads[l].data<float>()[i]));
     const float scale = amax / 127.0f;
     a.scales[l] = scale;
-    std::vector<uint16_t> h16(size_t(a.batch) * h * w * stride, 0);
+    const int blocks = block ? (channels + block - 1) / block : 0;
+    const size_t image = block ? size_t(blocks) * h * w * block : size_t(h) * w * stride;
+    std::vector<uint16_t> h16(size_t(a.batch) * image, 0);
     std::vector<int8_t> q8(h16.size(), 0);
     for (int n = 0; n < a.batch; ++n) {
       float* src = batch[n].heads[l].data<float>();
       for (int c = 0; c < channels; ++c)
         for (int p2 = 0; p2 < h * w; ++p2) {
           float& v = src[size_t(c) * h * w + p2];
-          const size_t at = (size_t(n) * h * w + p2) * stride + c;
+          const size_t at = block ? ((size_t(n) * blocks + c / block) * h * w + p2) * block +
+                                        c % block
+                                  : (size_t(n) * h * w + p2) * stride + c;
           if (kind == Kind::kInt8) {
             q8[at] = quantize_rne(v, scale);
             v = static_cast<float>(q8[at]) * scale;
@@ -65,6 +70,7 @@ Prepared prepare(std::vector<ImageHeads>& batch, Kind kind) {
     p.buffers.push_back(kind == Kind::kInt8 ? upload(q8) : upload(h16));
     a.heads[l].data = p.buffers.back().data();
     a.heads[l].layout = {stride, 0};
+    a.heads[l].channel_block = block;
     a.heads[l].height = h;
     a.heads[l].width = w;
   }
@@ -77,8 +83,8 @@ struct Compared {
 
 // Runs decode and detect on the device and compares with the CPU path, image by image.
 void compare(std::vector<ImageHeads> batch, Kind kind, int max_nms, int max_det, bool map_back,
-             Compared& totals) {
-  Prepared p = prepare(batch, kind);
+             Compared& totals, int block = 0) {
+  Prepared p = prepare(batch, kind, block);
   const int n = p.args.batch;
   const int64_t rows = cuda::head_rows(p.args);
   auto decoded = cuda::DeviceBuffer::allocate(size_t(n) * rows * 85 * sizeof(float));
@@ -189,18 +195,22 @@ TEST(CudaDetect, RealHeadsGiveTheCpuBoxesBitForBit) {
   const auto batch = load_fixtures();
   ASSERT_FALSE(batch.empty()) << "no fixtures in " << fixtures_dir()
                               << " (make_cuda_ops_fixtures writes them)";
-  for (Kind kind : {Kind::kFloat16, Kind::kInt8}) {
-    std::printf("%s heads, batch %zu:\n", kind == Kind::kInt8 ? "int8" : "fp16", batch.size());
-    Compared totals;
-    compare(batch, kind, 30000, 300, true, totals);
-    EXPECT_EQ(totals.different, 0);
-    std::printf(
-        "detect (%s heads): %lld/%lld detections identical; decoded values: %lld of "
-        "%lld differ\n",
-        kind == Kind::kInt8 ? "int8" : "fp16", (long long)(totals.detections - totals.different),
-        (long long)totals.detections, (long long)totals.row_values_different,
-        (long long)(totals.rows * 85));
-  }
+  // NHWC slices, then the engine's output layouts: fp16:chw16 and int8:chw32.
+  for (int blocked = 0; blocked < 2; ++blocked)
+    for (Kind kind : {Kind::kFloat16, Kind::kInt8}) {
+      const int block = blocked ? (kind == Kind::kInt8 ? 32 : 16) : 0;
+      const char* name = kind == Kind::kInt8 ? (block ? "int8:chw32" : "int8 nhwc")
+                                             : (block ? "fp16:chw16" : "fp16 nhwc");
+      std::printf("%s heads, batch %zu:\n", name, batch.size());
+      Compared totals;
+      compare(batch, kind, 30000, 300, true, totals, block);
+      EXPECT_EQ(totals.different, 0) << name;
+      std::printf(
+          "detect (%s heads): %lld/%lld detections identical; decoded values: %lld of "
+          "%lld differ\n",
+          name, (long long)(totals.detections - totals.different), (long long)totals.detections,
+          (long long)totals.row_values_different, (long long)(totals.rows * 85));
+    }
 }
 
 TEST(CudaDetect, RandomHeadsAtTheCapsGiveTheCpuBoxes) {
@@ -229,6 +239,11 @@ TEST(CudaDetect, BadHeadsAreOneLineErrors) {
   Status s = cuda::decode_heads(a, nullptr, nullptr);
   EXPECT_FALSE(s.is_ok());
   EXPECT_NE(s.message().find("head 0"), std::string::npos) << s.message();
+  int8_t byte = 0;
+  for (auto& h : a.heads) h.height = h.width = 1, h.data = &byte, h.layout = {255, 0};
+  a.heads[1].channel_block = 8;
+  s = cuda::decode_heads(a, reinterpret_cast<float*>(&byte), nullptr);
+  EXPECT_NE(s.message().find("head 1 channel_block 8"), std::string::npos) << s.message();
 }
 
 }  // namespace

@@ -3,14 +3,16 @@
 //     obj * cls) and appends (score, candidate index) keys above conf;
 //  2. a segmented sort per image, score descending, ties by candidate index (the CPU's stable
 //     sort order: row-major, then class);
-//  3. one block per image runs greedy class-aware NMS over the max_nms best in score order and
-//     stops after max_det kept boxes, which keeps exactly the CPU's first max_det.
+//  3. the max_nms best of each image sorted again by (class, rank), and one block per image
+//     runs class-aware greedy NMS, a warp per class (classes never suppress each other), then
+//     keeps the first max_det survivors in score order: exactly the CPU's first max_det.
 // Every float step is written as the CPU reference computes it (_rn intrinsics, no FMA
 // contraction). The sigmoid of an int8 head is a host-built table (bit-identical); for fp16
 // heads it is exp in double rounded to float, which equals glibc's expf except in rare
 // last-bit cases (docs/cuda_ops.md).
 #include <algorithm>
 #include <cmath>
+#include <cub/block/block_scan.cuh>
 #include <cub/device/device_segmented_sort.cuh>
 
 #include "ops_common.cuh"
@@ -82,8 +84,14 @@ __device__ __forceinline__ RowRef locate(const Heads& h, int64_t row) {
 // sigmoid(head value) of field k (0..4 + classes) of row `r` of image n.
 __device__ __forceinline__ float field_sigmoid(const Heads& h, int n, const RowRef& r, int k) {
   const HeadTensor& t = h.args.heads[r.level];
-  const int64_t at = ((int64_t{n} * t.height + r.y) * t.width + r.x) * t.layout.stride +
-                     t.layout.offset + r.anchor * (5 + h.args.classes) + k;
+  const int c = r.anchor * (5 + h.args.classes) + k;
+  int64_t at;
+  if (t.channel_block == 0) {
+    at = ((int64_t{n} * t.height + r.y) * t.width + r.x) * t.layout.stride + t.layout.offset + c;
+  } else {  // N x ceil(C / b) x H x W x b
+    const int b = t.channel_block, blocks = (3 * (5 + h.args.classes) + b - 1) / b;
+    at = (((int64_t{n} * blocks + c / b) * t.height + r.y) * t.width + r.x) * b + c % b;
+  }
   if (h.args.type == HeadType::kInt8) {
     return h.tables.values[r.level][static_cast<const int8_t*>(t.data)[at] + 128];
   }
@@ -141,41 +149,76 @@ __global__ void candidates_kernel(Heads h, float conf, int capacity, int* counts
   }
 }
 
-__global__ void segments_kernel(const int* counts, int batch, int capacity, int* begin, int* end,
+__global__ void segments_kernel(const int* counts, int batch, int capacity, int max_nms,
+                                int* begin, int* end, int* begin2, int* end2,
                                 int* candidate_counts) {
   const int n = blockIdx.x * blockDim.x + threadIdx.x;
   if (n >= batch) return;
   begin[n] = n * capacity;
   end[n] = n * capacity + min(counts[n], capacity);
+  begin2[n] = n * max_nms;
+  end2[n] = n * max_nms + min(min(counts[n], capacity), max_nms);
   if (candidate_counts) candidate_counts[n] = counts[n];
 }
 
+// The max_nms best candidates of each image as (class, rank) keys: sorted, they list each
+// class's candidates in score order, so NMS can run class by class.
+__global__ void class_keys_kernel(const int* counts, int capacity, int max_nms, int classes,
+                                  const uint64_t* sorted, uint64_t* class_keys) {
+  const int n = blockIdx.y;
+  const int rank = blockIdx.x * blockDim.x + threadIdx.x;
+  if (rank >= min(min(counts[n], capacity), max_nms)) return;
+  const uint32_t index = static_cast<uint32_t>(sorted[int64_t{n} * capacity + rank]);
+  class_keys[int64_t{n} * max_nms + rank] = (uint64_t{index % classes} << 32) | uint32_t(rank);
+}
+
 constexpr int kNmsThreads = 1024;
+constexpr int kNmsWarps = kNmsThreads / 32;
 
 struct NmsParams {
   Heads h;
   float iou_threshold;
   int max_det, max_nms, capacity;
   const int* counts;
-  const uint64_t* keys;  // sorted per image
-  float4* boxes;         // [batch][max_nms], class-offset corners
+  const uint64_t* keys;        // sorted per image: score descending, then candidate index
+  const uint64_t* class_keys;  // sorted per image: (class, rank) of the max_nms best
+  float4* boxes;               // [batch][max_nms], class-offset corners, by rank
   float* areas;
   const LetterboxPlan* plans;
   DetectionBox* detections;
   int* out_counts;
 };
 
+// First position in sorted[0, count) whose key is >= key.
+__device__ __forceinline__ int lower_bound(const uint64_t* sorted, int count, uint64_t key) {
+  int lo = 0, hi = count;
+  while (lo < hi) {
+    const int mid = (lo + hi) / 2;
+    if (sorted[mid] < key) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+// One block per image. Class-aware greedy NMS suppresses only within a class, so its kept set
+// is the union of each class's own greedy pass: small classes go to one warp each, in
+// parallel, large ones to the whole block, each walked in score order (a kept box suppresses
+// the later ones of its class above the IoU threshold; a class stops after max_det kept). The
+// first max_det kept boxes in score order are then exactly what one greedy pass over all
+// classes keeps before it stops.
 __global__ void __launch_bounds__(kNmsThreads) nms_kernel(NmsParams p) {
-  extern __shared__ uint32_t suppressed[];  // one bit per candidate
-  __shared__ int next;
+  extern __shared__ uint32_t bits[];  // suppressed (by class position), kept (by rank)
   const int n = blockIdx.x;
   const int total = min(min(p.counts[n], p.capacity), p.max_nms);
   const int words = (total + 31) / 32;
+  uint32_t* suppressed = bits;
+  uint32_t* kept = bits + words;
   const uint64_t* keys = p.keys + int64_t{n} * p.capacity;
+  const uint64_t* class_keys = p.class_keys + int64_t{n} * p.max_nms;
   float4* boxes = p.boxes + int64_t{n} * p.max_nms;
   float* areas = p.areas + int64_t{n} * p.max_nms;
   constexpr float kMaxWh = 7680.0f;  // ultralytics' class offset
-  for (int i = threadIdx.x; i < words; i += blockDim.x) suppressed[i] = 0;
+  for (int i = threadIdx.x; i < 2 * words; i += blockDim.x) bits[i] = 0;
   for (int i = threadIdx.x; i < total; i += blockDim.x) {
     const uint32_t index = static_cast<uint32_t>(keys[i]);
     const int c = static_cast<int>(index % p.h.args.classes);
@@ -191,60 +234,157 @@ __global__ void __launch_bounds__(kNmsThreads) nms_kernel(NmsParams p) {
     areas[i] = __fmul_rn(__fsub_rn(box.z, box.x), __fsub_rn(box.w, box.y));
   }
   __syncthreads();
-  int kept = 0, cursor = 0;
-  while (kept < p.max_det) {
-    if (threadIdx.x == 0) {
-      int i = cursor;
-      while (i < total && (suppressed[i / 32] >> (i % 32) & 1u)) ++i;
-      next = i;
+
+  // Classes of up to 32 * kSlots candidates: one warp each, its candidates' boxes in the
+  // lanes' registers, so a kept box costs a few shuffles and kSlots IoUs per lane. Larger
+  // classes are listed for the whole block afterwards.
+  constexpr int kSlots = 4;
+  constexpr uint32_t kAll = 0xffffffffu;
+  __shared__ int big_count, next_at[2];
+  __shared__ int2 big[256];  // [first, last) of each large class
+  if (threadIdx.x == 0) big_count = 0;
+  __syncthreads();
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  for (int c = warp; c < p.h.args.classes; c += kNmsWarps) {
+    int first = 0, last = 0;
+    if (lane == 0) {
+      first = lower_bound(class_keys, total, uint64_t(c) << 32);
+      last = lower_bound(class_keys, total, uint64_t(c + 1) << 32);
     }
-    __syncthreads();
-    const int i = next;
-    if (i >= total) break;
-    const uint32_t index_i = static_cast<uint32_t>(keys[i]);
-    const int class_i = static_cast<int>(index_i % p.h.args.classes);
-    const float4 bi = boxes[i];
-    const float area_i = areas[i];
-    if (threadIdx.x == 0) {
+    first = __shfl_sync(kAll, first, 0);
+    last = __shfl_sync(kAll, last, 0);
+    const int k = last - first;
+    if (k == 0) continue;
+    if (k > 32 * kSlots) {
+      if (lane == 0) big[atomicAdd(&big_count, 1)] = make_int2(first, last);
+      continue;
+    }
+    float4 box[kSlots];
+    float area[kSlots];
+    int rank[kSlots];
+#pragma unroll
+    for (int s = 0; s < kSlots; ++s) {
+      const int at = lane + 32 * s;
+      rank[s] = at < k ? static_cast<int>(static_cast<uint32_t>(class_keys[first + at])) : 0;
+      box[s] = at < k ? boxes[rank[s]] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      area[s] = at < k ? areas[rank[s]] : 0.0f;
+    }
+    uint32_t suppressed_here = 0;  // bit s: this lane's candidate in slot s
+    int kept_here = 0;
+    for (int at = 0; at < k && kept_here < p.max_det; ++at) {
+      const int owner = at % 32, slot = at / 32;
+      float4 bi = box[0];
+      float area_i = area[0];
+      int rank_i = rank[0];
+#pragma unroll
+      for (int s = 1; s < kSlots; ++s)
+        if (slot == s) bi = box[s], area_i = area[s], rank_i = rank[s];
+      if (__shfl_sync(kAll, (suppressed_here >> slot) & 1u, owner)) continue;
+      bi.x = __shfl_sync(kAll, bi.x, owner), bi.y = __shfl_sync(kAll, bi.y, owner);
+      bi.z = __shfl_sync(kAll, bi.z, owner), bi.w = __shfl_sync(kAll, bi.w, owner);
+      area_i = __shfl_sync(kAll, area_i, owner);
+      rank_i = __shfl_sync(kAll, rank_i, owner);
+      if (lane == 0) atomicOr(&kept[rank_i / 32], 1u << (rank_i % 32));
+      ++kept_here;
+#pragma unroll
+      for (int s = 0; s < kSlots; ++s) {
+        const int j = lane + 32 * s;
+        if (j <= at || j >= k || (suppressed_here >> s & 1u)) continue;
+        const float4 bj = box[s];
+        const float w = fmaxf(0.0f, __fsub_rn(fminf(bi.z, bj.z), fmaxf(bi.x, bj.x)));
+        const float h = fmaxf(0.0f, __fsub_rn(fminf(bi.w, bj.w), fmaxf(bi.y, bj.y)));
+        const float inter = __fmul_rn(w, h);
+        const float iou = __fdiv_rn(inter, __fsub_rn(__fadd_rn(area_i, area[s]), inter));
+        if (iou > p.iou_threshold) suppressed_here |= 1u << s;
+      }
+    }
+  }
+  __syncthreads();
+
+  // Large classes, one after another, the whole block per kept box (suppression bits by
+  // position in the class order). next_at alternates so a thread that leaves a class early
+  // never reads the slot thread 0 is already writing for the next.
+  int step = 0;
+  for (int g = 0; g < big_count; ++g) {
+    const int first = big[g].x, last = big[g].y;
+    int kept_here = 0, cursor = first;
+    while (kept_here < p.max_det) {
+      if (threadIdx.x == 0) {
+        int at = cursor;
+        while (at < last && (suppressed[at / 32] >> (at % 32) & 1u)) ++at;
+        next_at[step & 1] = at;
+      }
+      __syncthreads();
+      const int at = next_at[step & 1];
+      ++step;
+      if (at >= last) break;
+      const int i = static_cast<int>(static_cast<uint32_t>(class_keys[at]));
+      const float4 bi = boxes[i];
+      const float area_i = areas[i];
+      if (threadIdx.x == 0) atomicOr(&kept[i / 32], 1u << (i % 32));
+      ++kept_here;
+      for (int b = at + 1 + threadIdx.x; b < last; b += blockDim.x) {
+        if (suppressed[b / 32] >> (b % 32) & 1u) continue;
+        const int j = static_cast<int>(static_cast<uint32_t>(class_keys[b]));
+        const float4 bj = boxes[j];
+        const float w = fmaxf(0.0f, __fsub_rn(fminf(bi.z, bj.z), fmaxf(bi.x, bj.x)));
+        const float h = fmaxf(0.0f, __fsub_rn(fminf(bi.w, bj.w), fmaxf(bi.y, bj.y)));
+        const float inter = __fmul_rn(w, h);
+        const float iou = __fdiv_rn(inter, __fsub_rn(__fadd_rn(area_i, areas[j]), inter));
+        if (iou > p.iou_threshold) atomicOr(&suppressed[b / 32], 1u << (b % 32));
+      }
+      cursor = at + 1;
+      __syncthreads();
+    }
+  }
+  __syncthreads();
+
+  // The kept ranks in order, max_det of them: a block-wide scan of the kept bits, 1024 words
+  // (32768 ranks) a round.
+  using Scan = cub::BlockScan<int, kNmsThreads>;
+  __shared__ typename Scan::TempStorage scan_storage;
+  __shared__ int carried;
+  if (threadIdx.x == 0) carried = 0;
+  __syncthreads();
+  for (int base = 0; base < words; base += kNmsThreads) {
+    const int w = base + threadIdx.x;
+    const uint32_t word = w < words ? kept[w] : 0u;
+    int before = 0, round_total = 0;
+    Scan(scan_storage).ExclusiveSum(__popc(word), before, round_total);
+    int position = carried + before;
+    for (uint32_t rest = word; rest && position < p.max_det; rest &= rest - 1, ++position) {
+      const int i = w * 32 + __ffs(rest) - 1;
+      const uint32_t index_i = static_cast<uint32_t>(keys[i]);
       const float4 b = decode_box(p.h, n, locate(p.h, index_i / p.h.args.classes));
       const float hw = __fdiv_rn(b.z, 2.0f), hh = __fdiv_rn(b.w, 2.0f);
       DetectionBox d;
       d.x1 = __fsub_rn(b.x, hw), d.y1 = __fsub_rn(b.y, hh);
       d.x2 = __fadd_rn(b.x, hw), d.y2 = __fadd_rn(b.y, hh);
       d.score = __uint_as_float(0x7fffffffu - static_cast<uint32_t>(keys[i] >> 32));
-      d.class_id = class_i;
+      d.class_id = static_cast<int>(index_i % p.h.args.classes);
       if (p.plans) {
         const LetterboxPlan& lp = p.plans[n];
-        const float w = static_cast<float>(lp.width), h = static_cast<float>(lp.height);
+        const float iw = static_cast<float>(lp.width), ih = static_cast<float>(lp.height);
         auto map = [](float v, float pad, float gain, float limit) {
           return fminf(fmaxf(__fdiv_rn(__fsub_rn(v, pad), gain), 0.0f), limit);
         };
-        d.x1 = map(d.x1, lp.pad_x, lp.gain, w), d.x2 = map(d.x2, lp.pad_x, lp.gain, w);
-        d.y1 = map(d.y1, lp.pad_y, lp.gain, h), d.y2 = map(d.y2, lp.pad_y, lp.gain, h);
+        d.x1 = map(d.x1, lp.pad_x, lp.gain, iw), d.x2 = map(d.x2, lp.pad_x, lp.gain, iw);
+        d.y1 = map(d.y1, lp.pad_y, lp.gain, ih), d.y2 = map(d.y2, lp.pad_y, lp.gain, ih);
       }
-      p.detections[int64_t{n} * p.max_det + kept] = d;
+      p.detections[int64_t{n} * p.max_det + position] = d;
     }
-    ++kept;
-    for (int j = i + 1 + threadIdx.x; j < total; j += blockDim.x) {
-      if (static_cast<int>(static_cast<uint32_t>(keys[j]) % p.h.args.classes) != class_i) continue;
-      if (suppressed[j / 32] >> (j % 32) & 1u) continue;
-      const float4 bj = boxes[j];
-      const float w = fmaxf(0.0f, __fsub_rn(fminf(bi.z, bj.z), fmaxf(bi.x, bj.x)));
-      const float h = fmaxf(0.0f, __fsub_rn(fminf(bi.w, bj.w), fmaxf(bi.y, bj.y)));
-      const float inter = __fmul_rn(w, h);
-      const float iou = __fdiv_rn(inter, __fsub_rn(__fadd_rn(area_i, areas[j]), inter));
-      if (iou > p.iou_threshold) atomicOr(&suppressed[j / 32], 1u << (j % 32));
-    }
-    cursor = i + 1;
+    __syncthreads();  // every thread has read `carried` and is done with scan_storage
+    if (threadIdx.x == 0) carried += round_total;
     __syncthreads();
   }
-  if (threadIdx.x == 0) p.out_counts[n] = kept;
+  if (threadIdx.x == 0) p.out_counts[n] = min(carried, p.max_det);
 }
 
 // Workspace layout, each part 256-byte aligned.
 struct Layout {
-  size_t counts, begin, end, keys_in, keys_out, boxes, areas, sort, total;
-  size_t sort_bytes;
+  size_t counts, begin, end, begin2, end2, keys_in, keys_out, class_in, class_out, boxes, areas,
+      sort, total;
+  size_t sort_bytes;  // temporary storage of the larger of the two segmented sorts
 };
 
 size_t align(size_t v) { return (v + 255) / 256 * 256; }
@@ -263,15 +403,24 @@ Layout layout(const DetectArgs& a) {
   l.counts = take(batch * sizeof(int));
   l.begin = take(batch * sizeof(int));
   l.end = take(batch * sizeof(int));
+  l.begin2 = take(batch * sizeof(int));
+  l.end2 = take(batch * sizeof(int));
   l.keys_in = take(keys * sizeof(uint64_t));
   l.keys_out = take(keys * sizeof(uint64_t));
+  l.class_in = take(nms * sizeof(uint64_t));
+  l.class_out = take(nms * sizeof(uint64_t));
   l.boxes = take(nms * sizeof(float4));
   l.areas = take(nms * sizeof(float));
-  l.sort_bytes = 0;
-  cub::DeviceSegmentedSort::SortKeys(nullptr, l.sort_bytes, static_cast<const uint64_t*>(nullptr),
+  size_t by_score = 0, by_class = 0;
+  cub::DeviceSegmentedSort::SortKeys(nullptr, by_score, static_cast<const uint64_t*>(nullptr),
                                      static_cast<uint64_t*>(nullptr), static_cast<int64_t>(keys),
                                      static_cast<int64_t>(batch), static_cast<const int*>(nullptr),
                                      static_cast<const int*>(nullptr));
+  cub::DeviceSegmentedSort::SortKeys(nullptr, by_class, static_cast<const uint64_t*>(nullptr),
+                                     static_cast<uint64_t*>(nullptr), static_cast<int64_t>(nms),
+                                     static_cast<int64_t>(batch), static_cast<const int*>(nullptr),
+                                     static_cast<const int*>(nullptr));
+  l.sort_bytes = std::max(by_score, by_class);
   l.sort = take(l.sort_bytes);
   l.total = at;
   return l;
@@ -285,11 +434,15 @@ Status check_heads(const char* op, const HeadsArgs& a) {
     const HeadTensor& t = a.heads[l];
     if (t.height < 1 || t.width < 1)
       return invalid_argument(op, ": head ", l, " is ", t.height, "x", t.width);
-    QYOLO_RETURN_IF_ERROR(ops::check_slice(op,
-                                           l == 0   ? "head 0"
-                                           : l == 1 ? "head 1"
-                                                    : "head 2",
-                                           t.layout, 3 * (5 + a.classes), t.data));
+    const char* name = l == 0 ? "head 0" : l == 1 ? "head 1" : "head 2";
+    if (t.channel_block == 0) {
+      QYOLO_RETURN_IF_ERROR(ops::check_slice(op, name, t.layout, 3 * (5 + a.classes), t.data));
+    } else if (t.channel_block != 16 && t.channel_block != 32) {
+      return invalid_argument(op, ": ", name, " channel_block ", t.channel_block,
+                              " (0, 16 or 32 supported)");
+    } else if (!t.data) {
+      return invalid_argument(op, ": ", name, " data is null");
+    }
     if (a.type == HeadType::kInt8)
       QYOLO_RETURN_IF_ERROR(ops::check_scale(op, "head scale", a.scales[l]));
   }
@@ -328,14 +481,21 @@ Status detect(const DetectArgs& a, cudaStream_t stream) {
   int* end = reinterpret_cast<int*>(at(l.end));
   uint64_t* keys_in = reinterpret_cast<uint64_t*>(at(l.keys_in));
   uint64_t* keys_out = reinterpret_cast<uint64_t*>(at(l.keys_out));
+  int* begin2 = reinterpret_cast<int*>(at(l.begin2));
+  int* end2 = reinterpret_cast<int*>(at(l.end2));
+  uint64_t* class_in = reinterpret_cast<uint64_t*>(at(l.class_in));
+  uint64_t* class_out = reinterpret_cast<uint64_t*>(at(l.class_out));
   const Heads h = make_heads(a.heads);
+  const size_t smem = 2 * ((static_cast<size_t>(a.max_nms) + 31) / 32) * sizeof(uint32_t);
+  if (smem > 40 * 1024)
+    return invalid_argument(kOp, ": max_nms ", a.max_nms, " needs more than 40 KB of bitmasks");
 
   QYOLO_RETURN_IF_ERROR(check(cudaMemsetAsync(counts, 0, batch * sizeof(int), stream), kOp));
   candidates_kernel<<<dim3(ops::blocks_for(h.rows, 128), batch), 128, 0, stream>>>(
       h, a.conf_threshold, a.max_candidates, counts, keys_in);
   QYOLO_RETURN_IF_ERROR(ops::launched(kOp));
-  segments_kernel<<<ops::blocks_for(batch, 128), 128, 0, stream>>>(counts, batch, a.max_candidates,
-                                                                   begin, end, a.candidate_counts);
+  segments_kernel<<<ops::blocks_for(batch, 128), 128, 0, stream>>>(
+      counts, batch, a.max_candidates, a.max_nms, begin, end, begin2, end2, a.candidate_counts);
   QYOLO_RETURN_IF_ERROR(ops::launched(kOp));
   size_t sort_bytes = l.sort_bytes;
   QYOLO_RETURN_IF_ERROR(
@@ -343,6 +503,15 @@ Status detect(const DetectArgs& a, cudaStream_t stream) {
                                                int64_t{batch} * a.max_candidates, int64_t{batch},
                                                begin, end, stream),
             "detect: segmented sort"));
+  class_keys_kernel<<<dim3(ops::blocks_for(a.max_nms, 256), batch), 256, 0, stream>>>(
+      counts, a.max_candidates, a.max_nms, h.args.classes, keys_out, class_in);
+  QYOLO_RETURN_IF_ERROR(ops::launched(kOp));
+  sort_bytes = l.sort_bytes;
+  QYOLO_RETURN_IF_ERROR(
+      check(cub::DeviceSegmentedSort::SortKeys(at(l.sort), sort_bytes, class_in, class_out,
+                                               int64_t{batch} * a.max_nms, int64_t{batch}, begin2,
+                                               end2, stream),
+            "detect: segmented sort by class"));
   NmsParams p{};
   p.h = h;
   p.iou_threshold = a.iou_threshold;
@@ -351,14 +520,12 @@ Status detect(const DetectArgs& a, cudaStream_t stream) {
   p.capacity = a.max_candidates;
   p.counts = counts;
   p.keys = keys_out;
+  p.class_keys = class_out;
   p.boxes = reinterpret_cast<float4*>(at(l.boxes));
   p.areas = reinterpret_cast<float*>(at(l.areas));
   p.plans = a.plans;
   p.detections = a.detections;
   p.out_counts = a.counts;
-  const size_t smem = (static_cast<size_t>(a.max_nms) + 31) / 32 * sizeof(uint32_t);
-  if (smem > 48 * 1024)
-    return invalid_argument(kOp, ": max_nms ", a.max_nms, " needs more than 48 KB of bitmask");
   nms_kernel<<<batch, kNmsThreads, smem, stream>>>(p);
   return ops::launched(kOp);
 }
