@@ -109,6 +109,35 @@ TEST(ConvInt8Reference, EpilogueOrderAndRounding) {
   EXPECT_EQ(conv_int8_epilogue_value(12345, 0, f, 0), std::fma(12345.0f, 0.7f * 0.3f, 0.1f));
 }
 
+// conv_scale: the conv's own int8 output first, then the reference's separate Add (or Concat
+// requantization) of that value, as the INT8 executor runs them as two layers.
+TEST(ConvInt8Reference, ConvScaleRoundsBeforeTheResidual) {
+  const float weight_scale = 1.0f, bias = 0.0f;
+  ConvInt8Epilogue e;
+  e.input_scale = 0.01f;
+  e.weight_scales = &weight_scale;
+  e.bias = &bias;
+  e.conv_scale = 0.1f;
+  // 1.26 rounds to 13 steps of 0.1 first: 1.3 (in float, 13 * 0.1f), not 1.26.
+  EXPECT_EQ(conv_int8_epilogue_value(126, 0, e, 0), 13.0f * 0.1f);
+  // Saturated at the conv's scale: 20.0 -> 127 * 0.1.
+  EXPECT_EQ(conv_int8_epilogue_value(2000, 0, e, 0), 127.0f * 0.1f);
+  // With a residual: the two dequantized int8 values summed, one rounding each.
+  e.residual = reinterpret_cast<const int8_t*>(1);  // only tested for null by the value function
+  e.residual_scale = 0.03f;
+  EXPECT_EQ(conv_int8_epilogue_value(126, 0, e, -7), 13.0f * 0.1f + -7.0f * 0.03f);
+  EXPECT_NE(conv_int8_epilogue_value(126, 0, e, -7), std::fma(-7.0f, 0.03f, 1.26f));
+  // conv_scale needs an int8 output, and a finite non-negative value.
+  const ConvInt8Shape s{1, 16, 4, 4, 16, 1, 1, 0};
+  e.residual = nullptr;
+  EXPECT_TRUE(check_conv_int8(s, {16, 0}, {16, 0}, e).is_ok());
+  e.output = ConvOutput::kFloat16;
+  EXPECT_NE(check_conv_int8(s, {16, 0}, {16, 0}, e).message().find("conv_scale"), std::string::npos);
+  e.output = ConvOutput::kInt8;
+  e.conv_scale = -1.0f;
+  EXPECT_NE(check_conv_int8(s, {16, 0}, {16, 0}, e).message().find("conv_scale"), std::string::npos);
+}
+
 TEST(ConvInt8Reference, HalfConversionMatchesTensorHelper) {
   std::mt19937 rng(7);
   std::uniform_real_distribution<float> d(-70000.0f, 70000.0f);

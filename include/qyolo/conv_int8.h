@@ -10,6 +10,11 @@
 //   y   = y / (1 + exp(-y))                       if silu       (SiLU = y * sigmoid(y))
 //   y   = fma(float(residual), residual_scale, y) if residual   (after SiLU: YOLOv5's
 //                                                 Bottleneck is x + cv2(cv1(x)), cv2 ends in SiLU)
+// or, with conv_scale > 0 (int8 output only), the conv's own int8 output first, then the
+// separate Add or Concat requantization the INT8 reference runs after it, fused:
+//   y   = float(clamp(round_half_to_even(y / conv_scale), -128, 127)) * conv_scale
+//   y   = y + float(residual) * residual_scale    if residual   (two products, one sum)
+// then
 //   out = clamp(round_half_to_even(y / output_scale), -128, 127)   int8 output
 //       | half(y), round to nearest even                           float16 output
 //       | acc                                                      int32 accumulator output
@@ -66,6 +71,9 @@ struct ConvInt8Epilogue {
   float residual_scale = 1.0f;
   float output_scale = 1.0f;  // int8 output only
   ConvOutput output = ConvOutput::kInt8;
+  // > 0: round to int8 at this scale before the residual add / the requantization to
+  // output_scale (see the arithmetic above); 0: one rounding, at output_scale.
+  float conv_scale = 0.0f;
 };
 
 // How the weights are packed for the kernels: one row of packed_k() int8 per output channel.
@@ -122,6 +130,10 @@ inline Status check_conv_int8(const ConvInt8Shape& s, const ChannelSlice& input_
     return invalid_argument("conv_int8: weight_scales missing");
   if (e.output == ConvOutput::kInt8 && !(e.output_scale > 0.0f))
     return invalid_argument("conv_int8: output_scale ", e.output_scale, " is not positive");
+  if (!(e.conv_scale >= 0.0f) || !std::isfinite(e.conv_scale))
+    return invalid_argument("conv_int8: conv_scale ", e.conv_scale, " is not a finite scale");
+  if (e.conv_scale > 0.0f && e.output != ConvOutput::kInt8)
+    return invalid_argument("conv_int8: conv_scale needs an int8 output");
   return Status::ok();
 }
 
@@ -224,19 +236,24 @@ inline std::vector<int32_t> conv_int8_accumulate_reference(const ConvInt8Shape& 
   return acc;
 }
 
+inline int8_t quantize_rne(float y, float scale) {
+  const float q = std::nearbyint(y / scale);  // the default rounding mode: half to even
+  return int8_t(std::clamp(q, -128.0f, 127.0f));
+}
+
 // The epilogue for one accumulator, up to the value that is stored (before int8 rounding).
 inline float conv_int8_epilogue_value(int32_t acc, int channel, const ConvInt8Epilogue& e,
                                       int8_t residual) {
   const float channel_scale = e.input_scale * e.weight_scales[channel];
   float y = std::fma(float(acc), channel_scale, e.bias ? e.bias[channel] : 0.0f);
   if (e.silu) y = y / (1.0f + std::exp(-y));
+  if (e.conv_scale > 0.0f) {
+    y = float(quantize_rne(y, e.conv_scale)) * e.conv_scale;
+    if (e.residual) y = y + float(residual) * e.residual_scale;
+    return y;
+  }
   if (e.residual) y = std::fma(float(residual), e.residual_scale, y);
   return y;
-}
-
-inline int8_t quantize_rne(float y, float scale) {
-  const float q = std::nearbyint(y / scale);  // the default rounding mode: half to even
-  return int8_t(std::clamp(q, -128.0f, 127.0f));
 }
 
 // Applies the epilogue to accumulators (from conv_int8_accumulate_reference) and writes the

@@ -44,12 +44,14 @@ struct Variant {
   bool silu = true;
   bool residual = false;
   bool slice = false;  // input and output are channel slices of wider tensors
+  bool conv_scale = false;  // rounded at the conv's own scale first (ConvInt8Epilogue)
 };
 
 const Variant kVariants[] = {
     {ConvOutput::kInt8, true, false, false},    {ConvOutput::kInt8, false, false, true},
     {ConvOutput::kInt8, true, true, false},     {ConvOutput::kFloat16, false, false, false},
     {ConvOutput::kFloat16, true, true, true},   {ConvOutput::kInt8, true, true, true},
+    {ConvOutput::kInt8, true, true, false, true}, {ConvOutput::kInt8, true, false, true, true},
 };
 
 struct Totals {
@@ -145,6 +147,8 @@ Totals run_case(const std::string& label, const ConvInt8Shape& shape, const Vari
   epilogue.residual_layout = res_layout;
   epilogue.residual_scale = 0.03f;
   epilogue.output = variant.output;
+  // The conv's own scale clamps |y| above ~10: the clamp before the add is exercised too.
+  if (variant.conv_scale) epilogue.conv_scale = 0.08f;
 
   // Reference accumulators, then an output scale that clamps the largest few values.
   const std::vector<int32_t> acc =
@@ -256,10 +260,11 @@ Totals run_case(const std::string& label, const ConvInt8Shape& shape, const Vari
                     << (element == 1 ? " steps" : " half ulps");
     }
   }
-  // One-step differences come from values within a few float ulps of a rounding boundary:
-  // rare for int8 (steps of ~1% of the value), commoner for half (steps of 2^-11 relative).
-  // A systematic error would show at a rate of tens of percent.
-  const int64_t allowed = element == 1 ? t.outputs / 2000 : t.outputs / 100;
+  // The epilogue recomputes every value near a rounding boundary exactly, so the outputs are
+  // identical but where glibc's expf (the reference's) is not correctly rounded and the value
+  // sits on a boundary: about 4 in 10^8 int8 outputs here. Half outputs also differ where a
+  // residual add cancels (above).
+  const int64_t allowed = element == 1 ? t.outputs / 1000000 : t.outputs / 100;
   EXPECT_LE(t.one_step, std::max<int64_t>(8, allowed))
       << label << " [" << tile_name << "]: too many one-step differences";
   return t;

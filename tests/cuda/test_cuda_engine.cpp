@@ -260,8 +260,10 @@ TEST_P(CudaEngine, EveryLayerAloneMatchesTheCpuBackend) {
     if (l.precision == ElementType::kFloat16 && (conv || transcendental)) {
       EXPECT_LE(d.max_relative, 4e-3) << l.name;
     } else if (conv && type == ElementType::kInt8) {
+      // The epilogue is exact (docs/cuda_kernels.md) but for glibc's expf missing the correct
+      // rounding, which moves an int8 output about once in 10^7.
       EXPECT_LE(d.max_steps, 1) << l.name;
-      EXPECT_LE(double(d.differing), 1e-3 * double(d.elements) + 2) << l.name;
+      EXPECT_LE(double(d.differing), 1e-6 * double(d.elements) + 2) << l.name;
     } else if (conv || transcendental) {
       EXPECT_LE(d.max_relative, 4e-3) << l.name;
     } else {
@@ -295,10 +297,11 @@ TEST_P(CudaEngine, WholeNetworkMatchesTheCpuBackend) {
                 GetParam(), io.name.c_str(), io_format_name(io.format).c_str(),
                 (long long)d.differing, (long long)d.elements, d.mean_steps, d.max_steps,
                 d.mean_absolute, d.max_absolute);
-    // One-step differences inside the network spread (each moves a few of the next layer's
-    // values across a rounding boundary) but stay small: bound their mean and their maximum.
+    // The int8 layers are exact, so an all-int8 network's outputs are identical up to the rare
+    // expf case (which would spread through the later layers: bounded by its mean). FP16
+    // layers differ by float summation order and half rounding (docs/runtime.md).
     if (io_type(io.format) == ElementType::kInt8) {
-      EXPECT_LE(d.mean_steps, 1.0) << io.name;
+      EXPECT_LE(d.mean_steps, 1e-3) << io.name;
       EXPECT_LE(d.max_steps, 16) << io.name;
     } else {
       EXPECT_LE(d.mean_absolute, 0.1) << io.name;

@@ -200,7 +200,10 @@ Status conv_int8(const ConvInt8Args& a, cudaStream_t stream) {
   p.residual_stride = p.residual ? e.residual_layout.stride : 0;
   p.input_scale = e.input_scale;
   p.residual_scale = e.residual_scale;
+  p.output_scale = e.output_scale;
   p.inv_output_scale = 1.0f / e.output_scale;
+  p.conv_scale = e.conv_scale;
+  p.inv_conv_scale = e.conv_scale > 0.0f ? 1.0f / e.conv_scale : 0.0f;
   p.silu = e.silu ? 1 : 0;
   p.output_kind = e.output == ConvOutput::kInt8      ? kOutInt8
                   : e.output == ConvOutput::kFloat16 ? kOutFloat16

@@ -1,14 +1,17 @@
 // The fused epilogue on the GPU (qyolo/conv_int8.h states the contract), shared by the
 // mma.sync and the wgmma kernels: accumulators in registers in the m16n8 fragment layout ->
-// dequantize, bias, SiLU -> a 16-row slab per warp in shared memory -> residual add, int8 or
+// dequantize and bias -> a 16-row slab per warp in shared memory -> SiLU, residual add, int8 or
 // half conversion, 16-byte stores into the output's channel slice.
 //
-// Dequantization and the residual add are the reference's single-rounding fma, so without SiLU
-// the value before requantization is bit-identical. SiLU uses the fast exp and divide, and
-// requantization multiplies by 1/output_scale instead of dividing: a quantized output can then
-// differ from the reference by one step, only where y / output_scale lies within a few ulps of
-// a rounding boundary. Exact versions would cost ~30 instructions per element; on the 1x1
-// layers with 32-64 channels the epilogue, not memory, would then be the limit.
+// Bit-identical to the CPU reference. Each element is first computed fast (SiLU with the
+// approximate exp2 and reciprocal, requantization by multiplying with 1/scale) together with a
+// bound on how far that can be from the reference's value; only where the result lies within
+// that bound of a rounding boundary (an int8 half-step, or a half-precision midpoint) is the
+// element recomputed as the reference does (IEEE division, exp in double rounded to float).
+// That happens for about one element in 10^4, so the exact path costs nothing measurable, and
+// the engine's output equals the CPU backend's. The one difference left: exp in double,
+// rounded, is the correctly rounded expf, which glibc's expf (0.502 ulp) misses in rare
+// last-bit cases, and a one-ulp difference there changes an int8 output far more rarely still.
 #pragma once
 
 #include <cuda_fp16.h>
@@ -25,23 +28,112 @@ __device__ __forceinline__ float dequantize(int32_t acc, float channel_scale, fl
 
 // y * sigmoid(y) = y / (1 + 2^(-y * log2 e)), with the flush-to-zero approximate exp2 and
 // reciprocal (one MUFU each, no denormal fix-ups). Large negative y: 2^.. = inf, rcp(inf) = 0.
-__device__ __forceinline__ float silu(float y) {
+// `error` gets a bound on |result - reference| / |result|: ex2 (2 ulp) and the rounded
+// argument (a relative error of |y| ulp in e = 2^(..)) reach 1 + e scaled by e / (1 + e) =
+// 1 - r; the sum, rcp (1 ulp) and the product add about 2 ulp. Twice that, for margin.
+__device__ __forceinline__ float silu(float y, float& error) {
   float e, r;
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(e) : "f"(y * -1.4426950408889634f));
   asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(1.0f + e));
+  error = fmaf(fmaf(1.2e-7f, fabsf(y), 5e-7f), 1.0f - r, 5e-7f);
   return y * r;
 }
 
-__device__ __forceinline__ float add_residual(float y, int8_t residual, float residual_scale) {
-  return __fmaf_rn(static_cast<float>(residual), residual_scale, y);
+// The reference's value before the final rounding (conv_int8_epilogue_value), exactly. Only
+// fix_up calls it.
+__device__ __forceinline__ float exact_value(const ConvInt8Params& p, float y, int residual) {
+  if (p.silu) y = __fdiv_rn(y, __fadd_rn(1.0f, static_cast<float>(exp(-static_cast<double>(y)))));
+  if (p.conv_scale > 0.0f) {
+    y = __fmul_rn(fminf(fmaxf(rintf(__fdiv_rn(y, p.conv_scale)), -128.0f), 127.0f), p.conv_scale);
+    if (p.residual) y = __fadd_rn(y, __fmul_rn(static_cast<float>(residual), p.residual_scale));
+  } else if (p.residual) {
+    y = __fmaf_rn(static_cast<float>(residual), p.residual_scale, y);
+  }
+  return y;
 }
 
-// Saturate, then round half to even by adding 1.5 * 2^23: the sum's low mantissa bits are the
-// rounded integer, and its low byte is the int8 result. Same value as clamp(__float2int_rn),
-// without the quarter-rate conversion instruction.
-__device__ __forceinline__ uint32_t requantize_bits(float y, float inv_output_scale) {
-  const float v = fminf(fmaxf(__fmul_rn(y, inv_output_scale), -128.0f), 127.0f);
-  return __float_as_uint(__fadd_rn(v, 12582912.0f));
+// The int8 result in the low byte of a word, from the clamped value: adding 1.5 * 2^23 rounds
+// half to even, and the sum's low mantissa bits are the integer (an already rounded value
+// passes through unchanged). Same as clamp(__float2int_rn), without the quarter-rate
+// conversion instruction.
+__device__ __forceinline__ uint32_t int8_word(float clamped) {
+  return __float_as_uint(__fadd_rn(clamped, 12582912.0f));
+}
+
+// True when t is within `tolerance` of a rounding boundary k + 1/2.
+__device__ __forceinline__ bool near_half(float t, float tolerance) {
+  return fabsf(t - floorf(t) - 0.5f) <= tolerance;
+}
+
+// One int8 output element from the staged (dequantized, biased) value y, fast; `near` is set
+// when the fast value is too close to a rounding boundary to be trusted (the caller then
+// recomputes the element with exact_int8). 2.5e-7 |t| covers multiplying by the rounded
+// 1/scale instead of dividing.
+__device__ __forceinline__ uint32_t int8_element(const ConvInt8Params& p, float y, int residual,
+                                                 bool& near) {
+  float v = y, error = 0.0f;  // error: bound on |v - the reference's v|
+  if (p.silu) {
+    float relative;
+    v = silu(y, relative);
+    error = fabsf(v) * relative;
+  }
+  near = false;
+  if (p.conv_scale > 0.0f) {
+    const float t = v * p.inv_conv_scale;
+    near = near_half(t, fmaf(error, p.inv_conv_scale, 2.5e-7f * fabsf(t)));
+    v = __fmul_rn(fminf(fmaxf(rintf(t), -128.0f), 127.0f), p.conv_scale);
+    if (p.residual) v = __fadd_rn(v, __fmul_rn(static_cast<float>(residual), p.residual_scale));
+    error = 0.0f;
+  } else if (p.residual) {
+    v = __fmaf_rn(static_cast<float>(residual), p.residual_scale, v);
+  }
+  const float t = v * p.inv_output_scale;
+  near = near || near_half(t, fmaf(error, p.inv_output_scale, 2.5e-7f * fabsf(t)));
+#if defined(QYOLO_EPILOGUE_FAST)  // timing experiments: the fast values only
+  near = false;
+#endif
+  return int8_word(fminf(fmaxf(t, -128.0f), 127.0f));
+}
+
+__device__ __forceinline__ int8_t exact_int8(const ConvInt8Params& p, float y, int residual) {
+  return static_cast<int8_t>(
+      fminf(fmaxf(rintf(__fdiv_rn(exact_value(p, y, residual), p.output_scale)), -128.0f),
+            127.0f));
+}
+
+// One float16 output element's float value (converted with round to nearest even by the
+// caller): exact without SiLU; with it, `near` is set when the fast value's error bound
+// straddles a half-precision rounding midpoint (exact_value then gives the value).
+__device__ __forceinline__ float half_element(const ConvInt8Params& p, float y, int residual,
+                                              bool& near) {
+  near = false;
+  if (!p.silu) return p.residual ? __fmaf_rn(static_cast<float>(residual), p.residual_scale, y) : y;
+  float relative;
+  float v = silu(y, relative);
+  const float error = fabsf(v) * relative;
+  if (p.residual) v = __fmaf_rn(static_cast<float>(residual), p.residual_scale, v);
+  near = __half_as_ushort(__float2half_rn(v - error)) !=
+         __half_as_ushort(__float2half_rn(v + error));
+#if defined(QYOLO_EPILOGUE_FAST)
+  near = false;
+#endif
+  return v;
+}
+
+// Rewrites the elements of one item whose bit is set in `near` with the exact value: one copy
+// of the exact code per kernel, outside the unrolled fast path, run about once in 10^4 items.
+template <int kKind>
+__device__ __noinline__ void fix_up(const ConvInt8Params& p, const float* y, const int8_t* residual,
+                                    int64_t out_at, uint32_t near) {
+#pragma unroll 1
+  for (; near; near &= near - 1) {
+    const int i = __ffs(near) - 1;
+    const int r = residual ? residual[i] : 0;
+    if constexpr (kKind == kOutInt8)
+      static_cast<int8_t*>(p.output)[out_at + i] = exact_int8(p, y[i], r);
+    else
+      static_cast<__half*>(p.output)[out_at + i] = __float2half_rn(exact_value(p, y[i], r));
+  }
 }
 
 // The low bytes of four words, first word in the low byte.
@@ -77,14 +169,10 @@ __device__ __forceinline__ void store_slab(const ConvInt8Params& p, const float*
         for (int i = 0; i < kVec && n + i < p.cout; ++i) out[i] = __float_as_int(y[i]);
       }
     } else if (vector) {
-      float v[kVec];
-#pragma unroll
-      for (int i = 0; i < kVec; i += 4) {
-        const float4 f = *reinterpret_cast<const float4*>(y + i);
-        v[i] = f.x, v[i + 1] = f.y, v[i + 2] = f.z, v[i + 3] = f.w;
-      }
+      // Four channels at a time (one float4 of the slab, one word of residual bytes), so few
+      // values are live at once.
+      uint32_t words[kVec / 4] = {};
       if (residual) {
-        uint32_t words[kVec / 4];
         if constexpr (kVec == 16) {
           const uint4 r = *reinterpret_cast<const uint4*>(residual);
           words[0] = r.x, words[1] = r.y, words[2] = r.z, words[3] = r.w;
@@ -92,39 +180,51 @@ __device__ __forceinline__ void store_slab(const ConvInt8Params& p, const float*
           const uint2 r = *reinterpret_cast<const uint2*>(residual);
           words[0] = r.x, words[1] = r.y;
         }
-#pragma unroll
-        for (int i = 0; i < kVec; ++i)
-          v[i] = add_residual(v[i], int8_at(words[i / 4], i % 4), p.residual_scale);
       }
       uint32_t packed[4];
-      if constexpr (kKind == kOutInt8) {
+      uint32_t near = 0;  // elements to recompute exactly, one bit each
 #pragma unroll
-        for (int i = 0; i < 4; ++i)
-          packed[i] = pack_low_bytes(requantize_bits(v[4 * i], p.inv_output_scale),
-                                     requantize_bits(v[4 * i + 1], p.inv_output_scale),
-                                     requantize_bits(v[4 * i + 2], p.inv_output_scale),
-                                     requantize_bits(v[4 * i + 3], p.inv_output_scale));
+      for (int g = 0; g < kVec / 4; ++g) {
+        const float4 f = *reinterpret_cast<const float4*>(y + 4 * g);
+        const uint32_t w = words[g];
+        bool n0, n1, n2, n3;
+        if constexpr (kKind == kOutInt8) {
+          const uint32_t b0 = int8_element(p, f.x, int8_at(w, 0), n0);
+          const uint32_t b1 = int8_element(p, f.y, int8_at(w, 1), n1);
+          const uint32_t b2 = int8_element(p, f.z, int8_at(w, 2), n2);
+          const uint32_t b3 = int8_element(p, f.w, int8_at(w, 3), n3);
+          packed[g] = pack_low_bytes(b0, b1, b2, b3);
+        } else {
+          const float h0 = half_element(p, f.x, int8_at(w, 0), n0);
+          const float h1 = half_element(p, f.y, int8_at(w, 1), n1);
+          const float h2 = half_element(p, f.z, int8_at(w, 2), n2);
+          const float h3 = half_element(p, f.w, int8_at(w, 3), n3);
+          const __half2 lo = __floats2half2_rn(h0, h1), hi = __floats2half2_rn(h2, h3);
+          packed[2 * g] = *reinterpret_cast<const uint32_t*>(&lo);
+          packed[2 * g + 1] = *reinterpret_cast<const uint32_t*>(&hi);
+        }
+        near |= (uint32_t(n0) | uint32_t(n1) << 1 | uint32_t(n2) << 2 | uint32_t(n3) << 3) << 4 * g;
+      }
+      if constexpr (kKind == kOutInt8)
         *reinterpret_cast<uint4*>(static_cast<int8_t*>(p.output) + out_at) =
             make_uint4(packed[0], packed[1], packed[2], packed[3]);
-      } else {
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const __half2 h = __floats2half2_rn(v[2 * i], v[2 * i + 1]);
-          packed[i] = *reinterpret_cast<const uint32_t*>(&h);
-        }
+      else
         *reinterpret_cast<uint4*>(static_cast<__half*>(p.output) + out_at) =
             make_uint4(packed[0], packed[1], packed[2], packed[3]);
-      }
+      if (near) [[unlikely]] fix_up<kKind>(p, y, residual, out_at, near);
     } else {
+      uint32_t near = 0;
       for (int i = 0; i < kVec && n + i < p.cout; ++i) {
-        float v = y[i];
-        if (residual) v = add_residual(v, residual[i], p.residual_scale);
+        const int r = residual ? residual[i] : 0;
+        bool n_i;
         if constexpr (kKind == kOutInt8)
           static_cast<int8_t*>(p.output)[out_at + i] =
-              static_cast<int8_t>(requantize_bits(v, p.inv_output_scale) & 0xff);
+              static_cast<int8_t>(int8_element(p, y[i], r, n_i) & 0xff);
         else
-          static_cast<__half*>(p.output)[out_at + i] = __float2half_rn(v);
+          static_cast<__half*>(p.output)[out_at + i] = __float2half_rn(half_element(p, y[i], r, n_i));
+        near |= uint32_t(n_i) << i;
       }
+      if (near) [[unlikely]] fix_up<kKind>(p, y, residual, out_at, near);
     }
   }
 }
@@ -184,9 +284,8 @@ __device__ __forceinline__ void epilogue_warp(const ConvInt8Params& p, int32_t (
           if (raw) {
             y = make_float2(__int_as_float(a0), __int_as_float(a1));
           } else {
-            y.x = dequantize(a0, scale[f].x, bias[f].x);
+            y.x = dequantize(a0, scale[f].x, bias[f].x);  // SiLU and the rest: store_slab
             y.y = dequantize(a1, scale[f].y, bias[f].y);
-            if (p.silu) y.x = silu(y.x), y.y = silu(y.y);
           }
           *reinterpret_cast<float2*>(stage + (group + 8 * half) * kStride + f * 8 + pair) = y;
         }

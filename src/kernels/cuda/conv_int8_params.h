@@ -32,7 +32,8 @@ struct ConvInt8Params {
 
   FastDivmod div_out_hw, div_out_w, div_n_tiles;  // out_h * out_w, out_w, output-channel tiles
 
-  float input_scale, residual_scale, inv_output_scale;
+  float input_scale, residual_scale, output_scale, inv_output_scale;
+  float conv_scale, inv_conv_scale;  // conv_scale 0: one rounding (ConvInt8Epilogue)
   int silu;
   int output_kind;   // ConvKernelOutput
   int vector_io;     // output/residual offsets and strides allow 16-byte accesses

@@ -4,10 +4,10 @@
 // (engine_conv.cpp, engine_pointwise.cpp); where the GPU may differ is in docs/runtime.md.
 //
 // Layers map onto kernels as follows:
-//   int8 Conv            conv_int8 (qyolo/cuda_conv.h), residual and SiLU fused; a residual or
-//                        table the engine wants rounded at the conv's own scale first
-//                        (EngineLayer::conv_scale) goes through a scratch tensor and a second
-//                        element-wise pass, which is what the CPU backend computes
+//   int8 Conv            conv_int8 (qyolo/cuda_conv.h), SiLU and residual fused, the residual
+//                        rounded at the conv's own scale first where the engine says so
+//                        (EngineLayer::conv_scale, the epilogue's conv_scale); a table after
+//                        the conv goes through a scratch tensor and a second element-wise pass
 //   fp16 Conv            conv_fp16 (qyolo/cuda_ops.h), weights repacked at load
 //   everything else      engine_layer / engine_*_reformat (kernels/cuda/engine_layers.h)
 #include "qyolo/runtime.h"
@@ -158,9 +158,9 @@ class CudaPrepared : public PreparedEngine {
     return Status::ok();
   }
 
-  static bool needs_scratch(const EngineLayer& l) {
-    return l.table.bytes > 0 || (l.residual >= 0 && l.conv_scale > 0.0f);
-  }
+  // A Conv whose output goes through a table (Conv + Sigmoid at the conv's own scale) runs into
+  // a scratch tensor, then the table pass; the residual Add rounds in the epilogue (conv_scale).
+  static bool needs_scratch(const EngineLayer& l) { return l.table.bytes > 0; }
 
   // Image n of tensor t at channel 0 of its buffer's row: what the kernels of cuda_conv.h and
   // cuda_ops.h take, with the slice's offset in their ChannelSlice.
@@ -235,12 +235,13 @@ class CudaPrepared : public PreparedEngine {
       a.epilogue.output_scale = out.scale;
       a.output = image_base(out, n);
       a.output_layout = out.layout;
-      if (res && !scratch) {  // conv_int8.h's single rounding: the residual in the epilogue
+      if (res && !scratch) {  // the residual Add in the epilogue, at conv_scale first if set
         a.epilogue.residual = static_cast<const int8_t*>(image_base(*res, n));
         a.epilogue.residual_layout = res->layout;
         a.epilogue.residual_scale = res->scale;
+        a.epilogue.conv_scale = l.conv_scale;
       }
-      if (scratch) {  // round at conv_scale into scratch, then the Add or the table
+      if (scratch) {  // round at conv_scale into scratch, then the table
         a.output = scratch_.data();
         a.output_layout = {scratch_stride, 0};
         a.epilogue.output = ConvOutput::kInt8;
@@ -259,13 +260,8 @@ class CudaPrepared : public PreparedEngine {
       e.x.image_elements = scratch_image;
       e.x.scale = l.conv_scale;
       e.y = view(out, n);
-      if (l.table.bytes) {
-        e.op = qyolo::cuda::EngineLayerOp::kTable;
-        e.table = static_cast<const int8_t*>(weight(l.table));
-      } else {
-        e.op = qyolo::cuda::EngineLayerOp::kAdd;
-        e.x2 = view(*res, n);
-      }
+      e.op = qyolo::cuda::EngineLayerOp::kTable;
+      e.table = static_cast<const int8_t*>(weight(l.table));
       return qyolo::cuda::engine_layer(e, stream);
     });
   }
