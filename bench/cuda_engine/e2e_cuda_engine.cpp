@@ -1,0 +1,445 @@
+// The whole detection pipeline on the GPU, uint8 RGB images in and NMS'd boxes out, through the
+// runtime and cuda_ops only (it builds in the standalone CUDA project,
+// bench/cuda_conv/CMakeLists.txt, where qyolo's image and ONNX libraries are not):
+//
+//   e2e_cuda_engine --engine e.engine --images pack.rgb [--results r.json] [--batch 64]
+//                   [--imgsz 640] [--seconds 1]
+//
+// pack.rgb holds decoded images (bench/cuda_engine/pack_images.py writes it with OpenCV, whose
+// JPEG decoding qyolo's own matches byte for byte). Each batch runs cuda_ops' preprocess (the
+// CPU letterbox, bit-exact) -> the engine -> cuda_ops' detect (the CPU decode and validation
+// NMS: conf 0.001, IoU 0.6, multi-label, 30,000 / 300 caps); --results writes the COCO results
+// file, which `qyolo cocoeval` scores like `qyolo val --save-json`'s.
+//
+// Then, at --batch, it times CUDA graphs, images already in device memory: preprocess, the
+// network and detect alone; preprocess + network + detect; and that with the uint8 upload and
+// the boxes' download from pinned host memory. Prints a Markdown table row (columns in that
+// order, then images/s of the network and of the pipeline, and their ratio) and a JSON line
+// on stderr.
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "qyolo/coco.h"
+#include "qyolo/cuda.h"
+#include "qyolo/cuda_ops.h"
+#include "qyolo/runtime.h"
+
+namespace {
+
+using namespace qyolo;
+
+struct PackedImage {
+  int64_t id = 0;
+  int width = 0, height = 0;
+  size_t offset = 0;  // into the pixel buffer
+};
+
+struct Pack {
+  std::vector<PackedImage> images;
+  std::vector<uint8_t> pixels;  // every image's RGB rows, each image 256-byte aligned
+};
+
+// "QYRGB001", uint32 count, then per image: int64 id, int32 width, int32 height, RGB bytes.
+Expected<Pack> read_pack(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return io_error("cannot open ", path);
+  char magic[8];
+  uint32_t count = 0;
+  if (!in.read(magic, 8) || std::memcmp(magic, "QYRGB001", 8) != 0)
+    return invalid_argument(path, ": not an image pack (pack_images.py writes them)");
+  if (!in.read(reinterpret_cast<char*>(&count), 4)) return invalid_argument(path, ": truncated");
+  Pack pack;
+  for (uint32_t i = 0; i < count; ++i) {
+    PackedImage im;
+    int32_t size[2];
+    if (!in.read(reinterpret_cast<char*>(&im.id), 8) ||
+        !in.read(reinterpret_cast<char*>(size), 8))
+      return invalid_argument(path, ": truncated at image ", i);
+    im.width = size[0], im.height = size[1];
+    if (im.width < 1 || im.height < 1 || im.width > 16384 || im.height > 16384)
+      return invalid_argument(path, ": image ", i, " is ", im.width, "x", im.height);
+    im.offset = pack.pixels.size();
+    const size_t bytes = size_t(im.width) * im.height * 3;
+    pack.pixels.resize(im.offset + (bytes + 255) / 256 * 256);
+    if (!in.read(reinterpret_cast<char*>(pack.pixels.data() + im.offset), std::streamsize(bytes)))
+      return invalid_argument(path, ": truncated in image ", i, " (id ", im.id, ")");
+    pack.images.push_back(im);
+  }
+  if (pack.images.empty()) return invalid_argument(path, ": no images");
+  return pack;
+}
+
+struct Options {
+  std::string engine, images, results;
+  int batch = 64, imgsz = 640;
+  double seconds = 1.0;
+};
+
+// The pipeline's device state for one engine at its max batch.
+class Pipeline {
+ public:
+  static Expected<std::unique_ptr<Pipeline>> create(runtime::Device& device,
+                                                    const std::string& path, int max_batch) {
+    std::unique_ptr<Pipeline> p(new Pipeline());
+    QYOLO_ASSIGN_OR_RETURN(p->module_, runtime::Module::load_file(device, path));
+    const runtime::Module& m = *p->module_;
+    if (max_batch > m.max_batch())
+      return invalid_argument(path, ": batch ", max_batch, " above its max batch ", m.max_batch());
+    p->max_batch_ = max_batch;
+    if (m.inputs().size() != 1 || m.inputs()[0].channels != 3)
+      return invalid_argument(path, ": expected one 3-channel image input");
+    const EngineIo& in = m.inputs()[0];
+    if (in.format == IoFormat::kInt8Hwc4) {
+      p->input_format_ = cuda::PreprocessOutput::kInt8Hwc4;
+    } else if (in.format == IoFormat::kFp32Chw) {
+      p->input_format_ = cuda::PreprocessOutput::kFloat32Nchw;
+    } else {
+      return invalid_argument(path, ": input '", in.name, "' is ", io_format_name(in.format),
+                              "; the GPU preprocess writes int8:hwc4 or fp32:chw");
+    }
+    p->canvas_ = in.height;
+    p->input_scale_ = in.scale;
+    if (m.outputs().size() != 3)
+      return invalid_argument(path, ": expected the three head outputs, got ", m.outputs().size());
+    // Heads by grid size, largest (stride 8) first.
+    std::vector<int> order = {0, 1, 2};
+    std::sort(order.begin(), order.end(),
+              [&](int a, int b) { return m.outputs()[a].height > m.outputs()[b].height; });
+    cuda::HeadsArgs& h = p->detect_.heads;
+    const IoFormat head_format = m.outputs()[0].format;
+    for (const EngineIo& io : m.outputs())
+      if (io.format != head_format || (io.format != IoFormat::kFp16Chw16 &&
+                                       io.format != IoFormat::kInt8Chw32))
+        return invalid_argument(path, ": output '", io.name, "' is ", io_format_name(io.format),
+                                "; GPU detect reads fp16:chw16 or int8:chw32 heads, all alike");
+    h.type = head_format == IoFormat::kInt8Chw32 ? cuda::HeadType::kInt8 : cuda::HeadType::kFloat16;
+    h.classes = m.outputs()[0].channels / 3 - 5;
+    cuda::set_default_anchors(h);
+
+    runtime::Task& t = p->task_;
+    t.module = p->module_.get();
+    QYOLO_ASSIGN_OR_RETURN(p->input_, cuda::DeviceBuffer::allocate(size_t(in.image_bytes()) * max_batch));
+    QYOLO_ASSIGN_OR_RETURN(auto r, device.register_memory(p->input_.data(), p->input_.size()));
+    t.inputs.push_back(r.get());
+    p->registered_.push_back(std::move(r));
+    for (int l = 0; l < 3; ++l) {
+      const EngineIo& io = m.outputs()[order[l]];
+      QYOLO_ASSIGN_OR_RETURN(auto b, cuda::DeviceBuffer::allocate(size_t(io.image_bytes()) * max_batch));
+      h.heads[l].data = b.data();
+      h.heads[l].height = io.height;
+      h.heads[l].width = io.width;
+      h.heads[l].channel_block = head_format == IoFormat::kInt8Chw32 ? 32 : 16;
+      h.scales[l] = io.scale;
+      p->outputs_[order[l]] = std::move(b);
+    }
+    for (auto& b : p->outputs_) {
+      QYOLO_ASSIGN_OR_RETURN(auto reg, device.register_memory(b.data(), b.size()));
+      t.outputs.push_back(reg.get());
+      p->registered_.push_back(std::move(reg));
+    }
+    cuda::DetectArgs& d = p->detect_;
+    d.heads.batch = max_batch;
+    QYOLO_ASSIGN_OR_RETURN(p->plans_, cuda::DeviceBuffer::allocate(sizeof(cuda::LetterboxPlan) * max_batch));
+    QYOLO_ASSIGN_OR_RETURN(p->workspace_, cuda::DeviceBuffer::allocate(cuda::detect_workspace_bytes(d)));
+    QYOLO_ASSIGN_OR_RETURN(p->boxes_, cuda::DeviceBuffer::allocate(sizeof(cuda::DetectionBox) * d.max_det * max_batch));
+    QYOLO_ASSIGN_OR_RETURN(p->counts_, cuda::DeviceBuffer::allocate(2 * sizeof(int) * max_batch));
+    d.plans = p->plans_.as<cuda::LetterboxPlan>();
+    d.workspace = p->workspace_.data();
+    d.detections = p->boxes_.as<cuda::DetectionBox>();
+    d.counts = p->counts_.as<int>();
+    d.candidate_counts = p->counts_.as<int>() + max_batch;
+    return p;
+  }
+
+  const runtime::Module& module() const { return *module_; }
+  int canvas() const { return canvas_; }
+  int max_det() const { return detect_.max_det; }
+  int max_candidates() const { return detect_.max_candidates; }
+  const cuda::DeviceBuffer& boxes() const { return boxes_; }
+  const cuda::DeviceBuffer& counts() const { return counts_; }
+
+  // Sets the batch's images (device pixels) and uploads their letterbox plans (synchronously,
+  // outside any capture).
+  Status set_batch(const std::vector<cuda::PreprocessImage>& images) {
+    batch_ = images;
+    std::vector<cuda::LetterboxPlan> plans;
+    for (const auto& im : images) plans.push_back(im.plan);
+    return plans_.upload(plans.data(), plans.size() * sizeof(plans[0]));
+  }
+
+  Status enqueue_network(runtime::Device& device, cudaStream_t stream) {
+    task_.batch = int(batch_.size());
+    return device.submit(task_, stream);
+  }
+
+  Status enqueue_preprocess(cudaStream_t stream) {
+    cuda::PreprocessArgs a;
+    a.images = batch_.data();
+    a.count = int(batch_.size());
+    a.canvas = canvas_;
+    a.output_format = input_format_;
+    a.input_scale = input_scale_;
+    a.output = input_.data();
+    return cuda::preprocess(a, stream);
+  }
+
+  Status enqueue_detect(cudaStream_t stream) {
+    cuda::DetectArgs d = detect_;
+    d.heads.batch = int(batch_.size());
+    return cuda::detect(d, stream);
+  }
+
+  Status enqueue_pipeline(runtime::Device& device, cudaStream_t stream) {
+    QYOLO_RETURN_IF_ERROR(enqueue_preprocess(stream));
+    QYOLO_RETURN_IF_ERROR(enqueue_network(device, stream));
+    return enqueue_detect(stream);
+  }
+
+ private:
+  Pipeline() = default;
+  std::unique_ptr<runtime::Module> module_;
+  std::vector<std::unique_ptr<runtime::RegisteredMemory>> registered_;
+  runtime::Task task_;
+  int max_batch_ = 1, canvas_ = 640;
+  cuda::PreprocessOutput input_format_ = cuda::PreprocessOutput::kInt8Hwc4;
+  float input_scale_ = 1.0f;
+  cuda::DeviceBuffer input_, outputs_[3], plans_, workspace_, boxes_, counts_;
+  cuda::DetectArgs detect_;
+  std::vector<cuda::PreprocessImage> batch_;
+};
+
+// Median and minimum milliseconds of a captured graph, replayed for `seconds` (at least 20).
+struct Timing {
+  double median_ms = 0, min_ms = 0;
+};
+
+template <typename Enqueue>
+Expected<Timing> time_graph(cudaStream_t stream, double seconds, Enqueue enqueue) {
+  for (int i = 0; i < 3; ++i) QYOLO_RETURN_IF_ERROR(enqueue());  // first launches, outside
+  QYOLO_RETURN_IF_ERROR(cuda::check(cudaStreamSynchronize(stream), "synchronize"));
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  QYOLO_RETURN_IF_ERROR(
+      cuda::check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed), "capture"));
+  const Status enqueued = enqueue();
+  QYOLO_RETURN_IF_ERROR(cuda::check(cudaStreamEndCapture(stream, &graph), "end capture"));
+  QYOLO_RETURN_IF_ERROR(enqueued);
+  const Status instantiated = cuda::check(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
+  cudaGraphDestroy(graph);
+  QYOLO_RETURN_IF_ERROR(instantiated);
+  QYOLO_ASSIGN_OR_RETURN(auto start, cuda::Event::create());
+  QYOLO_ASSIGN_OR_RETURN(auto stop, cuda::Event::create());
+  std::vector<double> times;
+  Status status;
+  for (int i = 0; i < 5 && status.is_ok(); ++i)
+    status = cuda::check(cudaGraphLaunch(exec, stream), "graph launch");
+  const auto begin = std::chrono::steady_clock::now();
+  while (status.is_ok() &&
+         (times.size() < 20 ||
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count() <
+              seconds)) {
+    status = start.record(stream);
+    if (status.is_ok()) status = cuda::check(cudaGraphLaunch(exec, stream), "graph launch");
+    if (status.is_ok()) status = stop.record(stream);
+    if (status.is_ok()) status = stop.synchronize();
+    if (!status.is_ok()) break;
+    auto ms = cuda::Event::elapsed_ms(start, stop);
+    if (!ms) status = ms.status();
+    else times.push_back(*ms);
+  }
+  cudaGraphExecDestroy(exec);
+  QYOLO_RETURN_IF_ERROR(status);
+  std::sort(times.begin(), times.end());
+  return Timing{times[times.size() / 2], times.front()};
+}
+
+// One JSON object per detection, as qyolo's write_coco_results (bbox to 3 decimals, score 5).
+void append_results(std::string& out, const PackedImage& im, const cuda::DetectionBox* boxes,
+                    int count) {
+  char line[256];
+  for (int k = 0; k < count; ++k) {
+    const cuda::DetectionBox& b = boxes[k];
+    std::snprintf(line, sizeof line,
+                  "%s{\"image_id\": %lld, \"category_id\": %d, \"bbox\": [%.3f, %.3f, %.3f, "
+                  "%.3f], \"score\": %.5f}",
+                  out.size() > 2 ? ",\n" : "", (long long)im.id, coco80_to_91(b.class_id),
+                  double(b.x1), double(b.y1), double(b.x2 - b.x1), double(b.y2 - b.y1),
+                  double(b.score));
+    out += line;
+  }
+}
+
+Status run(const Options& o) {
+  QYOLO_ASSIGN_OR_RETURN(Pack pack, read_pack(o.images));
+  QYOLO_ASSIGN_OR_RETURN(auto device, runtime::Device::create(EngineTarget::kCuda));
+  QYOLO_ASSIGN_OR_RETURN(auto pipeline, Pipeline::create(*device, o.engine, o.batch));
+  if (o.imgsz > pipeline->canvas())
+    return invalid_argument("--imgsz ", o.imgsz, " does not fit the engine's ", pipeline->canvas(),
+                            "-pixel input");
+  QYOLO_ASSIGN_OR_RETURN(auto pixels, cuda::DeviceBuffer::allocate(pack.pixels.size()));
+  QYOLO_RETURN_IF_ERROR(pixels.upload(pack.pixels.data(), pack.pixels.size()));
+  QYOLO_ASSIGN_OR_RETURN(auto stream, cuda::Stream::create());
+  auto image_at = [&](const PackedImage& im) {
+    cuda::PreprocessImage p;
+    p.pixels = pixels.as<uint8_t>() + im.offset;
+    p.row_bytes = im.width * 3;
+    p.plan = cuda::letterbox_plan(im.width, im.height, o.imgsz, pipeline->canvas());
+    return p;
+  };
+
+  // Every image through the pipeline, batch by batch.
+  std::string results = "[\n";
+  int64_t detections = 0, overflowed = 0;
+  const int max_det = pipeline->max_det();
+  std::vector<cuda::DetectionBox> boxes(size_t(o.batch) * max_det);
+  std::vector<int> counts(2 * o.batch);
+  for (size_t first = 0; first < pack.images.size(); first += o.batch) {
+    const size_t count = std::min(pack.images.size() - first, size_t(o.batch));
+    std::vector<cuda::PreprocessImage> batch;
+    for (size_t i = 0; i < count; ++i) batch.push_back(image_at(pack.images[first + i]));
+    QYOLO_RETURN_IF_ERROR(pipeline->set_batch(batch));
+    QYOLO_RETURN_IF_ERROR(pipeline->enqueue_pipeline(*device, stream.get()));
+    QYOLO_RETURN_IF_ERROR(stream.synchronize());
+    QYOLO_RETURN_IF_ERROR(pipeline->boxes().download(boxes.data(), boxes.size() * sizeof(boxes[0])));
+    QYOLO_RETURN_IF_ERROR(pipeline->counts().download(counts.data(), counts.size() * sizeof(int)));
+    for (size_t i = 0; i < count; ++i) {
+      append_results(results, pack.images[first + i], boxes.data() + i * max_det, counts[i]);
+      detections += counts[i];
+      overflowed += counts[o.batch + i] > pipeline->max_candidates();
+    }
+    std::fprintf(stderr, "\r%zu/%zu images", first + count, pack.images.size());
+  }
+  std::fprintf(stderr, "\n");
+  results += "\n]\n";
+  if (overflowed)
+    std::fprintf(stderr, "warning: %lld images had more candidates than the buffer holds\n",
+                 (long long)overflowed);
+  if (!o.results.empty()) {
+    std::ofstream out(o.results, std::ios::binary);
+    if (!(out << results)) return io_error("cannot write ", o.results);
+  }
+
+  // Timing at --batch: the first `batch` images (repeated when the pack has fewer).
+  std::vector<cuda::PreprocessImage> batch;
+  size_t bytes = 0;
+  for (int i = 0; i < o.batch; ++i) {
+    const PackedImage& im = pack.images[size_t(i) % pack.images.size()];
+    batch.push_back(image_at(im));
+    if (size_t(i) < pack.images.size()) bytes = im.offset + size_t(im.width) * im.height * 3;
+  }
+  QYOLO_RETURN_IF_ERROR(pipeline->set_batch(batch));
+  void* host_pixels = nullptr;
+  void* host_boxes = nullptr;
+  QYOLO_RETURN_IF_ERROR(cuda::check(cudaMallocHost(&host_pixels, bytes), "cudaMallocHost"));
+  std::memcpy(host_pixels, pack.pixels.data(), bytes);
+  const size_t box_bytes = pipeline->boxes().size() + pipeline->counts().size();
+  Status status = cuda::check(cudaMallocHost(&host_boxes, box_bytes), "cudaMallocHost");
+  runtime::Device& dev = *device;
+  cudaStream_t s = stream.get();
+  Timing network, e2e, copies, pre, post;
+  if (status.is_ok()) {
+    auto t = time_graph(s, o.seconds, [&] { return pipeline->enqueue_preprocess(s); });
+    status = t.status();
+    if (t) pre = *t;
+  }
+  if (status.is_ok()) {
+    auto t = time_graph(s, o.seconds, [&] { return pipeline->enqueue_detect(s); });
+    status = t.status();
+    if (t) post = *t;
+  }
+  if (status.is_ok()) {
+    auto t = time_graph(s, o.seconds, [&] { return pipeline->enqueue_network(dev, s); });
+    status = t.status();
+    if (t) network = *t;
+  }
+  if (status.is_ok() && std::getenv("QYOLO_E2E_PAIRS")) {  // debugging: two stages at a time
+    auto a = time_graph(s, o.seconds, [&]() -> Status {
+      QYOLO_RETURN_IF_ERROR(pipeline->enqueue_preprocess(s));
+      return pipeline->enqueue_network(dev, s);
+    });
+    auto b = time_graph(s, o.seconds, [&]() -> Status {
+      QYOLO_RETURN_IF_ERROR(pipeline->enqueue_network(dev, s));
+      return pipeline->enqueue_detect(s);
+    });
+    if (a && b)
+      std::fprintf(stderr, "preprocess + network %.3f ms, network + detect %.3f ms\n",
+                   a->median_ms, b->median_ms);
+  }
+  if (status.is_ok()) {
+    auto t = time_graph(s, o.seconds, [&] { return pipeline->enqueue_pipeline(dev, s); });
+    status = t.status();
+    if (t) e2e = *t;
+  }
+  if (status.is_ok()) {
+    auto t = time_graph(s, o.seconds, [&]() -> Status {
+      QYOLO_RETURN_IF_ERROR(cuda::check(
+          cudaMemcpyAsync(pixels.data(), host_pixels, bytes, cudaMemcpyHostToDevice, s), "H2D"));
+      QYOLO_RETURN_IF_ERROR(pipeline->enqueue_pipeline(dev, s));
+      QYOLO_RETURN_IF_ERROR(cuda::check(cudaMemcpyAsync(host_boxes, pipeline->boxes().data(),
+                                                        pipeline->boxes().size(),
+                                                        cudaMemcpyDeviceToHost, s),
+                                        "D2H"));
+      return cuda::check(cudaMemcpyAsync(static_cast<char*>(host_boxes) + pipeline->boxes().size(),
+                                         pipeline->counts().data(), pipeline->counts().size(),
+                                         cudaMemcpyDeviceToHost, s),
+                         "D2H");
+    });
+    status = t.status();
+    if (t) copies = *t;
+  }
+  cudaFreeHost(host_pixels);
+  if (host_boxes) cudaFreeHost(host_boxes);
+  QYOLO_RETURN_IF_ERROR(status);
+  std::printf("| %s | %d | %lld | %.3f | %.3f | %.3f | %.3f | %.3f | %.0f | %.0f | %.2f |\n",
+              o.engine.c_str(), o.batch, (long long)detections, pre.median_ms, network.median_ms,
+              post.median_ms, e2e.median_ms, copies.median_ms,
+              o.batch * 1000.0 / network.median_ms, o.batch * 1000.0 / e2e.median_ms,
+              e2e.median_ms / network.median_ms);
+  std::fprintf(stderr,
+               "{\"engine\": \"%s\", \"batch\": %d, \"images\": %zu, \"detections\": %lld, "
+               "\"preprocess_ms\": %.4f, \"network_ms\": %.4f, \"detect_ms\": %.4f, "
+               "\"e2e_ms\": %.4f, \"e2e_copies_ms\": %.4f, \"upload_bytes\": %zu}\n",
+               o.engine.c_str(), o.batch, pack.images.size(), (long long)detections,
+               pre.median_ms, network.median_ms, post.median_ms, e2e.median_ms, copies.median_ms, bytes);
+  return Status::ok();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    const bool has_value = i + 1 < argc;
+    if (arg == "--engine" && has_value) o.engine = argv[++i];
+    else if (arg == "--images" && has_value) o.images = argv[++i];
+    else if (arg == "--results" && has_value) o.results = argv[++i];
+    else if (arg == "--batch" && has_value) o.batch = std::atoi(argv[++i]);
+    else if (arg == "--imgsz" && has_value) o.imgsz = std::atoi(argv[++i]);
+    else if (arg == "--seconds" && has_value) o.seconds = std::atof(argv[++i]);
+    else {
+      std::fprintf(stderr, "e2e_cuda_engine: unknown argument '%s'\n", arg.c_str());
+      return 2;
+    }
+  }
+  if (o.engine.empty() || o.images.empty() || o.batch < 1) {
+    std::fprintf(stderr,
+                 "usage: e2e_cuda_engine --engine e.engine --images pack.rgb [--results r.json] "
+                 "[--batch 64] [--imgsz 640] [--seconds 1]\n");
+    return 2;
+  }
+  const qyolo::Status status = run(o);
+  if (!status.is_ok()) {
+    std::fprintf(stderr, "e2e_cuda_engine: %s\n", status.message().c_str());
+    return 1;
+  }
+  return 0;
+}
