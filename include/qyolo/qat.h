@@ -5,6 +5,7 @@
 // docs/qat.md describes the design.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -59,8 +60,41 @@ struct AugmentOptions {
 
 // HSV jitter as ultralytics' augment_hsv does it (OpenCV's 8-bit HSV, LUTs per channel).
 void augment_hsv(Image& image, double hue_gain, double saturation_gain, double value_gain);
+
+// Where augment() put the image: its letterbox on the canvas, then whether it was mirrored.
+struct AugmentPlacement {
+  Letterbox letterbox;
+  bool flipped = false;
+};
 // A training sample: HSV jitter, a random letterbox scale onto a size x size canvas, a flip.
-Image augment(const Image& image, int size, const AugmentOptions& options, std::mt19937_64& rng);
+Image augment(const Image& image, int size, const AugmentOptions& options, std::mt19937_64& rng,
+              AugmentPlacement* placement = nullptr);
+
+// ---------------------------------------------------------------------------------------
+// Labels for supervised fine-tuning (no LibTorch).
+
+// A ground-truth box of a training image: its 80-class index and COCO's x, y, width, height
+// in pixels of the original image.
+struct TrainingBox {
+  int class_index = 0;
+  double x = 0, y = 0, width = 0, height = 0;
+};
+
+// The boxes of each of `images` (same order) from the COCO instances file `annotations`; an
+// image's file_name matches its path relative to `images_dir`, or its file name. Crowd
+// annotations and empty boxes are left out, as in ultralytics' COCO labels; images without
+// annotations get none. Errors (naming the file): not a COCO instances file, images of the
+// file that are not among `images` (how many, and the first), a category outside COCO's 80.
+Expected<std::vector<std::vector<TrainingBox>>> load_training_labels(
+    const std::string& annotations, const std::vector<std::string>& images,
+    const std::string& images_dir);
+
+// YOLOv5 training targets (class, x, y, w, h; centre and size normalised to the canvas) of
+// `boxes` after augment() placed their image: scaled and shifted as its pixels were,
+// mirrored with it, clipped to the image; boxes under 2 pixels wide or high are dropped
+// (ultralytics' box_candidates).
+std::vector<std::array<float, 5>> augmented_targets(const std::vector<TrainingBox>& boxes,
+                                                    const AugmentPlacement& placement);
 
 // A line plot of `values` (x = index + 1) as a PNG at `path`.
 Status write_loss_plot(const std::vector<double>& values, const std::string& title,
@@ -108,6 +142,11 @@ struct FineTuneOptions {
   uint64_t seed = 0;
   int max_images = 0;  // 0: all
   AugmentOptions augment;
+  // Supervised fine-tuning: the boxes of each image (load_training_labels), aligned with
+  // `images`; empty: distillation only.
+  std::vector<std::vector<TrainingBox>> labels;
+  // Weight of the distillation term; < 0: 1 without labels, 0 with them (detection loss only).
+  double distill_weight = -1.0;
   std::string device = "cpu";
   std::string output_dir;  // checkpoint.pt, log.csv, loss.png
   bool resume = true;      // continue from output_dir/checkpoint.pt when it exists
@@ -135,12 +174,13 @@ struct FineTuneResult {
   double seconds = 0.0;
 };
 
-// Label-free distillation: the FP32 graph `fp32` is the teacher, `qat` (fp32 with Q/DQ
-// inserted) the student; the loss is the mean squared difference of the three head
-// outputs. Each epoch writes output_dir/checkpoint.pt (written aside, then renamed, so a
-// failure keeps the last good one), log.csv and loss.png. A rerun resumes from the
-// checkpoint; one made for another model or placement is an error that says so. A
-// non-finite loss stops with the step named.
+// Fine-tunes `qat` (fp32 with Q/DQ inserted). Label-free distillation: the FP32 graph `fp32`
+// is the teacher and the loss is the mean squared difference of the three head outputs.
+// With options.labels, the loss is YOLOv5 v7.0's detection loss on the student's heads plus
+// distill_weight times the distillation term (docs/qat.md). Each epoch writes
+// output_dir/checkpoint.pt (written aside, then renamed, so a failure keeps the last good one),
+// log.csv and loss.png. A rerun resumes from the checkpoint; one made for another model, placement
+// or loss is an error that says so. A non-finite loss stops with the step named.
 Expected<FineTuneResult> fine_tune(
     const Graph& fp32, const Graph& qat, const std::vector<std::string>& images,
     const FineTuneOptions& options,

@@ -92,7 +92,8 @@ void augment_hsv(Image& image, double hue_gain, double saturation_gain, double v
   }
 }
 
-Image augment(const Image& image, int size, const AugmentOptions& options, std::mt19937_64& rng) {
+Image augment(const Image& image, int size, const AugmentOptions& options, std::mt19937_64& rng,
+              AugmentPlacement* placement_out) {
   std::uniform_real_distribution<double> unit(0.0, 1.0);
   const double r_h = (2.0 * unit(rng) - 1.0) * options.hsv_h + 1.0;
   const double r_s = (2.0 * unit(rng) - 1.0) * options.hsv_s + 1.0;
@@ -110,6 +111,7 @@ Image augment(const Image& image, int size, const AugmentOptions& options, std::
         std::swap_ranges(row + 3 * a, row + 3 * a + 3, row + 3 * b);
     }
   }
+  if (placement_out) *placement_out = {placement, flip};
   return out;
 }
 

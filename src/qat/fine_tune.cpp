@@ -1,5 +1,6 @@
-// Label-free distillation of a QAT graph: the FP32 graph is the teacher, both run trimmed at
-// the head convolutions (so at any input size), the loss is the MSE of the three heads.
+// Fine-tuning of a QAT graph: label-free distillation (the FP32 graph is the teacher, both
+// run trimmed at the head convolutions, so at any input size; the loss is the MSE of the
+// three heads) and, with labels, YOLOv5's detection loss on the student's heads.
 // SGD with momentum, YOLOv5's cosine decay, a checkpoint per epoch.
 #include <chrono>
 #include <cmath>
@@ -9,6 +10,7 @@
 #include <numeric>
 
 #include "qat/qat_internal.h"
+#include "qyolo/coco.h"
 
 namespace qyolo {
 namespace {
@@ -34,7 +36,8 @@ std::string fingerprint(const Graph& graph) {
   return text;
 }
 
-Status write_log(const std::vector<EpochLog>& log, const std::string& dir) {
+Status write_log(const std::vector<EpochLog>& log, const std::string& dir,
+                 const std::string& title) {
   const std::string csv = (std::filesystem::path(dir) / "log.csv").string();
   std::ofstream out(csv);
   out << "epoch,loss,lr,images_per_second\n";
@@ -48,8 +51,7 @@ Status write_log(const std::vector<EpochLog>& log, const std::string& dir) {
   }
   out.close();
   if (!out) return io_error("cannot write ", csv);
-  return write_loss_plot(losses, "distillation loss",
-                         (std::filesystem::path(dir) / "loss.png").string());
+  return write_loss_plot(losses, title, (std::filesystem::path(dir) / "loss.png").string());
 }
 
 // The models each run trimmed at `size`: the teacher is the float graph, the student the
@@ -70,6 +72,19 @@ Expected<FineTuneResult> fine_tune(const Graph& fp32, const Graph& qat,
   if (!(options.lr > 0.0) || !std::isfinite(options.lr))
     return invalid_argument("--lr ", options.lr, " is not a positive number");
   if (images.empty()) return not_found("no training images");
+  const bool supervised = !options.labels.empty();
+  if (supervised && options.labels.size() != images.size()) {
+    return invalid_argument("labels for ", options.labels.size(), " images, but ", images.size(),
+                            " images");
+  }
+  const double distill_weight =
+      options.distill_weight >= 0.0 ? options.distill_weight : (supervised ? 0.0 : 1.0);
+  if (!std::isfinite(distill_weight))
+    return invalid_argument("--distill-weight ", options.distill_weight, " is not a number");
+  if (!supervised && !(distill_weight > 0.0)) {
+    return invalid_argument("--distill-weight ", distill_weight,
+                            " without annotations leaves nothing to train on");
+  }
   if (options.output_dir.empty()) return invalid_argument("no output folder for checkpoints");
   std::error_code ec;
   std::filesystem::create_directories(options.output_dir, ec);
@@ -86,6 +101,23 @@ Expected<FineTuneResult> fine_tune(const Graph& fp32, const Graph& qat,
   QYOLO_ASSIGN_OR_RETURN(auto teacher, QatModel::create(teacher_graph, options.device));
   QYOLO_ASSIGN_OR_RETURN(auto student, QatModel::create(student_graph, options.device));
   for (auto& p : teacher->impl().parameters) p.set_requires_grad(false);
+  // The detection loss reads the heads as Detect does: strides 8, 16, 32, 3 anchors, 80 classes.
+  const torch::Tensor anchors = default_grid_anchors(torch::TensorOptions(student->impl().device));
+  const DetectionLossHyp hyp = detection_loss_gains(DetectionLossHyp(), 3, kCoco80Classes, size);
+  if (supervised) {
+    const auto& heads = student_graph.outputs;
+    for (size_t k = 0; k < heads.size(); ++k) {
+      const int64_t stride = int64_t{8} << k;
+      if (heads.size() != 3 || heads[k].shape.size() != 4 ||
+          heads[k].shape[1] != 3 * (5 + kCoco80Classes) ||
+          heads[k].shape[2] != (size + stride - 1) / stride) {
+        return invalid_argument("the detection loss needs three heads of ",
+                                3 * (5 + kCoco80Classes), " channels at strides 8, 16, 32; head ",
+                                k, " '", heads[k].name, "' is ", shape_str(heads[k].shape),
+                                " at input size ", size);
+      }
+    }
+  }
 
   // Decoded once: the epochs only re-augment.
   std::vector<Image> decoded;
@@ -102,7 +134,9 @@ Expected<FineTuneResult> fine_tune(const Graph& fp32, const Graph& qat,
                                           .momentum(options.momentum)
                                           .nesterov(options.momentum > 0.0)
                                           .weight_decay(options.weight_decay));
-  const std::string id = fingerprint(qat);
+  // A checkpoint is for one starting point and one loss.
+  const std::string id =
+      fingerprint(qat) + (supervised ? str_cat("+detection+", distill_weight) : std::string());
   const std::string checkpoint =
       (std::filesystem::path(options.output_dir) / "checkpoint.pt").string();
   int start_epoch = 0;
@@ -114,7 +148,7 @@ Expected<FineTuneResult> fine_tune(const Graph& fp32, const Graph& qat,
       if (!archive.try_read("fingerprint", saved_id) || !saved_id.isString() ||
           saved_id.toStringRef() != id) {
         return invalid_argument("checkpoint ", checkpoint,
-                                " was made for another model or placement (fingerprint ",
+                                " was made for another model, placement or loss (fingerprint ",
                                 saved_id.isString() ? saved_id.toStringRef() : std::string("none"),
                                 ", this one ", id, "); remove it or use another output folder");
       }
@@ -161,8 +195,18 @@ Expected<FineTuneResult> fine_tune(const Graph& fp32, const Graph& qat,
         const int64_t first = step * options.batch;
         const int64_t count = std::min<int64_t>(options.batch, decoded.size() - first);
         Tensor batch(DType::kFloat32, {count, 3, size, size});
-        for (int64_t b = 0; b < count; ++b)
-          image_to_tensor(augment(decoded[order[first + b]], size, options.augment, rng), batch, b);
+        std::vector<float> target_rows;  // image, class, x, y, w, h
+        for (int64_t b = 0; b < count; ++b) {
+          AugmentPlacement placement;
+          const size_t index = order[first + b];
+          image_to_tensor(augment(decoded[index], size, options.augment, rng, &placement), batch,
+                          b);
+          if (!supervised) continue;
+          for (const auto& t : augmented_targets(options.labels[index], placement)) {
+            target_rows.push_back(static_cast<float>(b));
+            target_rows.insert(target_rows.end(), t.begin(), t.end());
+          }
+        }
         const int64_t global = static_cast<int64_t>(epoch) * steps_per_epoch + step;
         const double progress_fraction = static_cast<double>(global) / total_steps;
         lr = options.lr *
@@ -171,16 +215,27 @@ Expected<FineTuneResult> fine_tune(const Graph& fp32, const Graph& qat,
           static_cast<torch::optim::SGDOptions&>(group.options()).lr(lr);
 
         const torch::Tensor input = to_torch(batch).to(student->impl().device);
-        std::vector<torch::Tensor> targets;
-        {
-          torch::NoGradGuard no_grad;
-          targets = teacher->impl().run(input);
-        }
         const std::vector<torch::Tensor> outputs = student->impl().run(input);
         torch::Tensor loss = torch::zeros({}, input.options());
-        for (size_t k = 0; k < outputs.size(); ++k)
-          loss = loss + torch::mse_loss(outputs[k], targets[k]);
-        loss = loss / static_cast<double>(outputs.size());
+        if (distill_weight > 0.0) {
+          std::vector<torch::Tensor> teacher_heads;
+          {
+            torch::NoGradGuard no_grad;
+            teacher_heads = teacher->impl().run(input);
+          }
+          torch::Tensor distillation = torch::zeros({}, input.options());
+          for (size_t k = 0; k < outputs.size(); ++k)
+            distillation = distillation + torch::mse_loss(outputs[k], teacher_heads[k]);
+          loss = loss + distill_weight * distillation / static_cast<double>(outputs.size());
+        }
+        if (supervised) {
+          std::vector<torch::Tensor> heads;
+          for (const auto& output : outputs) heads.push_back(detect_layout(output, 3));
+          const int64_t rows = static_cast<int64_t>(target_rows.size() / 6);
+          const torch::Tensor targets =
+              torch::from_blob(target_rows.data(), {rows, 6}, torch::kFloat32).clone();
+          loss = loss + detection_loss(heads, targets, anchors, hyp).total.sum();
+        }
         double value = loss.item<double>();
         if (options.inject_nan_at_step == global + 1) value = std::nan("");
         if (!std::isfinite(value)) {
@@ -227,7 +282,10 @@ Expected<FineTuneResult> fine_tune(const Graph& fp32, const Graph& qat,
       archive.save_to(checkpoint + ".tmp");
       std::filesystem::rename(checkpoint + ".tmp", checkpoint, ec);
       if (ec) return io_error("cannot write ", checkpoint, ": ", ec.message());
-      QYOLO_RETURN_IF_ERROR(write_log(result.log, options.output_dir));
+      QYOLO_RETURN_IF_ERROR(write_log(
+          result.log, options.output_dir,
+          supervised ? (distill_weight > 0.0 ? "detection + distillation loss" : "detection loss")
+                     : "distillation loss"));
     }
   } catch (const c10::Error& e) {
     return internal_error("fine-tuning: ", e.what_without_backtrace());

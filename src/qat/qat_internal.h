@@ -68,4 +68,36 @@ Expected<Tensor> from_torch(const torch::Tensor& tensor);
 // The per-channel weight scale the model uses: max|w[c]| / 127, never 0.
 torch::Tensor weight_scales(const torch::Tensor& weight);
 
+// ---------------------------------------------------------------------------------------
+// YOLOv5 v7.0's detection loss (utils/loss.py ComputeLoss, src/qat/detection_loss.cpp).
+
+// hyp.scratch-low.yaml's loss gains, before train.py scales them (detection_loss_gains).
+struct DetectionLossHyp {
+  double box = 0.05, obj = 1.0, cls = 0.5;
+  double anchor_t = 4.0;  // a target matches an anchor when both w and h ratios are below it
+  double label_smoothing = 0.0;
+  std::vector<double> balance = {4.0, 1.0, 0.4};  // objectness weight per head (P3, P4, P5)
+};
+
+// train.py's scaling: box *= 3 / nl; cls *= nc / 80 * 3 / nl; obj *= (imgsz / 640)^2 * 3 / nl.
+DetectionLossHyp detection_loss_gains(DetectionLossHyp hyp, int num_heads, int num_classes,
+                                      int image_size);
+
+struct DetectionLoss {
+  torch::Tensor total;          // (box + obj + cls) * batch, shape [1]; what is minimised
+  torch::Tensor box, obj, cls;  // the gained terms, shape [1] each (ComputeLoss's loss items)
+};
+
+// ComputeLoss.__call__: `heads` are Detect's training outputs, N x na x H x W x (5 + nc) each
+// (detect_layout); `targets` M x 6 rows (image, class, x, y, w, h), normalised to the input;
+// `anchors` nl x na x 2 in grid units (pixels / stride). `hyp` is already scaled.
+DetectionLoss detection_loss(const std::vector<torch::Tensor>& heads, const torch::Tensor& targets,
+                             const torch::Tensor& anchors, const DetectionLossHyp& hyp);
+
+// A raw head convolution output N x (na * (5 + nc)) x H x W as N x na x H x W x (5 + nc).
+torch::Tensor detect_layout(const torch::Tensor& head, int64_t num_anchors);
+
+// YOLOv5's default anchors in grid units (pixels / stride 8, 16, 32): 3 x 3 x 2.
+torch::Tensor default_grid_anchors(const torch::TensorOptions& options);
+
 }  // namespace qyolo

@@ -358,7 +358,7 @@ TEST(QatFineTune, ResumingAnotherModelsCheckpointIsAnError) {
   ASSERT_FALSE(other);
   const std::string message = other.status().message();
   EXPECT_NE(message.find("checkpoint " + (dir / "checkpoint.pt").string() +
-                         " was made for another model or placement"),
+                         " was made for another model, placement or loss"),
             std::string::npos)
       << message;
 }
@@ -431,6 +431,33 @@ TEST(QatCli, TrimmedExportAtTheDlaSize) {
   EXPECT_EQ(checked.exit_code, 0) << checked.output;
 }
 
+// --annotations end to end on two images (a synthetic file: the shared data has no
+// training annotations), one step at a small size.
+TEST(QatCli, SupervisedFineTuningRuns) {
+  const auto dir = temp_dir();
+  const auto images = *list_training_images(calib_images());
+  std::string json = R"({"images": [)";
+  for (int k = 0; k < 2; ++k) {
+    json += str_cat(k ? "," : "", R"({"id": )", k + 1, R"(, "file_name": ")",
+                    std::filesystem::path(images[k]).filename().string(), R"("})");
+  }
+  json += R"(], "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [50, 40, 200,
+          300], "area": 60000, "iscrowd": 0}], "categories": [{"id": 1}]})";
+  testing::write_file(dir / "instances.json", json);
+  auto result = run_qyolo("qat --onnx " + yolov5n_path().string() + " --images " + calib_images() +
+                          " --annotations " + (dir / "instances.json").string() +
+                          " --max-images 2 --epochs 1 --batch 2 --imgsz 128 --calib-method max "
+                          "--distill-weight 0.5 --trim -o " +
+                          dir.string());
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_NE(result.output.find("labels    1 boxes on 1 of 2 images; loss: detection + 0.5 x "
+                               "distillation"),
+            std::string::npos)
+      << result.output;
+  EXPECT_NE(result.output.find("epoch   1 loss"), std::string::npos) << result.output;
+  EXPECT_TRUE(std::filesystem::exists(dir / "qat.onnx"));
+}
+
 TEST(QatCli, BadInputsAreOneLine) {
   const auto dir = temp_dir();
   const std::string base =
@@ -447,11 +474,31 @@ TEST(QatCli, BadInputsAreOneLine) {
               std::string::npos)
         << cuda.output;
   }
-  auto labels = run_qyolo(base + " --images " + calib_images() + " --annotations a.json");
-  EXPECT_EQ(labels.exit_code, 1);
-  EXPECT_NE(labels.output.find("qyolo qat: error: --annotations: supervised fine-tuning"),
-            std::string::npos)
-      << labels.output;
+  // Annotations that name images the folder lacks, and a file that is not COCO instances.
+  const auto images = *list_training_images(calib_images());
+  const std::string first = std::filesystem::path(images[0]).filename().string();
+  testing::write_file(dir / "missing.json",
+                      R"({"images": [{"id": 1, "file_name": ")" + first +
+                          R"("}, {"id": 2, "file_name": "not_here.jpg"}], "annotations": [],
+                          "categories": [{"id": 1}]})");
+  auto missing = run_qyolo(base + " --images " + calib_images() + " --annotations " +
+                           (dir / "missing.json").string());
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_EQ(missing.output, "qyolo qat: error: " + (dir / "missing.json").string() +
+                                ": 1 of its 2 images are not in " + calib_images() +
+                                ", the first 'not_here.jpg'\n");
+  testing::write_file(dir / "other.json", R"({"info": {"year": 2017}})");
+  auto other = run_qyolo(base + " --images " + calib_images() + " --annotations " +
+                         (dir / "other.json").string());
+  EXPECT_EQ(other.exit_code, 1);
+  EXPECT_EQ(other.output, "qyolo qat: error: " + (dir / "other.json").string() +
+                              ": no 'images' array: expected a COCO instances file\n");
+  auto negative = run_qyolo(base + " --images " + calib_images() + " --distill-weight -1");
+  EXPECT_EQ(negative.output, "qyolo qat: error: --distill-weight -1 is negative\n");
+  auto nothing = run_qyolo(base + " --images " + calib_images() + " --distill-weight 0");
+  EXPECT_EQ(nothing.output,
+            "qyolo qat: error: --distill-weight 0 without --annotations leaves nothing to train "
+            "on\n");
   auto placement = run_qyolo(base + " --images " + calib_images() + " --placement opt3");
   EXPECT_EQ(
       placement.output,

@@ -1,7 +1,8 @@
 // qyolo qat: quantization-aware training. Inserts Q/DQ in NVIDIA's Option 1 or Option 2
-// placement, calibrates on the images, fine-tunes by distillation from the FP32 model and
-// exports a QAT ONNX for `qyolo translate`. The output folder keeps calibrated.onnx,
-// checkpoint.pt (a rerun resumes from it), log.csv, loss.png and qat.onnx.
+// placement, calibrates on the images, fine-tunes by distillation from the FP32 model or, with
+// --annotations, with YOLOv5's detection loss, and exports a QAT ONNX for `qyolo translate`. The
+// output folder keeps calibrated.onnx, checkpoint.pt (a rerun resumes from it), log.csv, loss.png
+// and qat.onnx.
 #include "qyolo/qat.h"
 
 #include <cstdio>
@@ -24,6 +25,8 @@ struct QatOptions {
   int epochs = 1;
   int batch = 4;
   double lr = 1e-4;
+  double distill_weight = 0.0;
+  bool distill_weight_given = false;  // else 1 without --annotations, 0 with
   int image_size = 640;
   int train_size = 0;
   std::string device = "cpu";
@@ -48,9 +51,13 @@ int run_qat(const QatOptions& o) {
   }
   auto method = parse_calibration_method(o.calib_method);
   if (!method) return report_error(cmd, method.status());
-  if (!o.annotations.empty()) {
-    return report_error(cmd, unsupported("--annotations: supervised fine-tuning with the "
-                                         "detection loss is not built yet; omit it to distil"));
+  if (o.distill_weight_given && !(o.distill_weight >= 0.0)) {
+    return report_error(cmd,
+                        invalid_argument("--distill-weight ", o.distill_weight, " is negative"));
+  }
+  if (o.annotations.empty() && o.distill_weight_given && o.distill_weight == 0.0) {
+    return report_error(cmd, invalid_argument("--distill-weight 0 without --annotations leaves "
+                                              "nothing to train on"));
   }
   if (o.device == "cuda" && !qat_cuda_available()) {
     return report_error(cmd, unsupported("--device cuda: this LibTorch has no CUDA (or sees no "
@@ -58,8 +65,24 @@ int run_qat(const QatOptions& o) {
   }
   auto files = list_training_images(o.images);
   if (!files) return report_error(cmd, files.status());
-  if (o.max_images > 0 && files->size() > static_cast<size_t>(o.max_images))
+  std::vector<std::vector<TrainingBox>> labels;
+  if (!o.annotations.empty()) {
+    auto loaded = load_training_labels(o.annotations, *files, o.images);
+    if (!loaded) return report_error(cmd, loaded.status());
+    labels = std::move(*loaded);
+  }
+  if (o.max_images > 0 && files->size() > static_cast<size_t>(o.max_images)) {
     files->resize(o.max_images);
+    if (!labels.empty()) labels.resize(o.max_images);
+  }
+  if (!labels.empty()) {
+    size_t boxes = 0, labelled = 0;
+    for (const auto& image : labels) boxes += image.size(), labelled += !image.empty();
+    const double weight = o.distill_weight_given ? o.distill_weight : 0.0;
+    std::printf("labels    %zu boxes on %zu of %zu images; loss: detection%s\n", boxes, labelled,
+                files->size(),
+                weight > 0.0 ? str_cat(" + ", weight, " x distillation").c_str() : "");
+  }
   auto fp32 = load_onnx(o.model);
   if (!fp32) return report_error(cmd, fp32.status());
   // Fail before calibrating when the model has an op the trainer lacks.
@@ -95,6 +118,8 @@ int run_qat(const QatOptions& o) {
   tune.lr = o.lr;
   tune.image_size = o.train_size > 0 ? o.train_size : o.image_size;
   tune.seed = o.seed;
+  tune.labels = std::move(labels);
+  tune.distill_weight = o.distill_weight_given ? o.distill_weight : -1.0;
   tune.device = o.device;
   tune.output_dir = o.output_dir;
   tune.resume = !o.no_resume;
@@ -138,10 +163,16 @@ int run_qat(const QatOptions& o) {
 void add_qat_command(CLI::App& app, int& exit_code) {
   auto o = std::make_shared<QatOptions>();
   CLI::App* cmd = app.add_subcommand(
-      "qat", "Quantization-aware training: Q/DQ, calibration, distillation, QAT ONNX export");
+      "qat",
+      "Quantization-aware training: Q/DQ, calibration, fine-tuning (distillation or, with "
+      "--annotations, the YOLOv5 detection loss), QAT ONNX export");
   cmd->add_option("--onnx", o->model, "FP32 ONNX model")->required();
   cmd->add_option("--images", o->images, "Folder of training/calibration images")->required();
-  cmd->add_option("--annotations", o->annotations, "COCO annotations (supervised fine-tuning)");
+  cmd->add_option("--annotations", o->annotations,
+                  "COCO instances JSON of the --images: fine-tune with YOLOv5's detection loss");
+  CLI::Option* distill_weight =
+      cmd->add_option("--distill-weight", o->distill_weight,
+                      "Weight of the distillation loss (default 1; 0 with --annotations)");
   cmd->add_option("--placement", o->placement, "opt1 (TensorRT's) or opt2 (all nodes)")
       ->capture_default_str();
   cmd->add_option("--calib-method", o->calib_method, "max, percentile, entropy or mse")
@@ -166,7 +197,10 @@ void add_qat_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--export", o->export_path, "QAT ONNX to write (default <dir>/qat.onnx)");
   cmd->add_option("-o,--output-dir", o->output_dir, "Folder for checkpoints, logs and the model")
       ->required();
-  cmd->callback([o, &exit_code] { exit_code = run_qat(*o); });
+  cmd->callback([o, distill_weight, &exit_code] {
+    o->distill_weight_given = distill_weight->count() > 0;
+    exit_code = run_qat(*o);
+  });
 }
 
 }  // namespace qyolo::cli
