@@ -74,6 +74,10 @@ struct BuildLayer {
   Activation activation = Activation::kNone;
   int residual = -1;              // value index of a fused Add's other input
   std::string activation_output;  // value the unfused activation wrote (report)
+  // > 0: the int8 conv rounds at this scale (its own, from the cache) before writing its output
+  // at the output value's scale: a Concat input written in place although the Concat has
+  // another scale, the reference's requantizing copy fused (remove_concat).
+  float conv_scale = 0.0f;
   // kMaxPool / kResize
   int kernel = 1, stride = 1, pad = 0, factor = 1;
 };

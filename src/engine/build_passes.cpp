@@ -488,13 +488,16 @@ Status insert_precision_converts(BuildGraph& g, PassReport& report) {
 }
 
 Status remove_concat(BuildGraph& g, const BuildOptions& options, PassReport& report) {
-  int concats = 0, in_place = 0, copies = 0;
+  int concats = 0, in_place = 0, requantized = 0, copies = 0;
   std::vector<BuildOp> op_of;
   for (const BuildLayer& l : g.layers) op_of.push_back(l.op);
+  const auto users = consumers(g);
+  std::vector<int> moved_to(g.layers.size(), -1);  // index in `out` of each layer kept
   std::vector<BuildLayer> out;
   for (size_t i = 0; i < g.layers.size(); ++i) {
     BuildLayer l = std::move(g.layers[i]);
     if (l.op != BuildOp::kConcat) {
+      moved_to[i] = int(out.size());
       out.push_back(std::move(l));
       continue;
     }
@@ -509,8 +512,24 @@ Status remove_concat(BuildGraph& g, const BuildOptions& options, PassReport& rep
                                op_of[in.producer] != BuildOp::kConcat;
       const bool same_numbers =
           in.type == target.type && (target.type != ElementType::kInt8 || in.scale == target.scale);
-      if (options.fusion && in.parent < 0 && !in.graph_output && producer_ok && same_numbers &&
-          aligned && !seen.count(v)) {
+      // An int8 conv read by this Concat alone can round at its own scale and write the
+      // Concat's: the reference's requantizing copy, in the conv's epilogue.
+      BuildLayer* conv = in.producer >= 0 && moved_to[in.producer] >= 0
+                             ? &out[moved_to[in.producer]]
+                             : nullptr;
+      const bool requantize_in_conv =
+          conv && conv->op == BuildOp::kConv && conv->precision == ElementType::kInt8 &&
+          in.type == ElementType::kInt8 && target.type == ElementType::kInt8 && in.scale > 0.0f &&
+          target.scale > 0.0f && conv->residual < 0 && conv->activation != Activation::kSigmoid &&
+          conv->conv_scale == 0.0f && users[v].size() == 1;
+      const bool free = options.fusion && in.parent < 0 && !in.graph_output && producer_ok &&
+                        aligned && !seen.count(v);
+      if (free && (same_numbers || requantize_in_conv)) {
+        if (!same_numbers) {
+          conv->conv_scale = in.scale;
+          in.scale = target.scale;
+          ++requantized;
+        }
         in.parent = l.output;
         in.channel_offset = offset;
         ++in_place;
@@ -540,9 +559,11 @@ Status remove_concat(BuildGraph& g, const BuildOptions& options, PassReport& rep
   g.layers = std::move(out);
   for (size_t i = 0; i < g.layers.size(); ++i)
     if (g.layers[i].op != BuildOp::kOutputReformat) g.values[g.layers[i].output].producer = int(i);
-  report = {"remove_concat", str_cat(concats, " Concat removed: ", in_place,
-                                     " inputs written in place into their channel slice, ", copies,
-                                     " copied (scale differs, or fusion off)")};
+  report = {"remove_concat",
+            str_cat(concats, " Concat removed: ", in_place,
+                    " inputs written in place into their channel slice (", requantized,
+                    " of them by a conv rounding at its own scale first), ", copies,
+                    " copied (scale differs, or fusion off)")};
   return Status::ok();
 }
 

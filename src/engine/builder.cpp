@@ -162,6 +162,8 @@ Status lower_conv(const BuildGraph& g, const BuildLayer& b, const Engine& e, Eng
     if (b.activation == Activation::kSigmoid || b.residual >= 0) {
       const int mid = g.find(b.activation_output);
       l.conv_scale = g.values[mid].scale;
+    } else if (b.conv_scale > 0.0f) {  // a Concat input requantized in place (remove_concat)
+      l.conv_scale = b.conv_scale;
     }
     if (b.activation == Activation::kSigmoid) {
       const auto table = sigmoid_table(l.conv_scale, e.tensors[l.output].scale);

@@ -108,6 +108,9 @@ Status run_conv_int8(const Context& ctx, int index) {
                   l.conv_scale > 0.0f ? float(quantize_rne(v, l.conv_scale)) * l.conv_scale : v;
               const float b = float(rp[o]) * res->scale;
               dst[o] = quantize_rne(a + b, out_scale);
+            } else if (l.conv_scale > 0.0f) {
+              // The reference's requantizing copy into a Concat of another scale.
+              dst[o] = quantize_rne(float(quantize_rne(v, l.conv_scale)) * l.conv_scale, out_scale);
             } else {
               dst[o] = quantize_rne(v, out_scale);
             }

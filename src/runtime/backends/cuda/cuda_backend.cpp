@@ -235,12 +235,14 @@ class CudaPrepared : public PreparedEngine {
       a.epilogue.output_scale = out.scale;
       a.output = image_base(out, n);
       a.output_layout = out.layout;
-      if (res && !scratch) {  // the residual Add in the epilogue, at conv_scale first if set
+      if (res && !scratch) {  // the residual Add in the epilogue
         a.epilogue.residual = static_cast<const int8_t*>(image_base(*res, n));
         a.epilogue.residual_layout = res->layout;
         a.epilogue.residual_scale = res->scale;
-        a.epilogue.conv_scale = l.conv_scale;
       }
+      // Rounded at the conv's own scale first: the residual Add's, or a Concat's requantizing
+      // copy (the reference's separate layers).
+      if (!scratch) a.epilogue.conv_scale = l.conv_scale;
       if (scratch) {  // round at conv_scale into scratch, then the table
         a.output = scratch_.data();
         a.output_layout = {scratch_stride, 0};
