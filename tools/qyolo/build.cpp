@@ -109,7 +109,7 @@ void add_build_command(CLI::App& app, int& exit_code) {
   CLI::App* cmd = app.add_subcommand("build", "Build an engine file from an ONNX model");
   cmd->add_option("--onnx", f->onnx, "ONNX model (full export or trimmed at the heads)")
       ->required();
-  add_precision_flags(cmd, f->precision);
+  add_precision_flags(cmd, f->precision, "Build INT8 layers from the cache's scales (needs --calib)");
   cmd->add_flag("--fp16", f->fp16, "Allow FP16 layers (--layerPrecisions, layers without a scale)");
   cmd->add_option("--inputIOFormats", f->input_formats, "int8:hwc4 | fp16:chw16 | fp32:chw")
       ->capture_default_str();

@@ -1,4 +1,4 @@
-// The trtexec-style precision flags shared by val and infer: --int8 --calib <cache>
+// The trtexec-style precision flags shared by val, infer and build: --int8 --calib <cache>
 // --layerPrecisions name:fp16,...
 #pragma once
 
@@ -19,8 +19,12 @@ struct PrecisionFlags {
   std::string layer_precisions;
 };
 
-inline void add_precision_flags(CLI::App* cmd, PrecisionFlags& flags) {
-  cmd->add_flag("--int8", flags.int8, "Run INT8 on the CPU reference backend (needs --calib)");
+// `int8_help` says what --int8 does for this command (val/infer run the CPU reference
+// backend; build makes INT8 layers).
+inline void add_precision_flags(CLI::App* cmd, PrecisionFlags& flags,
+                                const char* int8_help =
+                                    "Run INT8 on the CPU reference backend (needs --calib)") {
+  cmd->add_flag("--int8", flags.int8, int8_help);
   cmd->add_option("--calib", flags.calib,
                   "Calibration cache (TensorRT format) with the activation scales");
   cmd->add_option("--layerPrecisions", flags.layer_precisions,
