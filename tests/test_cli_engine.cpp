@@ -108,6 +108,19 @@ TEST_F(CliEngine, BuildPrintsItsPassesAndValEqualsTheReference) {
   EXPECT_EQ(read_json(a)["stats"], read_json(b)["stats"]);
   EXPECT_EQ(read_json(a)["detections"], read_json(b)["detections"]);
   EXPECT_GT(read_json(a)["detections"].get<int>(), 100);
+  // Sharded over two instances: the same results, merged in order.
+  const fs::path c = files().dir / "two.json", ra = files().dir / "one.res.json",
+                 rc = files().dir / "two.res.json";
+  auto one = run_qyolo("val --loadEngine " + engine.string() + val_args(3) + " --save-json " +
+                       ra.string());
+  ASSERT_EQ(one.exit_code, 0) << one.output;
+  auto two = run_qyolo("val --loadEngine " + engine.string() + val_args(3) +
+                       " --devices 0,0 --export-metrics " + c.string() + " --save-json " +
+                       rc.string());
+  ASSERT_EQ(two.exit_code, 0) << two.output;
+  EXPECT_NE(two.output.find("all 2 instances:"), std::string::npos) << two.output;
+  EXPECT_EQ(read_json(c)["stats"], read_json(a)["stats"]);
+  EXPECT_EQ(read_json(rc), read_json(ra));
 
   auto detect = run_qyolo("detect --loadEngine " + engine.string() + " -o " +
                           (files().dir / "detect").string() + " " +
@@ -176,6 +189,16 @@ TEST_F(CliEngine, MistakesAreOneLineErrors) {
   auto r = run_qyolo("val --loadEngine " + cuda + val_args(1));
   if (r.exit_code != 0)  // no CUDA backend or no GPU here; where both are, it simply runs
     EXPECT_NE(r.output.find("target cuda: "), std::string::npos) << r.output;
+  // --devices: only with an engine, indices the target has.
+  r = run_qyolo("val --onnx " + testing::yolov5n_path().string() + " --devices 0" + val_args(1));
+  EXPECT_NE(r.output.find("--devices needs --loadEngine"), std::string::npos) << r.output;
+  r = run_qyolo("val --loadEngine " + cuda + " --devices 0,x" + val_args(1));
+  EXPECT_NE(r.output.find("expected all or device indices"), std::string::npos) << r.output;
+  const std::string cpu = (files().dir / "cpu.engine").string();
+  ASSERT_EQ(run_qyolo(build_args(cpu, "")).exit_code, 0);
+  r = run_qyolo("val --loadEngine " + cpu + " --devices 0,1" + val_args(1));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("the cpu target has one device, 0"), std::string::npos) << r.output;
   // Truncated on disk.
   ASSERT_EQ(run_command("head -c 1000 " + cuda + " > " + e).exit_code, 0);
   r = run_qyolo("bench --loadEngine " + e);

@@ -24,6 +24,8 @@ struct DetectorOptions {
   bool int8 = false;
   std::map<std::string, float> scales;
   std::set<std::string> fp16_layers;
+  // Engines on the cuda target: the GPU (runtime::DeviceOptions::device_index).
+  int device_index = 0;
 };
 
 // Time spent per stage, accumulated over calls, in milliseconds.

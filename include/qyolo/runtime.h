@@ -123,6 +123,8 @@ std::unique_ptr<Backend> make_cpu_backend();
 // The CUDA backend on GPU `device`; without QYOLO_CUDA an error "target cuda: qyolo was built
 // without QYOLO_CUDA".
 Expected<std::unique_ptr<Backend>> make_cuda_backend(int device);
+// Devices of a target: 1 for the cpu; the CUDA GPUs present for cuda (0 without QYOLO_CUDA).
+int device_count(EngineTarget target);
 
 // ---------------------------------------------------------------------------------------------
 // The cuDLA-like API.

@@ -19,7 +19,9 @@ Expected<std::unique_ptr<Detector>> Detector::create_from_engine(const std::stri
                                                                  DetectorOptions options) {
   QYOLO_ASSIGN_OR_RETURN(Engine engine, load_engine(path));
   auto runner = std::make_shared<EngineRunner>();
-  QYOLO_ASSIGN_OR_RETURN(runner->device, runtime::Device::create(engine.target));
+  runtime::DeviceOptions device_options;
+  device_options.device_index = options.device_index;
+  QYOLO_ASSIGN_OR_RETURN(runner->device, runtime::Device::create(engine.target, device_options));
   auto module = runtime::Module::from_engine(*runner->device, std::move(engine));
   if (!module) return with_context(module.status(), path);
   runner->module = std::move(*module);

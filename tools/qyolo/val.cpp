@@ -1,8 +1,11 @@
 // qyolo val: COCO validation of a detector, as ultralytics' val.py with --save-json does,
 // scored by qyolo's own COCOeval (pycocotools' numbers).
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <thread>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -14,6 +17,7 @@
 #include "qyolo/precision_flags.h"
 #include "qyolo/progress.h"
 #include "qyolo/make_detector.h"
+#include "qyolo/runtime.h"
 
 namespace qyolo::cli {
 namespace {
@@ -32,8 +36,39 @@ struct ValOptions {
   std::string anchors;
   std::string save_json;
   std::string export_metrics;
+  std::string devices;  // --devices all|0,1,...: one engine instance per entry
   PrecisionFlags precision;
 };
+
+// --devices: "all" (every device of the engine's target) or indices, repeats allowed (two
+// instances on one GPU, as Orin's two DLA cores).
+Expected<std::vector<int>> parse_devices(const std::string& text, const std::string& engine) {
+  if (engine.empty()) return invalid_argument("--devices needs --loadEngine");
+  std::vector<int> devices;
+  QYOLO_ASSIGN_OR_RETURN(Engine e, load_engine(engine));
+  if (text == "all") {
+    const int count = runtime::device_count(e.target);
+    if (count == 0)
+      return unsupported("--devices all: no device of target ", target_name(e.target));
+    for (int i = 0; i < count; ++i) devices.push_back(i);
+    return devices;
+  }
+  size_t at = 0;
+  while (at <= text.size()) {
+    const size_t comma = std::min(text.find(',', at), text.size());
+    const std::string item = text.substr(at, comma - at);
+    char* end = nullptr;
+    const long value = std::strtol(item.c_str(), &end, 10);
+    if (item.empty() || *end != '\0' || value < 0 || value > 1023)
+      return invalid_argument("--devices '", text, "': expected all or device indices like 0,1");
+    if (e.target == EngineTarget::kCpu && value != 0)
+      return invalid_argument("--devices '", text, "': the cpu target has one device, 0 (repeat ",
+                              "it for more instances)");
+    devices.push_back(int(value));
+    at = comma + 1;
+  }
+  return devices;
+}
 
 // Python's round(value, digits): the correctly rounded decimal, read back as a double.
 double round_decimal(double value, int digits) {
@@ -70,8 +105,21 @@ int run_val(const ValOptions& options) {
     if (!anchors) return report_error("val", anchors.status());
     detector_options.anchors = *anchors;
   }
-  auto detector = make_detector(options.model, options.engine, options.precision, detector_options);
-  if (!detector) return report_error("val", detector.status());
+  std::vector<int> devices = {0};
+  if (!options.devices.empty()) {
+    auto parsed = parse_devices(options.devices, options.engine);
+    if (!parsed) return report_error("val", parsed.status());
+    devices = *parsed;
+  }
+  // One detector per device entry; the first one also answers the questions below.
+  std::vector<std::unique_ptr<Detector>> detectors;
+  for (int device : devices) {
+    detector_options.device_index = device;
+    auto made = make_detector(options.model, options.engine, options.precision, detector_options);
+    if (!made) return report_error("val", made.status());
+    detectors.push_back(std::move(*made));
+  }
+  std::unique_ptr<Detector>* detector = &detectors.front();
 
   if (options.precision.int8 || !options.engine.empty()) {
     int int8_layers = 0;
@@ -110,26 +158,69 @@ int run_val(const ValOptions& options) {
     todo.resize(options.max_images);
   }
 
+  // Images sharded round robin over the detectors (one thread each); results merged in
+  // annotation order, so any number of devices gives the single-device results.
   std::vector<CocoAnnotation> detections;
   std::vector<int64_t> evaluated_ids;
-  int64_t failed = 0;
-  ProgressBar progress("val", static_cast<int64_t>(todo.size()));
-  for (size_t i = 0; i < todo.size(); ++i) {
-    const CocoImage& image = *todo[i];
-    const auto path = (std::filesystem::path(options.images) / image.file_name).string();
-    evaluated_ids.push_back(image.id);
-    auto found = (*detector)->detect_file(path);
-    if (!found) {
-      // A bad image counts as one with no detections; the run goes on.
-      ++failed;
-      std::fprintf(stderr, "%swarning: %s\n", isatty(fileno(stderr)) ? "\n" : "",
-                   found.status().message().c_str());
-    } else {
-      for (const Detection& d : *found) detections.push_back(to_coco(d, image.id));
+  for (const CocoImage* image : todo) evaluated_ids.push_back(image->id);
+  std::vector<std::vector<Detection>> found_per_image(todo.size());
+  std::vector<std::string> errors(todo.size());
+  std::vector<double> worker_seconds(detectors.size(), 0.0);
+  std::vector<int64_t> worker_images(detectors.size(), 0);
+  std::atomic<int64_t> done{0};
+  auto work = [&](size_t k) {
+    const auto start = std::chrono::steady_clock::now();
+    for (size_t i = k; i < todo.size(); i += detectors.size()) {
+      const auto path = (std::filesystem::path(options.images) / todo[i]->file_name).string();
+      auto found = detectors[k]->detect_file(path);
+      if (found) found_per_image[i] = std::move(*found);
+      else errors[i] = found.status().message();
+      ++worker_images[k];
+      ++done;
     }
-    progress.update(static_cast<int64_t>(i + 1),
-                    failed ? std::to_string(failed) + " failed" : std::string());
+    worker_seconds[k] =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  };
+  const auto wall_start = std::chrono::steady_clock::now();
+  ProgressBar progress("val", static_cast<int64_t>(todo.size()));
+  int64_t failed = 0;
+  if (detectors.size() == 1) {
+    // One detector: on this thread, warnings as they happen.
+    for (size_t i = 0; i < todo.size(); ++i) {
+      const auto path = (std::filesystem::path(options.images) / todo[i]->file_name).string();
+      auto found = (*detector)->detect_file(path);
+      if (!found) {
+        // A bad image counts as one with no detections; the run goes on.
+        ++failed;
+        std::fprintf(stderr, "%swarning: %s\n", isatty(fileno(stderr)) ? "\n" : "",
+                     found.status().message().c_str());
+      } else {
+        found_per_image[i] = std::move(*found);
+      }
+      progress.update(static_cast<int64_t>(i + 1),
+                      failed ? std::to_string(failed) + " failed" : std::string());
+    }
+    worker_images[0] = int64_t(todo.size());
+  } else {
+    std::vector<std::thread> workers;
+    for (size_t k = 0; k < detectors.size(); ++k) workers.emplace_back(work, k);
+    while (done.load() < static_cast<int64_t>(todo.size())) {
+      progress.update(done.load(), std::to_string(detectors.size()) + " instances");
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    for (std::thread& t : workers) t.join();
+    progress.update(static_cast<int64_t>(todo.size()));
+    for (size_t i = 0; i < todo.size(); ++i) {
+      if (errors[i].empty()) continue;
+      ++failed;
+      std::fprintf(stderr, "warning: %s\n", errors[i].c_str());
+    }
   }
+  const double wall =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - wall_start).count();
+  worker_seconds[0] = detectors.size() == 1 ? wall : worker_seconds[0];
+  for (size_t i = 0; i < todo.size(); ++i)
+    for (const Detection& d : found_per_image[i]) detections.push_back(to_coco(d, todo[i]->id));
 
   if (!options.save_json.empty()) {
     Status status = write_coco_results(options.save_json, detections);
@@ -150,13 +241,26 @@ int run_val(const ValOptions& options) {
     std::printf("%-16s %9lld %8.3f %8.3f\n", names[c.category_id].c_str(),
                 static_cast<long long>(c.num_gt), c.ap50, c.ap);
   }
-  const StageTimes& t = (*detector)->times();
+  StageTimes t;
+  for (const auto& d : detectors) {
+    const StageTimes& s = d->times();
+    t.decode += s.decode, t.preprocess += s.preprocess, t.inference += s.inference;
+    t.nms += s.nms, t.images += s.images;
+  }
   const double n = static_cast<double>(std::max<int64_t>(t.images, 1));
   std::printf("\nimages %zu (%lld failed), detections %zu\n", todo.size(),
               static_cast<long long>(failed), detections.size());
   std::printf(
       "time per image: decode %.1f ms, preprocess %.1f ms, inference %.1f ms, NMS %.1f ms\n",
       t.decode / n, t.preprocess / n, t.inference / n, t.nms / n);
+  if (detectors.size() > 1) {
+    for (size_t k = 0; k < detectors.size(); ++k)
+      std::printf("instance %zu (device %d): %lld images, %.1f images/s\n", k, devices[k],
+                  static_cast<long long>(worker_images[k]),
+                  worker_images[k] / std::max(worker_seconds[k], 1e-9));
+    std::printf("all %zu instances: %.1f images/s\n", detectors.size(),
+                double(todo.size()) / std::max(wall, 1e-9));
+  }
 
   if (!options.export_metrics.empty()) {
     nlohmann::json metrics;
@@ -166,6 +270,8 @@ int run_val(const ValOptions& options) {
     metrics["missing_images"] = missing;
     metrics["detections"] = detections.size();
     metrics["model"] = options.engine.empty() ? options.model : options.engine;
+    metrics["devices"] = devices;
+    metrics["images_per_s"] = double(todo.size()) / std::max(wall, 1e-9);
     metrics["time_per_image_ms"] = {{"decode", t.decode / n},
                                     {"preprocess", t.preprocess / n},
                                     {"inference", t.inference / n},
@@ -208,6 +314,9 @@ void add_val_command(CLI::App& app, int& exit_code) {
                   "Anchors of a trimmed model: w,h x3 per level, levels split by ';'");
   cmd->add_option("--save-json", o->save_json, "Write the detections as COCO results json");
   cmd->add_option("--export-metrics", o->export_metrics, "Write the 12 stats and more as json");
+  cmd->add_option("--devices", o->devices,
+                  "With --loadEngine: all, or device indices (0,1; repeats = instances on one "
+                  "device); images are sharded across one engine instance per entry");
   add_precision_flags(cmd, o->precision);
   cmd->callback([o, &exit_code] { exit_code = run_val(*o); });
 }

@@ -517,6 +517,14 @@ class CudaBackend : public Backend {
 }  // namespace
 #endif
 
+int device_count(EngineTarget target) {
+  if (target == EngineTarget::kCpu) return 1;
+#if defined(QYOLO_WITH_CUDA)
+  if (target == EngineTarget::kCuda) return cuda::device_count();
+#endif
+  return 0;
+}
+
 Expected<std::unique_ptr<Backend>> make_cuda_backend(int device) {
 #if defined(QYOLO_WITH_CUDA)
   const int count = cuda::device_count();
