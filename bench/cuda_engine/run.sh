@@ -18,7 +18,8 @@
 #   ops_fixtures/             tests/cuda/make_cuda_ops_fixtures <data> <dir>/ops_fixtures 2
 #   images/                   val2017-mini's JPEGs (decoded here by pack_images.py)
 #   accuracy/*.engine         qyolo build --target cuda --maxBatch 64 ... (one per configuration)
-#   bench/*.engine            engines to time (yolov5s, yolov5n; configurations 1-3)
+#   bench/*.engine            more engines to time (yolov5s); the accuracy engines are timed too
+# bench/cuda_engine/prepare.sh makes the folder.
 # Everything lands in [out] (default out/cuda_engine), packed into results.tgz as well, for
 # tools that bring back only a few files.
 set -uo pipefail
@@ -52,7 +53,7 @@ for t in test_cuda_conv_int8 test_cuda_int8_ops test_cuda_reformat test_cuda_con
 done
 
 shopt -s nullglob
-bench_engines=("$dir"/bench/*.engine)
+bench_engines=("$dir"/bench/*.engine "$dir"/accuracy/*.engine)
 if [ ${#bench_engines[@]} -gt 0 ]; then
   timeout 120 "$build/bench_cuda_engine" --seconds 0.4 "${bench_engines[@]}" 2>"$out/bench.jsonl" |
     tee "$out/bench.md"
