@@ -20,8 +20,9 @@
 #   accuracy/*.engine         qyolo build --target cuda --maxBatch 64 ... (one per configuration)
 #   bench/*.engine            more engines to time (yolov5s); the accuracy engines are timed too
 # bench/cuda_engine/prepare.sh makes the folder.
-# Everything lands in [out] (default out/cuda_engine), packed into results.tgz as well, for
-# tools that bring back only a few files.
+# Everything lands in [out] (default out/cuda_engine), packed into results.tgz as well: where
+# only a few files come back from the machine, copy just that one
+# (`run.sh <dir> /tmp/gpu && cp /tmp/gpu/results.tgz <where results come back>`).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 dir=$(realpath "${1:?usage: run.sh <dir> [out]}")
