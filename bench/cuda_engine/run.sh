@@ -11,6 +11,9 @@
 #
 #   bash bench/cuda_engine/run.sh <dir> [out]
 #
+# Expect several minutes on an H200, most of it the PyTorch peer (torch.compile) and the conv
+# benchmark: SKIP_PEER=1 and SKIP_CONV_BENCH=1 leave them out.
+#
 # <dir> holds what the machine lacks (make it with qyolo on the development machine):
 #   googletest/               a copy of /usr/src/googletest
 #   yolov5_conv_shapes_640.json
