@@ -90,6 +90,19 @@ TEST(EngineFile, InconsistentPayloadIsRefused) {
   e = small_engine();
   e.arena_bytes_per_image /= 2;
   expect_one_line_error(serialize_engine(e), "ends past the arena");
+  // What every backend needs of a layer (each backend's supports_layer adds only its limits).
+  auto layer_of = [](Engine& engine, LayerKind kind) -> EngineLayer& {
+    for (EngineLayer& l : engine.layers)
+      if (l.kind == kind) return l;
+    ADD_FAILURE() << "no layer of kind " << uint32_t(kind);
+    return engine.layers.front();
+  };
+  e = small_engine();
+  layer_of(e, LayerKind::kConv).precision = ElementType::kFloat32;
+  expect_one_line_error(serialize_engine(e), "fp32 convolution");
+  e = small_engine();
+  e.layers[1].kind = static_cast<LayerKind>(77);
+  expect_one_line_error(serialize_engine(e), "unknown kind 77");
 }
 
 TEST(EngineFile, FormatNames) {

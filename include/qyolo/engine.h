@@ -162,8 +162,8 @@ struct Engine {
 };
 
 // Structural checks every loader runs: indices in range, tensors inside their buffers,
-// buffers inside the arena, weight ranges inside the weights. The message names the layer or
-// tensor at fault.
+// buffers inside the arena, weight ranges inside the weights, known layer kinds, two inputs to
+// Add and Mul, int8 or fp16 convolutions. The message names the layer or tensor at fault.
 Status validate_engine(const Engine& engine);
 
 // The engine file (docs/engine_format.md): a 64-byte header (magic, format version, qyolo

@@ -174,6 +174,28 @@ Status validate_engine(const Engine& e) {
       if (r->offset + r->bytes > e.weights.size() || r->offset % 64 != 0)
         return invalid_argument("layer '", l.name, "': weight range out of bounds");
     if (l.inputs.empty()) return invalid_argument("layer '", l.name, "' has no input");
+    // What every backend needs of a layer; a backend's supports_layer adds its own limits.
+    switch (l.kind) {
+      case LayerKind::kConv:
+        if (l.precision != ElementType::kInt8 && l.precision != ElementType::kFloat16)
+          return unsupported("layer '", l.name, "': ", element_type_name(l.precision),
+                             " convolution");
+        break;
+      case LayerKind::kAdd:
+      case LayerKind::kMul:
+        if (l.inputs.size() != 2)
+          return invalid_argument("layer '", l.name, "': expected two inputs");
+        break;
+      case LayerKind::kMaxPool:
+      case LayerKind::kResizeNearest:
+      case LayerKind::kConvert:
+      case LayerKind::kSigmoid:
+      case LayerKind::kInputReformat:
+      case LayerKind::kOutputReformat:
+        break;
+      default:
+        return unsupported("layer '", l.name, "': unknown kind ", uint32_t(l.kind));
+    }
   }
   return Status::ok();
 }
