@@ -71,11 +71,19 @@ Status run_conv_int8(const Context& ctx, int index) {
   const int8_t* table = e.weight_data<int8_t>(l.table);
   const EngineTensor* res = l.residual >= 0 ? &e.tensors[l.residual] : nullptr;
   const float out_scale = out.scale;
+  // Rounded at the conv's own scale first, then the reference's separate Add or its
+  // requantizing copy into a Concat of another scale: conv_int8.h's conv_scale arithmetic.
+  const bool rounded_first = !table && l.conv_scale > 0.0f;
+  if (rounded_first) {
+    ep.conv_scale = l.conv_scale;
+    if (res) ep.residual_scale = res->scale;
+  }
 
   for (int n = 0; n < ctx.batch; ++n) {
     const int8_t* x = ctx.image<int8_t>(l.inputs[0], n);
     int8_t* y = ctx.image<int8_t>(l.output, n);
     const int8_t* r = res ? ctx.image<int8_t>(l.residual, n) : nullptr;
+    if (rounded_first) ep.residual = r;
 #pragma omp parallel
     {
       std::vector<int8_t> row(packed_k);
@@ -98,19 +106,12 @@ Status run_conv_int8(const Context& ctx, int index) {
           const int8_t* rp = r ? r + pixel * res->layout.stride : nullptr;
           for (int o = 0; o < cout; ++o) {
             const int32_t acc = dot_int8(row.data(), weights + size_t(o) * packed_k, packed_k);
-            const float v = conv_int8_epilogue_value(acc, o, ep, 0);
+            const float v = conv_int8_epilogue_value(acc, o, ep, rp ? rp[o] : 0);
             if (table) {
               dst[o] = table[quantize_rne(v, l.conv_scale) + 128];
-            } else if (rp) {
-              // The reference's separate Add: the conv value rounded at its own scale, then
-              // dequantized, added and requantized (docs/engine_format.md).
-              const float a =
-                  l.conv_scale > 0.0f ? float(quantize_rne(v, l.conv_scale)) * l.conv_scale : v;
-              const float b = float(rp[o]) * res->scale;
-              dst[o] = quantize_rne(a + b, out_scale);
-            } else if (l.conv_scale > 0.0f) {
-              // The reference's requantizing copy into a Concat of another scale.
-              dst[o] = quantize_rne(float(quantize_rne(v, l.conv_scale)) * l.conv_scale, out_scale);
+            } else if (rp && !rounded_first) {
+              // The reference's separate Add of the unrounded value (docs/engine_format.md).
+              dst[o] = quantize_rne(v + float(rp[o]) * res->scale, out_scale);
             } else {
               dst[o] = quantize_rne(v, out_scale);
             }
