@@ -10,7 +10,6 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
@@ -19,6 +18,7 @@
 
 #include "qyolo/cuda.h"
 #include "qyolo/runtime.h"
+#include "time_graph.h"
 
 namespace {
 
@@ -30,8 +30,8 @@ struct Row {
   double images_per_s = 0, median_ms = 0, min_ms = 0;
 };
 
-Expected<Row> bench(runtime::Device& device, const std::string& path, int batch, double seconds,
-                   bool profile) {
+Expected<Row> bench_engine(runtime::Device& device, const std::string& path, int batch,
+                          double seconds, bool profile) {
   QYOLO_ASSIGN_OR_RETURN(auto module, runtime::Module::load_file(device, path));
   if (batch > module->max_batch())
     return invalid_argument(path, ": batch ", batch, " above its max batch ", module->max_batch());
@@ -50,33 +50,9 @@ Expected<Row> bench(runtime::Device& device, const std::string& path, int batch,
       buffers.push_back(std::move(b));
     }
   QYOLO_ASSIGN_OR_RETURN(auto stream, cuda::Stream::create());
-  // Warm up outside the graph (first launches set kernel attributes), then capture.
-  for (int i = 0; i < 3; ++i) QYOLO_RETURN_IF_ERROR(device.submit(task, stream.get()));
-  QYOLO_RETURN_IF_ERROR(stream.synchronize());
-  cudaGraph_t graph = nullptr;
-  cudaGraphExec_t exec = nullptr;
-  QYOLO_RETURN_IF_ERROR(
-      cuda::check(cudaStreamBeginCapture(stream.get(), cudaStreamCaptureModeRelaxed), "capture"));
-  const Status submitted = device.submit(task, stream.get());
-  QYOLO_RETURN_IF_ERROR(cuda::check(cudaStreamEndCapture(stream.get(), &graph), "end capture"));
-  QYOLO_RETURN_IF_ERROR(submitted);
-  QYOLO_RETURN_IF_ERROR(cuda::check(cudaGraphInstantiate(&exec, graph, 0), "instantiate"));
-  QYOLO_ASSIGN_OR_RETURN(auto start, cuda::Event::create());
-  QYOLO_ASSIGN_OR_RETURN(auto stop, cuda::Event::create());
-  std::vector<double> times;
-  const auto begin = std::chrono::steady_clock::now();
-  for (int i = 0; i < 10; ++i) cudaGraphLaunch(exec, stream.get());
-  while (times.size() < 20 ||
-         std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count() < seconds) {
-    QYOLO_RETURN_IF_ERROR(start.record(stream.get()));
-    QYOLO_RETURN_IF_ERROR(cuda::check(cudaGraphLaunch(exec, stream.get()), "graph launch"));
-    QYOLO_RETURN_IF_ERROR(stop.record(stream.get()));
-    QYOLO_RETURN_IF_ERROR(stop.synchronize());
-    QYOLO_ASSIGN_OR_RETURN(float ms, cuda::Event::elapsed_ms(start, stop));
-    times.push_back(ms);
-  }
-  cudaGraphExecDestroy(exec);
-  cudaGraphDestroy(graph);
+  QYOLO_ASSIGN_OR_RETURN(const bench::Timing timing,
+                         bench::time_graph(stream.get(), seconds,
+                                           [&] { return device.submit(task, stream.get()); }));
   if (profile) {  // one run timed layer by layer (events between layers), slowest first
     module->set_profiling(true);
     QYOLO_RETURN_IF_ERROR(device.run(task));
@@ -98,12 +74,11 @@ Expected<Row> bench(runtime::Device& device, const std::string& path, int batch,
                   module->engine().layers[order[k]].name.substr(0, 70).c_str());
     std::printf("\n");
   }
-  std::sort(times.begin(), times.end());
   Row row;
   row.engine = path;
   row.batch = batch;
-  row.median_ms = times[times.size() / 2];
-  row.min_ms = times.front();
+  row.median_ms = timing.median_ms;
+  row.min_ms = timing.min_ms;
   row.images_per_s = batch * 1000.0 / row.median_ms;
   return row;
 }
@@ -146,7 +121,8 @@ int main(int argc, char** argv) {
   int failures = 0;
   for (const auto& engine : engines)
     for (int batch : batches) {
-      auto row = bench(**device, engine, batch, seconds, profile && batch == batches.back());
+      auto row =
+          bench_engine(**device, engine, batch, seconds, profile && batch == batches.back());
       if (!row) {
         std::fprintf(stderr, "bench_cuda_engine: %s\n", row.status().message().c_str());
         ++failures;

@@ -31,10 +31,13 @@
 #include "qyolo/cuda.h"
 #include "qyolo/cuda_ops.h"
 #include "qyolo/runtime.h"
+#include "time_graph.h"
 
 namespace {
 
 using namespace qyolo;
+using bench::time_graph;
+using bench::Timing;
 
 struct PackedImage {
   int64_t id = 0;
@@ -93,7 +96,6 @@ class Pipeline {
     const runtime::Module& m = *p->module_;
     if (max_batch > m.max_batch())
       return invalid_argument(path, ": batch ", max_batch, " above its max batch ", m.max_batch());
-    p->max_batch_ = max_batch;
     if (m.inputs().size() != 1 || m.inputs()[0].channels != 3)
       return invalid_argument(path, ": expected one 3-channel image input");
     const EngineIo& in = m.inputs()[0];
@@ -208,58 +210,13 @@ class Pipeline {
   std::unique_ptr<runtime::Module> module_;
   std::vector<std::unique_ptr<runtime::RegisteredMemory>> registered_;
   runtime::Task task_;
-  int max_batch_ = 1, canvas_ = 640;
+  int canvas_ = 640;
   cuda::PreprocessOutput input_format_ = cuda::PreprocessOutput::kInt8Hwc4;
   float input_scale_ = 1.0f;
   cuda::DeviceBuffer input_, outputs_[3], plans_, workspace_, boxes_, counts_;
   cuda::DetectArgs detect_;
   std::vector<cuda::PreprocessImage> batch_;
 };
-
-// Median and minimum milliseconds of a captured graph, replayed for `seconds` (at least 20).
-struct Timing {
-  double median_ms = 0, min_ms = 0;
-};
-
-template <typename Enqueue>
-Expected<Timing> time_graph(cudaStream_t stream, double seconds, Enqueue enqueue) {
-  for (int i = 0; i < 3; ++i) QYOLO_RETURN_IF_ERROR(enqueue());  // first launches, outside
-  QYOLO_RETURN_IF_ERROR(cuda::check(cudaStreamSynchronize(stream), "synchronize"));
-  cudaGraph_t graph = nullptr;
-  cudaGraphExec_t exec = nullptr;
-  QYOLO_RETURN_IF_ERROR(
-      cuda::check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed), "capture"));
-  const Status enqueued = enqueue();
-  QYOLO_RETURN_IF_ERROR(cuda::check(cudaStreamEndCapture(stream, &graph), "end capture"));
-  QYOLO_RETURN_IF_ERROR(enqueued);
-  const Status instantiated = cuda::check(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
-  cudaGraphDestroy(graph);
-  QYOLO_RETURN_IF_ERROR(instantiated);
-  QYOLO_ASSIGN_OR_RETURN(auto start, cuda::Event::create());
-  QYOLO_ASSIGN_OR_RETURN(auto stop, cuda::Event::create());
-  std::vector<double> times;
-  Status status;
-  for (int i = 0; i < 5 && status.is_ok(); ++i)
-    status = cuda::check(cudaGraphLaunch(exec, stream), "graph launch");
-  const auto begin = std::chrono::steady_clock::now();
-  while (status.is_ok() &&
-         (times.size() < 20 ||
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count() <
-              seconds)) {
-    status = start.record(stream);
-    if (status.is_ok()) status = cuda::check(cudaGraphLaunch(exec, stream), "graph launch");
-    if (status.is_ok()) status = stop.record(stream);
-    if (status.is_ok()) status = stop.synchronize();
-    if (!status.is_ok()) break;
-    auto ms = cuda::Event::elapsed_ms(start, stop);
-    if (!ms) status = ms.status();
-    else times.push_back(*ms);
-  }
-  cudaGraphExecDestroy(exec);
-  QYOLO_RETURN_IF_ERROR(status);
-  std::sort(times.begin(), times.end());
-  return Timing{times[times.size() / 2], times.front()};
-}
 
 // One JSON object per detection, as qyolo's write_coco_results (bbox to 3 decimals, score 5).
 void append_results(std::string& out, const PackedImage& im, const cuda::DetectionBox* boxes,
