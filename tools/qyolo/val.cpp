@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <thread>
 #include <fstream>
 #include <map>
@@ -119,12 +120,11 @@ int run_val(const ValOptions& options) {
     if (!made) return report_error("val", made.status());
     detectors.push_back(std::move(*made));
   }
-  std::unique_ptr<Detector>* detector = &detectors.front();
 
   if (options.precision.int8 || !options.engine.empty()) {
     int int8_layers = 0;
     std::string fp16;
-    for (const auto& layer : (*detector)->layer_precisions()) {
+    for (const auto& layer : detectors.front()->layer_precisions()) {
       if (layer.precision == "int8") {
         ++int8_layers;
       } else if (layer.op == "Conv" || layer.op == "Conv+SiLU") {
@@ -167,16 +167,17 @@ int run_val(const ValOptions& options) {
   std::vector<std::string> errors(todo.size());
   std::vector<double> worker_seconds(detectors.size(), 0.0);
   std::vector<int64_t> worker_images(detectors.size(), 0);
-  std::atomic<int64_t> done{0};
-  auto work = [&](size_t k) {
+  // Detector k's share of the images; on_image(i) after each one.
+  auto work = [&](size_t k, const std::function<void(size_t)>& on_image) {
     const auto start = std::chrono::steady_clock::now();
     for (size_t i = k; i < todo.size(); i += detectors.size()) {
       const auto path = (std::filesystem::path(options.images) / todo[i]->file_name).string();
       auto found = detectors[k]->detect_file(path);
+      // A bad image counts as one with no detections; the run goes on.
       if (found) found_per_image[i] = std::move(*found);
       else errors[i] = found.status().message();
       ++worker_images[k];
-      ++done;
+      on_image(i);
     }
     worker_seconds[k] =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -186,24 +187,20 @@ int run_val(const ValOptions& options) {
   int64_t failed = 0;
   if (detectors.size() == 1) {
     // One detector: on this thread, warnings as they happen.
-    for (size_t i = 0; i < todo.size(); ++i) {
-      const auto path = (std::filesystem::path(options.images) / todo[i]->file_name).string();
-      auto found = (*detector)->detect_file(path);
-      if (!found) {
-        // A bad image counts as one with no detections; the run goes on.
+    work(0, [&](size_t i) {
+      if (!errors[i].empty()) {
         ++failed;
         std::fprintf(stderr, "%swarning: %s\n", isatty(fileno(stderr)) ? "\n" : "",
-                     found.status().message().c_str());
-      } else {
-        found_per_image[i] = std::move(*found);
+                     errors[i].c_str());
       }
       progress.update(static_cast<int64_t>(i + 1),
                       failed ? std::to_string(failed) + " failed" : std::string());
-    }
-    worker_images[0] = int64_t(todo.size());
+    });
   } else {
+    std::atomic<int64_t> done{0};
     std::vector<std::thread> workers;
-    for (size_t k = 0; k < detectors.size(); ++k) workers.emplace_back(work, k);
+    for (size_t k = 0; k < detectors.size(); ++k)
+      workers.emplace_back(work, k, [&](size_t) { ++done; });
     while (done.load() < static_cast<int64_t>(todo.size())) {
       progress.update(done.load(), std::to_string(detectors.size()) + " instances");
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -218,7 +215,6 @@ int run_val(const ValOptions& options) {
   }
   const double wall =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - wall_start).count();
-  worker_seconds[0] = detectors.size() == 1 ? wall : worker_seconds[0];
   for (size_t i = 0; i < todo.size(); ++i)
     for (const Detection& d : found_per_image[i]) detections.push_back(to_coco(d, todo[i]->id));
 
