@@ -104,7 +104,8 @@ class Backend {
   virtual ~Backend() = default;
   virtual EngineTarget target() const = 0;
   virtual std::string name() const = 0;  // "cpu (2 threads)", "cuda: NVIDIA H100 ..."
-  // Ok when this backend can execute `layer`; otherwise why not, naming the layer.
+  // Ok when this backend can execute `layer` (already through validate_engine: only the
+  // backend's own limits are left to check); otherwise why not, naming the layer.
   virtual Status supports_layer(const Engine& engine, const EngineLayer& layer) const = 0;
   virtual Expected<std::unique_ptr<BackendBuffer>> allocate(size_t bytes) = 0;
   // Checks that caller memory is usable by this backend (host vs device memory).
