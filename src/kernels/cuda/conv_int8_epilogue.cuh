@@ -28,16 +28,22 @@ __device__ __forceinline__ float dequantize(int32_t acc, float channel_scale, fl
 
 // y * sigmoid(y) = y / (1 + 2^(-y * log2 e)), with the flush-to-zero approximate exp2 and
 // reciprocal (one MUFU each, no denormal fix-ups). Large negative y: 2^.. = inf, rcp(inf) = 0.
-// `error` gets a bound on |result - reference| / |result|: ex2 (2 ulp) and the rounded
-// argument (a relative error of |y| ulp in e = 2^(..)) reach 1 + e scaled by e / (1 + e) =
-// 1 - r; the sum, rcp (1 ulp) and the product add about 2 ulp. Twice that, for margin.
-__device__ __forceinline__ float silu(float y, float& error) {
+// `relative` gets a bound on |result - reference| / |result| plus kExtra (the caller's own
+// relative error, folded into the constant): ex2 (2 ulp) and the rounded argument (a relative
+// error of |y| ulp in e = 2^(..)) reach 1 + e scaled by e / (1 + e) = 1 - r; the sum, rcp
+// (1 ulp) and the product add about 2 ulp. Twice that, for margin.
+template <int kExtraE9 = 0>  // kExtra in units of 1e-9
+__device__ __forceinline__ float silu(float y, float& relative) {
   float e, r;
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(e) : "f"(y * -1.4426950408889634f));
   asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(1.0f + e));
-  error = fmaf(fmaf(1.2e-7f, fabsf(y), 5e-7f), 1.0f - r, 5e-7f);
+  relative = fmaf(fmaf(1.2e-7f, fabsf(y), 5e-7f), 1.0f - r, 5e-7f + kExtraE9 * 1e-9f);
   return y * r;
 }
+
+// Relative error of t = v * (1/scale) against the reference's rounded v / scale: the rounded
+// reciprocal, the product and the reference's own rounding, 1.8e-7, with margin.
+constexpr int kReciprocalE9 = 250;
 
 // The reference's value before the final rounding (conv_int8_epilogue_value), exactly. Only
 // fix_up calls it.
@@ -52,47 +58,71 @@ __device__ __forceinline__ float exact_value(const ConvInt8Params& p, float y, i
   return y;
 }
 
-// The int8 result in the low byte of a word, from the clamped value: adding 1.5 * 2^23 rounds
-// half to even, and the sum's low mantissa bits are the integer (an already rounded value
-// passes through unchanged). Same as clamp(__float2int_rn), without the quarter-rate
-// conversion instruction.
-__device__ __forceinline__ uint32_t int8_word(float clamped) {
-  return __float_as_uint(__fadd_rn(clamped, 12582912.0f));
+constexpr float kRoundMagic = 12582912.0f;  // 1.5 * 2^23: x + it rounds x to an integer, half to even
+
+// t clamped to the int8 range and rounded half to even, in the low byte of a word and as a
+// float, and whether t might round differently from the reference's value: when it lies
+// within `tolerance` of a half-step (t - rounded is then about +-1/2). The clamp comes first:
+// the half-steps that matter lie inside the range, and past its ends both round to the end.
+// Adding 1.5 * 2^23 rounds (an already rounded value passes through unchanged) and leaves the
+// integer in the sum's low mantissa bits: no quarter-rate conversion instruction.
+struct Rounded {
+  uint32_t word;
+  float value;
+};
+__device__ __forceinline__ Rounded round_int8(float t, float tolerance, bool& near) {
+  const float clamped = fminf(fmaxf(t, -128.0f), 127.0f);
+  const float sum = __fadd_rn(clamped, kRoundMagic);
+  const float value = __fsub_rn(sum, kRoundMagic);
+  near = __fadd_rn(fabsf(__fsub_rn(clamped, value)), tolerance) >= 0.5f;
+  return {__float_as_uint(sum), value};
 }
 
-// True when t is within `tolerance` of a rounding boundary k + 1/2.
-__device__ __forceinline__ bool near_half(float t, float tolerance) {
-  return fabsf(t - floorf(t) - 0.5f) <= tolerance;
-}
+// Which epilogue steps run, fixed at compile time for the common combinations so the
+// unrolled store loop has no per-element branches: 0 off, 1 on, 2 as the parameters say.
+template <int kSilu, int kConvScale, int kResidual>
+struct Mode {
+  __device__ __forceinline__ static bool silu(const ConvInt8Params& p) {
+    if constexpr (kSilu == 2) return p.silu; else return kSilu == 1;
+  }
+  __device__ __forceinline__ static bool conv_scale(const ConvInt8Params& p) {
+    if constexpr (kConvScale == 2) return p.conv_scale > 0.0f; else return kConvScale == 1;
+  }
+  __device__ __forceinline__ static bool residual(const ConvInt8Params& p) {
+    if constexpr (kResidual == 2) return p.residual != nullptr; else return kResidual == 1;
+  }
+};
+using AnyMode = Mode<2, 2, 2>;
 
 // One int8 output element from the staged (dequantized, biased) value y, fast; `near` is set
-// when the fast value is too close to a rounding boundary to be trusted (the caller then
-// recomputes the element with exact_int8). 2.5e-7 |t| covers multiplying by the rounded
-// 1/scale instead of dividing.
+// when the fast value is too close to a rounding boundary to be trusted (fix_up then
+// recomputes the element with exact_int8). The bounds are relative, so the tolerance is
+// |t| * relative: one multiply-add per rounding.
+template <class M>
 __device__ __forceinline__ uint32_t int8_element(const ConvInt8Params& p, float y, int residual,
                                                  bool& near) {
-  float v = y, error = 0.0f;  // error: bound on |v - the reference's v|
-  if (p.silu) {
-    float relative;
-    v = silu(y, relative);
-    error = fabsf(v) * relative;
-  }
-  near = false;
-  if (p.conv_scale > 0.0f) {
+  // A bound on |t - the reference's t|: |t| * relative + absolute.
+  float v = y, relative = kReciprocalE9 * 1e-9f, absolute = 0.0f;
+  if (M::silu(p)) v = silu<kReciprocalE9>(y, relative);
+  bool near_conv = false;
+  if (M::conv_scale(p)) {
     const float t = v * p.inv_conv_scale;
-    near = near_half(t, fmaf(error, p.inv_conv_scale, 2.5e-7f * fabsf(t)));
-    v = __fmul_rn(fminf(fmaxf(rintf(t), -128.0f), 127.0f), p.conv_scale);
-    if (p.residual) v = __fadd_rn(v, __fmul_rn(static_cast<float>(residual), p.residual_scale));
-    error = 0.0f;
-  } else if (p.residual) {
+    v = __fmul_rn(round_int8(t, fabsf(t) * relative, near_conv).value, p.conv_scale);
+    if (M::residual(p)) v = __fadd_rn(v, __fmul_rn(static_cast<float>(residual), p.residual_scale));
+    relative = kReciprocalE9 * 1e-9f;  // v is now the reference's value exactly
+  } else if (M::residual(p)) {
+    // The residual can cancel v: the SiLU's error stays absolute, in output steps.
+    absolute = fabsf(v) * relative * p.inv_output_scale;
     v = __fmaf_rn(static_cast<float>(residual), p.residual_scale, v);
+    relative = kReciprocalE9 * 1e-9f;
   }
   const float t = v * p.inv_output_scale;
-  near = near || near_half(t, fmaf(error, p.inv_output_scale, 2.5e-7f * fabsf(t)));
+  const uint32_t word = round_int8(t, fmaf(fabsf(t), relative, absolute), near).word;
+  near = near || near_conv;
 #if defined(QYOLO_EPILOGUE_FAST)  // timing experiments: the fast values only
   near = false;
 #endif
-  return int8_word(fminf(fmaxf(t, -128.0f), 127.0f));
+  return word;
 }
 
 __device__ __forceinline__ int8_t exact_int8(const ConvInt8Params& p, float y, int residual) {
@@ -104,14 +134,15 @@ __device__ __forceinline__ int8_t exact_int8(const ConvInt8Params& p, float y, i
 // One float16 output element's float value (converted with round to nearest even by the
 // caller): exact without SiLU; with it, `near` is set when the fast value's error bound
 // straddles a half-precision rounding midpoint (exact_value then gives the value).
+template <class M>
 __device__ __forceinline__ float half_element(const ConvInt8Params& p, float y, int residual,
                                               bool& near) {
   near = false;
-  if (!p.silu) return p.residual ? __fmaf_rn(static_cast<float>(residual), p.residual_scale, y) : y;
+  if (!M::silu(p)) return M::residual(p) ? __fmaf_rn(static_cast<float>(residual), p.residual_scale, y) : y;
   float relative;
   float v = silu(y, relative);
   const float error = fabsf(v) * relative;
-  if (p.residual) v = __fmaf_rn(static_cast<float>(residual), p.residual_scale, v);
+  if (M::residual(p)) v = __fmaf_rn(static_cast<float>(residual), p.residual_scale, v);
   near = __half_as_ushort(__float2half_rn(v - error)) !=
          __half_as_ushort(__float2half_rn(v + error));
 #if defined(QYOLO_EPILOGUE_FAST)
@@ -120,19 +151,25 @@ __device__ __forceinline__ float half_element(const ConvInt8Params& p, float y, 
   return v;
 }
 
-// Rewrites the elements of one item whose bit is set in `near` with the exact value: one copy
-// of the exact code per kernel, outside the unrolled fast path, run about once in 10^4 items.
+// Rewrites the elements of one item (`count` consecutive channels) whose fast value is not to
+// be trusted with the exact value: one copy of the exact code per kernel, outside the
+// unrolled fast path, called for about one item in 10^3. It repeats the fast test element by
+// element to find them (each test is a valid bound on its own, so it need not agree bit for
+// bit with the caller's).
 template <int kKind>
 __device__ __noinline__ void fix_up(const ConvInt8Params& p, const float* y, const int8_t* residual,
-                                    int64_t out_at, uint32_t near) {
+                                    int64_t out_at, int count) {
 #pragma unroll 1
-  for (; near; near &= near - 1) {
-    const int i = __ffs(near) - 1;
+  for (int i = 0; i < count; ++i) {
     const int r = residual ? residual[i] : 0;
-    if constexpr (kKind == kOutInt8)
-      static_cast<int8_t*>(p.output)[out_at + i] = exact_int8(p, y[i], r);
-    else
-      static_cast<__half*>(p.output)[out_at + i] = __float2half_rn(exact_value(p, y[i], r));
+    bool near;
+    if constexpr (kKind == kOutInt8) {
+      (void)int8_element<AnyMode>(p, y[i], r, near);
+      if (near) static_cast<int8_t*>(p.output)[out_at + i] = exact_int8(p, y[i], r);
+    } else {
+      (void)half_element<AnyMode>(p, y[i], r, near);
+      if (near) static_cast<__half*>(p.output)[out_at + i] = __float2half_rn(exact_value(p, y[i], r));
+    }
   }
 }
 
@@ -146,8 +183,8 @@ __device__ __forceinline__ int8_t int8_at(uint32_t word, int byte) {
 }
 
 // Stores one staged 16-row slab (floats, or int32 bits for kOutInt32), kVec channels per item.
-template <int kCols, int kStride, int kKind>
-__device__ __forceinline__ void store_slab(const ConvInt8Params& p, const float* stage, int m_base,
+template <int kCols, int kStride, int kKind, class M = AnyMode>
+__device__ __forceinline__ void store_slab_items(const ConvInt8Params& p, const float* stage, int m_base,
                                            int n_base, int lane) {
   constexpr int kVec = kKind == kOutInt8 ? 16 : kKind == kOutFloat16 ? 8 : 4;
   constexpr int kPerRow = kCols / kVec;
@@ -158,7 +195,7 @@ __device__ __forceinline__ void store_slab(const ConvInt8Params& p, const float*
     if (m >= p.pixels || n >= p.cout) continue;
     const float* y = stage + row * kStride + (item % kPerRow) * kVec;
     const int64_t out_at = int64_t{m} * p.out_stride + n;
-    const int8_t* residual = p.residual ? p.residual + int64_t{m} * p.residual_stride + n : nullptr;
+    const int8_t* residual = M::residual(p) ? p.residual + int64_t{m} * p.residual_stride + n : nullptr;
     const bool vector = p.vector_io && n + kVec <= p.cout;
 
     if constexpr (kKind == kOutInt32) {
@@ -172,7 +209,7 @@ __device__ __forceinline__ void store_slab(const ConvInt8Params& p, const float*
       // Four channels at a time (one float4 of the slab, one word of residual bytes), so few
       // values are live at once.
       uint32_t words[kVec / 4] = {};
-      if (residual) {
+      if (M::residual(p)) {
         if constexpr (kVec == 16) {
           const uint4 r = *reinterpret_cast<const uint4*>(residual);
           words[0] = r.x, words[1] = r.y, words[2] = r.z, words[3] = r.w;
@@ -182,28 +219,28 @@ __device__ __forceinline__ void store_slab(const ConvInt8Params& p, const float*
         }
       }
       uint32_t packed[4];
-      uint32_t near = 0;  // elements to recompute exactly, one bit each
+      bool near = false;  // some element to recompute exactly
 #pragma unroll
       for (int g = 0; g < kVec / 4; ++g) {
         const float4 f = *reinterpret_cast<const float4*>(y + 4 * g);
         const uint32_t w = words[g];
         bool n0, n1, n2, n3;
         if constexpr (kKind == kOutInt8) {
-          const uint32_t b0 = int8_element(p, f.x, int8_at(w, 0), n0);
-          const uint32_t b1 = int8_element(p, f.y, int8_at(w, 1), n1);
-          const uint32_t b2 = int8_element(p, f.z, int8_at(w, 2), n2);
-          const uint32_t b3 = int8_element(p, f.w, int8_at(w, 3), n3);
+          const uint32_t b0 = int8_element<M>(p, f.x, int8_at(w, 0), n0);
+          const uint32_t b1 = int8_element<M>(p, f.y, int8_at(w, 1), n1);
+          const uint32_t b2 = int8_element<M>(p, f.z, int8_at(w, 2), n2);
+          const uint32_t b3 = int8_element<M>(p, f.w, int8_at(w, 3), n3);
           packed[g] = pack_low_bytes(b0, b1, b2, b3);
         } else {
-          const float h0 = half_element(p, f.x, int8_at(w, 0), n0);
-          const float h1 = half_element(p, f.y, int8_at(w, 1), n1);
-          const float h2 = half_element(p, f.z, int8_at(w, 2), n2);
-          const float h3 = half_element(p, f.w, int8_at(w, 3), n3);
+          const float h0 = half_element<M>(p, f.x, int8_at(w, 0), n0);
+          const float h1 = half_element<M>(p, f.y, int8_at(w, 1), n1);
+          const float h2 = half_element<M>(p, f.z, int8_at(w, 2), n2);
+          const float h3 = half_element<M>(p, f.w, int8_at(w, 3), n3);
           const __half2 lo = __floats2half2_rn(h0, h1), hi = __floats2half2_rn(h2, h3);
           packed[2 * g] = *reinterpret_cast<const uint32_t*>(&lo);
           packed[2 * g + 1] = *reinterpret_cast<const uint32_t*>(&hi);
         }
-        near |= (uint32_t(n0) | uint32_t(n1) << 1 | uint32_t(n2) << 2 | uint32_t(n3) << 3) << 4 * g;
+        near = near || n0 || n1 || n2 || n3;
       }
       if constexpr (kKind == kOutInt8)
         *reinterpret_cast<uint4*>(static_cast<int8_t*>(p.output) + out_at) =
@@ -211,21 +248,46 @@ __device__ __forceinline__ void store_slab(const ConvInt8Params& p, const float*
       else
         *reinterpret_cast<uint4*>(static_cast<__half*>(p.output) + out_at) =
             make_uint4(packed[0], packed[1], packed[2], packed[3]);
-      if (near) [[unlikely]] fix_up<kKind>(p, y, residual, out_at, near);
+      if (near) [[unlikely]] fix_up<kKind>(p, y, residual, out_at, kVec);
     } else {
-      uint32_t near = 0;
-      for (int i = 0; i < kVec && n + i < p.cout; ++i) {
+      bool near = false;
+      const int count = p.cout - n < kVec ? p.cout - n : kVec;
+      for (int i = 0; i < count; ++i) {
         const int r = residual ? residual[i] : 0;
         bool n_i;
         if constexpr (kKind == kOutInt8)
           static_cast<int8_t*>(p.output)[out_at + i] =
-              static_cast<int8_t>(int8_element(p, y[i], r, n_i) & 0xff);
+              static_cast<int8_t>(int8_element<M>(p, y[i], r, n_i) & 0xff);
         else
-          static_cast<__half*>(p.output)[out_at + i] = __float2half_rn(half_element(p, y[i], r, n_i));
-        near |= uint32_t(n_i) << i;
+          static_cast<__half*>(p.output)[out_at + i] = __float2half_rn(half_element<M>(p, y[i], r, n_i));
+        near = near || n_i;
       }
-      if (near) [[unlikely]] fix_up<kKind>(p, y, residual, out_at, near);
+      if (near) [[unlikely]] fix_up<kKind>(p, y, residual, out_at, count);
     }
+  }
+}
+
+// store_slab_items with the epilogue's steps fixed for the combinations YOLOv5's layers use
+// (Conv+SiLU, with a Concat's or a residual's rounding, plain Conv), the rest as the
+// parameters say.
+template <int kCols, int kStride, int kKind>
+__device__ __forceinline__ void store_slab(const ConvInt8Params& p, const float* stage, int m_base,
+                                           int n_base, int lane) {
+  if constexpr (kKind == kOutInt8) {
+    const int steps = int(p.silu) | int(p.conv_scale > 0.0f) << 1 | int(p.residual != nullptr) << 2;
+    switch (steps) {
+      case 0: return store_slab_items<kCols, kStride, kKind, Mode<0, 0, 0>>(p, stage, m_base, n_base, lane);
+      case 1: return store_slab_items<kCols, kStride, kKind, Mode<1, 0, 0>>(p, stage, m_base, n_base, lane);
+      case 3: return store_slab_items<kCols, kStride, kKind, Mode<1, 1, 0>>(p, stage, m_base, n_base, lane);
+      case 7: return store_slab_items<kCols, kStride, kKind, Mode<1, 1, 1>>(p, stage, m_base, n_base, lane);
+      default: return store_slab_items<kCols, kStride, kKind>(p, stage, m_base, n_base, lane);
+    }
+  } else if constexpr (kKind == kOutFloat16) {
+    if (!p.silu && !p.residual)
+      return store_slab_items<kCols, kStride, kKind, Mode<0, 0, 0>>(p, stage, m_base, n_base, lane);
+    return store_slab_items<kCols, kStride, kKind>(p, stage, m_base, n_base, lane);
+  } else {
+    return store_slab_items<kCols, kStride, kKind>(p, stage, m_base, n_base, lane);
   }
 }
 

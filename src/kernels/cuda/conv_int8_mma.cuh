@@ -82,7 +82,7 @@ struct StepLoader {
 
 template <int BM, int BN, int WARPS_M, int WARPS_N, int STAGES, bool S2D>
 __global__ void __launch_bounds__(WARPS_M* WARPS_N * 32, 1)
-    conv_int8_mma_kernel(const ConvInt8Params p) {
+    conv_int8_mma_kernel(const __grid_constant__ ConvInt8Params p) {
   using Tile = MmaTile<BM, BN, WARPS_M, WARPS_N, STAGES>;
   extern __shared__ __align__(128) uint8_t smem[];
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;

@@ -72,7 +72,7 @@ struct TmaSteps {
 
 template <int BM, int BN, int STAGES, bool S2D, bool kTmaA>
 __global__ void __launch_bounds__(BM * 2, wgmma_min_blocks(BM, BN, WgmmaTile<BM, BN, STAGES>::kSmemBytes))
-    conv_int8_wgmma_kernel(const ConvInt8Params p, const __grid_constant__ CUtensorMap map_a,
+    conv_int8_wgmma_kernel(const __grid_constant__ ConvInt8Params p, const __grid_constant__ CUtensorMap map_a,
                            const __grid_constant__ CUtensorMap map_b) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using Tile = WgmmaTile<BM, BN, STAGES>;
