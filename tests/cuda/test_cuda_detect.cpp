@@ -233,6 +233,41 @@ TEST(CudaDetect, RandomHeadsAtTheCapsGiveTheCpuBoxes) {
   }
 }
 
+// Classes with thousands of candidates: the NMS runs them block-wide, with their boxes in
+// shared memory up to a few thousand and read from global memory beyond.
+TEST(CudaDetect, LargeClassesGiveTheCpuBoxes) {
+  QYOLO_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd(0.0f, 2.0f);
+  std::vector<ImageHeads> batch(2);
+  for (size_t i = 0; i < batch.size(); ++i) {
+    ImageHeads& im = batch[i];
+    im.width = 640, im.height = 640;
+    for (int grid : {80, 40, 20}) {
+      Tensor t(DType::kFloat32, {1, 255, grid, grid});
+      float* v = t.data<float>();
+      for (int a = 0; a < 3; ++a)
+        for (int field = 0; field < 85; ++field)
+          for (int cell = 0; cell < grid * grid; ++cell) {
+            // Image 0: class 0 everywhere; image 1: classes 0 and 1 about half each.
+            float value = nd(rng);
+            if (field >= 5) {
+              const int c = field - 5;
+              value = c == 0 || (i == 1 && c == 1) ? 2.0f + nd(rng) : -9.0f;
+            }
+            v[(a * 85 + field) * grid * grid + cell] = value;
+          }
+      im.heads.push_back(std::move(t));
+    }
+  }
+  for (const auto& [max_nms, max_det] : {std::pair{30000, 300}, std::pair{2000, 300}}) {
+    Compared totals;
+    compare(batch, Kind::kFloat16, max_nms, max_det, false, totals);
+    EXPECT_EQ(totals.different, 0) << "max_nms " << max_nms << " max_det " << max_det;
+    EXPECT_GT(totals.detections, 0);
+  }
+}
+
 TEST(CudaDetect, BadHeadsAreOneLineErrors) {
   cuda::HeadsArgs a;
   a.batch = 1;

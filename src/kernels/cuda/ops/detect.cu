@@ -182,12 +182,25 @@ struct NmsParams {
   const int* counts;
   const uint64_t* keys;        // sorted per image: score descending, then candidate index
   const uint64_t* class_keys;  // sorted per image: (class, rank) of the max_nms best
-  float4* boxes;               // [batch][max_nms], class-offset corners, by rank
-  float* areas;
+  float4* boxes;               // [batch][max_nms], class-offset corners, in class_keys order
+  int stage_boxes;             // how many boxes of a large class fit in shared memory
   const LetterboxPlan* plans;
   DetectionBox* detections;
   int* out_counts;
 };
+
+// The area of a class-offset box, as the CPU computes it.
+__device__ __forceinline__ float box_area(float4 b) {
+  return __fmul_rn(__fsub_rn(b.z, b.x), __fsub_rn(b.w, b.y));
+}
+
+// IoU of two class-offset boxes, as the CPU computes it.
+__device__ __forceinline__ float box_iou(float4 a, float area_a, float4 b) {
+  const float w = fmaxf(0.0f, __fsub_rn(fminf(a.z, b.z), fmaxf(a.x, b.x)));
+  const float h = fmaxf(0.0f, __fsub_rn(fminf(a.w, b.w), fmaxf(a.y, b.y)));
+  const float inter = __fmul_rn(w, h);
+  return __fdiv_rn(inter, __fsub_rn(__fadd_rn(area_a, box_area(b)), inter));
+}
 
 // First position in sorted[0, count) whose key is >= key.
 __device__ __forceinline__ int lower_bound(const uint64_t* sorted, int count, uint64_t key) {
@@ -207,20 +220,26 @@ __device__ __forceinline__ int lower_bound(const uint64_t* sorted, int count, ui
 // first max_det kept boxes in score order are then exactly what one greedy pass over all
 // classes keeps before it stops.
 __global__ void __launch_bounds__(kNmsThreads) nms_kernel(NmsParams p) {
-  extern __shared__ uint32_t bits[];  // suppressed (by class position), kept (by rank)
+  // Dynamic shared memory: suppressed bits (by class position), kept bits (by rank), then
+  // the boxes of one large class at a time.
+  extern __shared__ uint32_t bits[];
   const int n = blockIdx.x;
   const int total = min(min(p.counts[n], p.capacity), p.max_nms);
   const int words = (total + 31) / 32;
+  const int all_words = (p.max_nms + 31) / 32;
   uint32_t* suppressed = bits;
   uint32_t* kept = bits + words;
+  float4* staged = reinterpret_cast<float4*>(bits + 2 * ((all_words + 1) / 2 * 2));
   const uint64_t* keys = p.keys + int64_t{n} * p.capacity;
   const uint64_t* class_keys = p.class_keys + int64_t{n} * p.max_nms;
   float4* boxes = p.boxes + int64_t{n} * p.max_nms;
-  float* areas = p.areas + int64_t{n} * p.max_nms;
   constexpr float kMaxWh = 7680.0f;  // ultralytics' class offset
   for (int i = threadIdx.x; i < 2 * words; i += blockDim.x) bits[i] = 0;
+  // The boxes in class order, so each class's are contiguous and a pass over them reads
+  // consecutive addresses (no gather through the ranks).
   for (int i = threadIdx.x; i < total; i += blockDim.x) {
-    const uint32_t index = static_cast<uint32_t>(keys[i]);
+    const int rank = static_cast<int>(static_cast<uint32_t>(class_keys[i]));
+    const uint32_t index = static_cast<uint32_t>(keys[rank]);
     const int c = static_cast<int>(index % p.h.args.classes);
     const float4 b = decode_box(p.h, n, locate(p.h, index / p.h.args.classes));
     const float offset = __fmul_rn(static_cast<float>(c), kMaxWh);
@@ -231,7 +250,6 @@ __global__ void __launch_bounds__(kNmsThreads) nms_kernel(NmsParams p) {
     box.z = __fadd_rn(__fadd_rn(b.x, hw), offset);
     box.w = __fadd_rn(__fadd_rn(b.y, hh), offset);
     boxes[i] = box;
-    areas[i] = __fmul_rn(__fsub_rn(box.z, box.x), __fsub_rn(box.w, box.y));
   }
   __syncthreads();
 
@@ -266,8 +284,8 @@ __global__ void __launch_bounds__(kNmsThreads) nms_kernel(NmsParams p) {
     for (int s = 0; s < kSlots; ++s) {
       const int at = lane + 32 * s;
       rank[s] = at < k ? static_cast<int>(static_cast<uint32_t>(class_keys[first + at])) : 0;
-      box[s] = at < k ? boxes[rank[s]] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-      area[s] = at < k ? areas[rank[s]] : 0.0f;
+      box[s] = at < k ? boxes[first + at] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      area[s] = box_area(box[s]);
     }
     uint32_t suppressed_here = 0;  // bit s: this lane's candidate in slot s
     int kept_here = 0;
@@ -302,36 +320,58 @@ __global__ void __launch_bounds__(kNmsThreads) nms_kernel(NmsParams p) {
   __syncthreads();
 
   // Large classes, one after another, the whole block per kept box (suppression bits by
-  // position in the class order). next_at alternates so a thread that leaves a class early
-  // never reads the slot thread 0 is already writing for the next.
+  // position in the class order). A class's boxes are copied to shared memory when they fit
+  // (read from global memory, in order, when not). Warp 0 finds the next box not suppressed,
+  // 32 bit words at a time; next_at alternates so a thread that leaves a class early never
+  // reads the slot warp 0 is already writing for the next.
   int step = 0;
   for (int g = 0; g < big_count; ++g) {
-    const int first = big[g].x, last = big[g].y;
-    int kept_here = 0, cursor = first;
+    const int first = big[g].x, k = big[g].y - big[g].x;
+    const float4* class_boxes = boxes + first;
+    if (k <= p.stage_boxes) {
+      __syncthreads();  // the previous class is done with the staged boxes
+      for (int i = threadIdx.x; i < k; i += blockDim.x) staged[i] = class_boxes[i];
+      class_boxes = staged;
+    }
+    int kept_here = 0, cursor = 0;  // positions within the class
     while (kept_here < p.max_det) {
-      if (threadIdx.x == 0) {
-        int at = cursor;
-        while (at < last && (suppressed[at / 32] >> (at % 32) & 1u)) ++at;
-        next_at[step & 1] = at;
+      if (warp == 0) {
+        int at = k;
+        for (int base = (first + cursor) / 32; base * 32 < first + k; base += 32) {
+          const int w = base + lane;
+          uint32_t open = 0;
+          if (w * 32 < first + k) {
+            open = ~suppressed[w];
+            const int lo = first + cursor - w * 32, hi = first + k - w * 32;  // bits [lo, hi)
+            if (lo > 0) open &= lo >= 32 ? 0u : ~0u << lo;
+            if (hi < 32) open &= hi <= 0 ? 0u : ~0u >> (32 - hi);
+          }
+          const uint32_t any = __ballot_sync(kAll, open != 0);
+          if (any) {
+            const int owner = __ffs(any) - 1;
+            const uint32_t o = __shfl_sync(kAll, open, owner);
+            at = (base + owner) * 32 + __ffs(o) - 1 - first;
+            break;
+          }
+        }
+        if (lane == 0) next_at[step & 1] = at;
       }
       __syncthreads();
       const int at = next_at[step & 1];
       ++step;
-      if (at >= last) break;
-      const int i = static_cast<int>(static_cast<uint32_t>(class_keys[at]));
-      const float4 bi = boxes[i];
-      const float area_i = areas[i];
-      if (threadIdx.x == 0) atomicOr(&kept[i / 32], 1u << (i % 32));
+      if (at >= k) break;
+      const float4 bi = class_boxes[at];
+      const float area_i = box_area(bi);
+      if (threadIdx.x == 0) {
+        const int rank = static_cast<int>(static_cast<uint32_t>(class_keys[first + at]));
+        atomicOr(&kept[rank / 32], 1u << (rank % 32));
+      }
       ++kept_here;
-      for (int b = at + 1 + threadIdx.x; b < last; b += blockDim.x) {
-        if (suppressed[b / 32] >> (b % 32) & 1u) continue;
-        const int j = static_cast<int>(static_cast<uint32_t>(class_keys[b]));
-        const float4 bj = boxes[j];
-        const float w = fmaxf(0.0f, __fsub_rn(fminf(bi.z, bj.z), fmaxf(bi.x, bj.x)));
-        const float h = fmaxf(0.0f, __fsub_rn(fminf(bi.w, bj.w), fmaxf(bi.y, bj.y)));
-        const float inter = __fmul_rn(w, h);
-        const float iou = __fdiv_rn(inter, __fsub_rn(__fadd_rn(area_i, areas[j]), inter));
-        if (iou > p.iou_threshold) atomicOr(&suppressed[b / 32], 1u << (b % 32));
+      for (int b = at + 1 + threadIdx.x; b < k; b += blockDim.x) {
+        const int bit = first + b;
+        if (suppressed[bit / 32] >> (bit % 32) & 1u) continue;
+        if (box_iou(bi, area_i, class_boxes[b]) > p.iou_threshold)
+          atomicOr(&suppressed[bit / 32], 1u << (bit % 32));
       }
       cursor = at + 1;
       __syncthreads();
@@ -382,7 +422,7 @@ __global__ void __launch_bounds__(kNmsThreads) nms_kernel(NmsParams p) {
 
 // Workspace layout, each part 256-byte aligned.
 struct Layout {
-  size_t counts, begin, end, begin2, end2, keys_in, keys_out, class_in, class_out, boxes, areas,
+  size_t counts, begin, end, begin2, end2, keys_in, keys_out, class_in, class_out, boxes,
       sort, total;
   size_t sort_bytes;  // temporary storage of the larger of the two segmented sorts
 };
@@ -410,7 +450,6 @@ Layout layout(const DetectArgs& a) {
   l.class_in = take(nms * sizeof(uint64_t));
   l.class_out = take(nms * sizeof(uint64_t));
   l.boxes = take(nms * sizeof(float4));
-  l.areas = take(nms * sizeof(float));
   size_t by_score = 0, by_class = 0;
   cub::DeviceSegmentedSort::SortKeys(nullptr, by_score, static_cast<const uint64_t*>(nullptr),
                                      static_cast<uint64_t*>(nullptr), static_cast<int64_t>(keys),
@@ -486,9 +525,24 @@ Status detect(const DetectArgs& a, cudaStream_t stream) {
   uint64_t* class_in = reinterpret_cast<uint64_t*>(at(l.class_in));
   uint64_t* class_out = reinterpret_cast<uint64_t*>(at(l.class_out));
   const Heads h = make_heads(a.heads);
-  const size_t smem = 2 * ((static_cast<size_t>(a.max_nms) + 31) / 32) * sizeof(uint32_t);
-  if (smem > 40 * 1024)
-    return invalid_argument(kOp, ": max_nms ", a.max_nms, " needs more than 40 KB of bitmasks");
+  // Bitmasks (each rounded to an even number of words, so the staged boxes are 16-byte
+  // aligned), then as many boxes of a large class as fit in the dynamic shared memory every
+  // GPU gives a block without opting in (48 KB less the kernel's static shared memory: the
+  // block scan's storage and the large class list, about 7 KB).
+  static const size_t kSmemBytes = [] {
+    cudaFuncAttributes f{};
+    return cudaFuncGetAttributes(&f, nms_kernel) == cudaSuccess
+               ? static_cast<size_t>(f.maxDynamicSharedSizeBytes)
+               : size_t{32 * 1024};
+  }();
+  const size_t mask_bytes =
+      2 * (((static_cast<size_t>(a.max_nms) + 31) / 32 + 1) / 2 * 2) * sizeof(uint32_t);
+  if (mask_bytes > kSmemBytes / 2)
+    return invalid_argument(kOp, ": max_nms ", a.max_nms, " needs more than ", kSmemBytes / 2048,
+                            " KB of bitmasks");
+  const int stage_boxes = static_cast<int>(
+      std::min<size_t>((kSmemBytes - mask_bytes) / sizeof(float4), static_cast<size_t>(a.max_nms)));
+  const size_t smem = mask_bytes + static_cast<size_t>(stage_boxes) * sizeof(float4);
 
   QYOLO_RETURN_IF_ERROR(check(cudaMemsetAsync(counts, 0, batch * sizeof(int), stream), kOp));
   candidates_kernel<<<dim3(ops::blocks_for(h.rows, 128), batch), 128, 0, stream>>>(
@@ -522,7 +576,7 @@ Status detect(const DetectArgs& a, cudaStream_t stream) {
   p.keys = keys_out;
   p.class_keys = class_out;
   p.boxes = reinterpret_cast<float4*>(at(l.boxes));
-  p.areas = reinterpret_cast<float*>(at(l.areas));
+  p.stage_boxes = stage_boxes;
   p.plans = a.plans;
   p.detections = a.detections;
   p.out_counts = a.counts;
