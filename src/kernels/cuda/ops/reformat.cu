@@ -1,5 +1,7 @@
 // NHWC int8 / fp16 slices -> the I/O formats of DESIGN.md (fp16:chw16, int8:chw32, fp32 NCHW).
-// One thread per output element, so every padded channel is written (zero).
+// Every padded channel is written (zero). The blocked formats: one thread per 32-byte chunk
+// (one pixel's channel block, contiguous on both sides: a straight 16-byte-vector copy when
+// the types match and the block is whole); fp32 NCHW: one thread per output element.
 #include <algorithm>
 
 #include "ops_common.cuh"
@@ -11,66 +13,105 @@ int block_of(ReformatOutput f) {
   return f == ReformatOutput::kFloat16Chw16 ? 16 : f == ReformatOutput::kInt8Chw32 ? 32 : 1;
 }
 
+// fp32 NCHW: one thread per output element.
 template <ReformatInput kIn, ReformatOutput kOut>
 __global__ void reformat_kernel(ReformatArgs a, int64_t total) {
-  constexpr int kBlock = kOut == ReformatOutput::kFloat16Chw16 ? 16
-                         : kOut == ReformatOutput::kInt8Chw32  ? 32
-                                                               : 1;
+  static_assert(kOut == ReformatOutput::kFloat32Nchw, "blocked outputs: reformat_blocked_kernel");
   const int64_t hw = int64_t{a.shape.height} * a.shape.width;
-  const int blocks = (a.shape.channels + kBlock - 1) / kBlock;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total;
        i += int64_t{gridDim.x} * blockDim.x) {
-    // Output order: n, channel block, pixel, lane (kBlock 1: n, channel, pixel).
-    const int lane = static_cast<int>(i % kBlock);
-    const int64_t p = (i / kBlock) % hw;
-    const int64_t nb = i / (kBlock * hw);
-    const int block = static_cast<int>(nb % blocks);
-    const int64_t n = nb / blocks;
-    const int c = block * kBlock + lane;
-    const bool real = c < a.shape.channels;
+    const int64_t p = i % hw;
+    const int64_t nc = i / hw;
+    const int c = static_cast<int>(nc % a.shape.channels);
+    const int64_t n = nc / a.shape.channels;
     const int64_t from = (n * hw + p) * a.x_layout.stride + a.x_layout.offset + c;
-    if constexpr (kOut == ReformatOutput::kInt8Chw32) {
-      int8_t v = 0;
-      if (real) {
-        if constexpr (kIn == ReformatInput::kInt8) {
-          v = static_cast<const int8_t*>(a.x)[from];
-        } else {
-          v = ops::quantize_rne(ops::from_half_bits(static_cast<const uint16_t*>(a.x)[from]),
-                                a.output_scale);
-        }
-      }
-      static_cast<int8_t*>(a.y)[i] = v;
-    } else {
-      float v = 0.0f;
-      if (real) {
-        if constexpr (kIn == ReformatInput::kInt8) {
-          v = __fmul_rn(static_cast<float>(static_cast<const int8_t*>(a.x)[from]), a.input_scale);
-        } else {
-          v = ops::from_half_bits(static_cast<const uint16_t*>(a.x)[from]);
-        }
-      }
-      if constexpr (kOut == ReformatOutput::kFloat16Chw16)
-        static_cast<uint16_t*>(a.y)[i] = ops::half_bits(v);
+    float v;
+    if constexpr (kIn == ReformatInput::kInt8)
+      v = __fmul_rn(static_cast<float>(static_cast<const int8_t*>(a.x)[from]), a.input_scale);
+    else
+      v = ops::from_half_bits(static_cast<const uint16_t*>(a.x)[from]);
+    static_cast<float*>(a.y)[i] = v;
+  }
+}
+
+// One element of a blocked output: channel c of the input element at `from` (0 past the
+// channels).
+template <ReformatInput kIn, ReformatOutput kOut>
+__device__ __forceinline__ void convert_one(const ReformatArgs& a, int64_t from, bool real,
+                                            void* out) {
+  if constexpr (kOut == ReformatOutput::kInt8Chw32) {
+    int8_t v = 0;
+    if (real) {
+      if constexpr (kIn == ReformatInput::kInt8)
+        v = static_cast<const int8_t*>(a.x)[from];
       else
-        static_cast<float*>(a.y)[i] = v;
+        v = ops::quantize_rne(ops::from_half_bits(static_cast<const uint16_t*>(a.x)[from]),
+                              a.output_scale);
     }
+    *static_cast<int8_t*>(out) = v;
+  } else {
+    float v = 0.0f;
+    if (real) {
+      if constexpr (kIn == ReformatInput::kInt8)
+        v = __fmul_rn(static_cast<float>(static_cast<const int8_t*>(a.x)[from]), a.input_scale);
+      else
+        v = ops::from_half_bits(static_cast<const uint16_t*>(a.x)[from]);
+    }
+    *static_cast<uint16_t*>(out) = ops::half_bits(v);
+  }
+}
+
+// Blocked outputs (fp16:chw16, int8:chw32): chunk t = (n, channel block, pixel), pixel fastest.
+template <ReformatInput kIn, ReformatOutput kOut>
+__global__ void reformat_blocked_kernel(ReformatArgs a, int64_t chunks, int hw, int blocks) {
+  constexpr bool kInt8Out = kOut == ReformatOutput::kInt8Chw32;
+  constexpr int kBlock = kInt8Out ? 32 : 16;
+  constexpr int kOutBytes = kInt8Out ? 1 : 2;
+  constexpr bool kCopy = kInt8Out == (kIn == ReformatInput::kInt8);  // same element type
+  for (int64_t t = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; t < chunks;
+       t += int64_t{gridDim.x} * blockDim.x) {
+    const int p = static_cast<int>(t % hw);
+    const int64_t nb = t / hw;
+    const int c0 = static_cast<int>(nb % blocks) * kBlock;
+    const int64_t n = nb / blocks;
+    const int64_t from = (n * hw + p) * a.x_layout.stride + a.x_layout.offset + c0;
+    char* out = static_cast<char*>(a.y) + t * (kBlock * kOutBytes);
+    if constexpr (kCopy) {
+      const char* in = static_cast<const char*>(a.x) + from * kOutBytes;
+      if (c0 + kBlock <= a.shape.channels &&
+          ((reinterpret_cast<uintptr_t>(in) | reinterpret_cast<uintptr_t>(out)) & 15) == 0) {
+        const int4* src = reinterpret_cast<const int4*>(in);
+        int4* dst = reinterpret_cast<int4*>(out);
+        dst[0] = src[0];
+        dst[1] = src[1];
+        continue;
+      }
+    }
+#pragma unroll 4
+    for (int lane = 0; lane < kBlock; ++lane)
+      convert_one<kIn, kOut>(a, from + lane, c0 + lane < a.shape.channels,
+                             out + lane * kOutBytes);
   }
 }
 
 template <ReformatInput kIn>
 void launch(const ReformatArgs& a, int64_t total, cudaStream_t stream) {
-  const unsigned grid = static_cast<unsigned>(std::min<int64_t>((total + 255) / 256, 65536));
-  switch (a.output_format) {
-    case ReformatOutput::kFloat16Chw16:
-      reformat_kernel<kIn, ReformatOutput::kFloat16Chw16><<<grid, 256, 0, stream>>>(a, total);
-      break;
-    case ReformatOutput::kInt8Chw32:
-      reformat_kernel<kIn, ReformatOutput::kInt8Chw32><<<grid, 256, 0, stream>>>(a, total);
-      break;
-    case ReformatOutput::kFloat32Nchw:
-      reformat_kernel<kIn, ReformatOutput::kFloat32Nchw><<<grid, 256, 0, stream>>>(a, total);
-      break;
+  if (a.output_format != ReformatOutput::kFloat32Nchw) {
+    const int block = block_of(a.output_format);
+    const int hw = a.shape.height * a.shape.width;
+    const int blocks = (a.shape.channels + block - 1) / block;
+    const int64_t chunks = total / block;
+    const unsigned grid = static_cast<unsigned>(std::min<int64_t>((chunks + 255) / 256, 65536));
+    if (a.output_format == ReformatOutput::kInt8Chw32)
+      reformat_blocked_kernel<kIn, ReformatOutput::kInt8Chw32>
+          <<<grid, 256, 0, stream>>>(a, chunks, hw, blocks);
+    else
+      reformat_blocked_kernel<kIn, ReformatOutput::kFloat16Chw16>
+          <<<grid, 256, 0, stream>>>(a, chunks, hw, blocks);
+    return;
   }
+  const unsigned grid = static_cast<unsigned>(std::min<int64_t>((total + 255) / 256, 65536));
+  reformat_kernel<kIn, ReformatOutput::kFloat32Nchw><<<grid, 256, 0, stream>>>(a, total);
 }
 
 }  // namespace

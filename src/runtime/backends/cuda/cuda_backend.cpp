@@ -427,6 +427,24 @@ class CudaPrepared : public PreparedEngine {
     a.dst = args.outputs[l.output];
     a.dst_image_bytes = io.image_bytes();
     a.dst_scale = io.scale;
+    // The usual case, the head's own values into a blocked format (int8 at the output's scale,
+    // or half): the vectorised block copy of cuda_ops' reformat.
+    const EngineTensor& t = engine_.tensors[l.inputs[0]];
+    const bool int8_copy = io.format == IoFormat::kInt8Chw32 && t.type == ElementType::kInt8 &&
+                           t.scale == io.scale;
+    const bool half_copy = io.format == IoFormat::kFp16Chw16 && t.type == ElementType::kFloat16;
+    if ((int8_copy || half_copy) && a.x.image_elements == int64_t(io.height) * io.width * a.x.stride) {
+      qyolo::cuda::ReformatArgs r;
+      r.shape = {args.batch, io.height, io.width, io.channels};
+      r.input_type = int8_copy ? qyolo::cuda::ReformatInput::kInt8 : qyolo::cuda::ReformatInput::kFloat16;
+      r.x = a.x.data;
+      r.x_layout = {a.x.stride, 0};
+      r.input_scale = int8_copy ? t.scale : 1.0f;
+      r.output_format = int8_copy ? qyolo::cuda::ReformatOutput::kInt8Chw32
+                                  : qyolo::cuda::ReformatOutput::kFloat16Chw16;
+      r.y = a.dst;
+      return qyolo::cuda::reformat(r, stream);
+    }
     return qyolo::cuda::engine_output_reformat(a, stream);
   }
 
