@@ -160,6 +160,14 @@ TEST_F(CliEngine, BenchReportsLikeTrtexec) {
   std::string text((std::istreambuf_iterator<char>(svg)), std::istreambuf_iterator<char>());
   EXPECT_EQ(text.rfind("<svg", 0), 0u);
   EXPECT_NE(text.find("<rect"), std::string::npos);
+
+  // --devices: the first instance's report, then every instance at once, with the scaling.
+  auto multi = run_qyolo("bench --loadEngine " + engine.string() +
+                         " --batch 1 --warmUp 0 --duration 0 --iterations 2 --devices 0,0");
+  ASSERT_EQ(multi.exit_code, 0) << multi.output;
+  for (const char* line : {"Throughput:", "=== Devices (2 instances at once", "instance 0 (device 0",
+                           "instance 1 (device 0", "scaling efficiency: "})
+    EXPECT_NE(multi.output.find(line), std::string::npos) << line << "\n" << multi.output;
 }
 
 TEST_F(CliEngine, MistakesAreOneLineErrors) {
@@ -197,6 +205,9 @@ TEST_F(CliEngine, MistakesAreOneLineErrors) {
   const std::string cpu = (files().dir / "cpu.engine").string();
   ASSERT_EQ(run_qyolo(build_args(cpu, "")).exit_code, 0);
   r = run_qyolo("val --loadEngine " + cpu + " --devices 0,1" + val_args(1));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("the cpu target has one device, 0"), std::string::npos) << r.output;
+  r = run_qyolo("bench --loadEngine " + cpu + " --devices 1");
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("the cpu target has one device, 0"), std::string::npos) << r.output;
   // Truncated on disk.

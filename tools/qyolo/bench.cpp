@@ -9,6 +9,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <numeric>
+#include <thread>
 
 #include "qyolo/commands.h"
 #include "qyolo/runtime.h"
@@ -28,6 +29,7 @@ struct BenchFlags {
   bool cuda_graph = false;
   std::string export_times, export_profile;
   bool dump_profile = false;
+  std::string devices;  // --devices all|0,1,...: one set of instances per entry
 };
 
 struct Stats {
@@ -119,13 +121,131 @@ std::string layer_format(const Engine& e, const EngineLayer& l) {
   return element_type_name(t.type) + ":nhwc" + std::to_string(t.layout.stride);
 }
 
+// The instances of one device: a module per stream, with its I/O buffers. On targets whose
+// memory is not the host's (cuda) the tasks use the backend's buffers, and every iteration
+// copies the inputs in (H2D) and the outputs out (D2H), as trtexec counts them.
+struct Instance {
+  int device_index = 0;
+  std::unique_ptr<runtime::Device> device;
+  std::vector<std::unique_ptr<runtime::Module>> modules;
+  std::vector<std::vector<std::vector<uint8_t>>> buffers;  // [stream][io], host side
+  std::vector<std::vector<std::unique_ptr<runtime::BackendBuffer>>> device_buffers;
+  std::vector<std::unique_ptr<runtime::RegisteredMemory>> registered;
+  std::vector<runtime::Task> tasks;
+  bool host_memory = true;
+  size_t input_count = 0;
+  double h2d_ms = 0, d2h_ms = 0;  // of the last iteration
+};
+
+Expected<std::unique_ptr<Instance>> make_instance(const Engine& engine, const std::string& path,
+                                                  int device_index, int streams, int batch) {
+  auto inst = std::make_unique<Instance>();
+  inst->device_index = device_index;
+  runtime::DeviceOptions options;
+  options.device_index = device_index;
+  options.worker_threads = streams;
+  QYOLO_ASSIGN_OR_RETURN(inst->device, runtime::Device::create(engine.target, options));
+  inst->host_memory = engine.target == EngineTarget::kCpu;
+  inst->input_count = engine.inputs.size();
+  inst->buffers.resize(streams);
+  inst->device_buffers.resize(streams);
+  inst->tasks.resize(streams);
+  runtime::Backend& backend = inst->device->backend();
+  for (int s = 0; s < streams; ++s) {
+    auto module = runtime::Module::from_engine(*inst->device, engine);
+    if (!module) return with_context(module.status(), path);
+    inst->modules.push_back(std::move(*module));
+    runtime::Task& task = inst->tasks[s];
+    task.module = inst->modules.back().get();
+    task.batch = batch;
+    for (const auto* list : {&engine.inputs, &engine.outputs})
+      for (const EngineIo& io : *list) {
+        inst->buffers[s].emplace_back(size_t(io.image_bytes()) * batch, uint8_t{0});
+        void* data = inst->buffers[s].back().data();
+        if (!inst->host_memory) {
+          QYOLO_ASSIGN_OR_RETURN(auto buffer, backend.allocate(inst->buffers[s].back().size()));
+          data = buffer->data();
+          inst->device_buffers[s].push_back(std::move(buffer));
+        }
+        QYOLO_ASSIGN_OR_RETURN(auto memory, inst->device->register_memory(
+                                                data, inst->buffers[s].back().size()));
+        (list == &engine.inputs ? task.inputs : task.outputs).push_back(memory.get());
+        inst->registered.push_back(std::move(memory));
+      }
+  }
+  return inst;
+}
+
+// The inputs (in) or outputs copied between the host buffers and the device's; no-ops in
+// host memory.
+Status copy(Instance& inst, bool in) {
+  if (inst.host_memory) return Status::ok();
+  runtime::Backend& backend = inst.device->backend();
+  for (size_t s = 0; s < inst.tasks.size(); ++s)
+    for (size_t i = 0; i < inst.device_buffers[s].size(); ++i) {
+      if ((i < inst.input_count) != in) continue;
+      void* dev = inst.device_buffers[s][i]->data();
+      auto& host = inst.buffers[s][i];
+      QYOLO_RETURN_IF_ERROR(in ? backend.upload(dev, host.data(), host.size())
+                               : backend.download(host.data(), dev, host.size()));
+    }
+  return Status::ok();
+}
+
+// One iteration: the inputs copied in, every stream runs one task (through fences, so the
+// streams overlap), the outputs copied out.
+Status iterate(Instance& inst) {
+  const auto t0 = Clock::now();
+  QYOLO_RETURN_IF_ERROR(copy(inst, true));
+  const auto t1 = Clock::now();
+  std::vector<runtime::FencePtr> done;
+  for (const runtime::Task& task : inst.tasks) {
+    done.push_back(runtime::Fence::create());
+    QYOLO_RETURN_IF_ERROR(inst.device->submit(task, {}, {done.back()}));
+  }
+  for (auto& f : done) QYOLO_RETURN_IF_ERROR(f->wait());
+  const auto t2 = Clock::now();
+  QYOLO_RETURN_IF_ERROR(copy(inst, false));
+  inst.h2d_ms = std::chrono::duration<double, std::milli>(t1 - t0).count();
+  inst.d2h_ms = std::chrono::duration<double, std::milli>(Clock::now() - t2).count();
+  return Status::ok();
+}
+
+// Every instance at once, each from its own host thread, for the flags' warm-up and duration:
+// images per second of each, measured over its own iterations.
+Expected<std::vector<double>> run_together(std::vector<std::unique_ptr<Instance>>& instances,
+                                           const BenchFlags& flags, int batch) {
+  std::vector<double> rates(instances.size(), 0);
+  std::vector<Status> errors(instances.size(), Status::ok());
+  std::vector<std::thread> threads;
+  for (size_t k = 0; k < instances.size(); ++k)
+    threads.emplace_back([&, k] {
+      Instance& inst = *instances[k];
+      const auto warm = Clock::now();
+      auto ms_since = [](Clock::time_point t) {
+        return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
+      };
+      do {
+        errors[k] = iterate(inst);
+        if (!errors[k].is_ok()) return;
+      } while (ms_since(warm) < flags.warm_up_ms);
+      const auto start = Clock::now();
+      int count = 0;
+      while (count < flags.iterations || ms_since(start) < flags.duration_s * 1000) {
+        errors[k] = iterate(inst);
+        if (!errors[k].is_ok()) return;
+        ++count;
+      }
+      rates[k] = double(count) * double(inst.tasks.size()) * batch / (ms_since(start) / 1000);
+    });
+  for (auto& t : threads) t.join();
+  for (const Status& st : errors) QYOLO_RETURN_IF_ERROR(st);
+  return rates;
+}
+
 int run_bench(const BenchFlags& flags) {
   auto engine = load_engine(flags.engine);
   if (!engine) return report_error("bench", engine.status());
-  runtime::DeviceOptions device_options;
-  device_options.worker_threads = std::max(1, flags.streams);
-  auto device = runtime::Device::create(engine->target, device_options);
-  if (!device) return report_error("bench", device.status());
   if (flags.cuda_graph && engine->target != EngineTarget::kCuda)
     return report_error("bench", invalid_argument("--useCudaGraph needs a cuda engine"));
   // The CUDA graph replay lives in bench/cuda_engine (bench_cuda_engine) for now; the CLI would
@@ -140,38 +260,20 @@ int run_bench(const BenchFlags& flags) {
   if (batch < 1 || batch > engine->max_batch)
     return report_error("bench", invalid_argument("--batch ", batch, " outside 1..",
                                                   engine->max_batch, " (the engine's --maxBatch)"));
-  // One module per stream: instances that run side by side.
-  std::vector<std::unique_ptr<runtime::Module>> modules;
-  std::vector<std::vector<std::vector<uint8_t>>> buffers(flags.streams);
-  std::vector<std::unique_ptr<runtime::RegisteredMemory>> registered;
-  std::vector<runtime::Task> tasks(flags.streams);
-  // Targets whose memory is not the host's (cuda): the tasks use the backend's buffers, and
-  // every iteration copies the inputs in (H2D) and the outputs out (D2H), as trtexec counts them.
-  const bool host_memory = engine->target == EngineTarget::kCpu;
-  std::vector<std::vector<std::unique_ptr<runtime::BackendBuffer>>> device_buffers(flags.streams);
-  runtime::Backend& backend = (*device)->backend();
-  for (int s = 0; s < flags.streams; ++s) {
-    auto module = runtime::Module::from_engine(**device, *engine);
-    if (!module) return report_error("bench", with_context(module.status(), flags.engine));
-    modules.push_back(std::move(*module));
-    tasks[s].module = modules.back().get();
-    tasks[s].batch = batch;
-    for (const auto* list : {&engine->inputs, &engine->outputs})
-      for (const EngineIo& io : *list) {
-        buffers[s].emplace_back(size_t(io.image_bytes()) * batch, uint8_t{0});
-        void* data = buffers[s].back().data();
-        if (!host_memory) {
-          auto buffer = backend.allocate(buffers[s].back().size());
-          if (!buffer) return report_error("bench", buffer.status());
-          data = (*buffer)->data();
-          device_buffers[s].push_back(std::move(*buffer));
-        }
-        auto memory = (*device)->register_memory(data, buffers[s].back().size());
-        if (!memory) return report_error("bench", memory.status());
-        (list == &engine->inputs ? tasks[s].inputs : tasks[s].outputs).push_back(memory->get());
-        registered.push_back(std::move(*memory));
-      }
+  std::vector<int> device_indices = {0};
+  if (!flags.devices.empty()) {
+    auto parsed = parse_devices(flags.devices, flags.engine);
+    if (!parsed) return report_error("bench", parsed.status());
+    device_indices = *parsed;
   }
+  std::vector<std::unique_ptr<Instance>> instances;
+  for (int index : device_indices) {
+    auto inst = make_instance(*engine, flags.engine, index, flags.streams, batch);
+    if (!inst) return report_error("bench", inst.status());
+    instances.push_back(std::move(*inst));
+  }
+  Instance& first = *instances[0];
+  runtime::Device& device = *first.device;
   std::printf("=== Model Options ===\nEngine: %s (target %s, built by qyolo %s from %s)\n",
               flags.engine.c_str(), target_name(engine->target).c_str(),
               engine->qyolo_version.c_str(), engine->source.c_str());
@@ -179,43 +281,11 @@ int run_bench(const BenchFlags& flags) {
       "=== Inference Options ===\nBatch: %d\nStreams: %d\nWarmup: %.0f ms\nDuration: %.1f s "
       "(+ at least %d iterations)\nDevice: %s\n",
       batch, flags.streams, flags.warm_up_ms, flags.duration_s, flags.iterations,
-      (*device)->describe().c_str());
+      device.describe().c_str());
 
-  // One iteration: the inputs copied in, every stream runs one task (through fences, so the
-  // streams overlap), the outputs copied out. The copies are no-ops in host memory.
-  const size_t input_count = engine->inputs.size();
-  double h2d_ms = 0, d2h_ms = 0;
-  auto copy = [&](bool in) -> Status {
-    if (host_memory) return Status::ok();
-    for (int s = 0; s < flags.streams; ++s)
-      for (size_t i = 0; i < device_buffers[s].size(); ++i) {
-        if ((i < input_count) != in) continue;
-        void* dev = device_buffers[s][i]->data();
-        auto& host = buffers[s][i];
-        QYOLO_RETURN_IF_ERROR(in ? backend.upload(dev, host.data(), host.size())
-                                 : backend.download(host.data(), dev, host.size()));
-      }
-    return Status::ok();
-  };
-  auto iterate = [&]() -> Status {
-    const auto t0 = Clock::now();
-    QYOLO_RETURN_IF_ERROR(copy(true));
-    const auto t1 = Clock::now();
-    std::vector<runtime::FencePtr> done;
-    for (int s = 0; s < flags.streams; ++s) {
-      done.push_back(runtime::Fence::create());
-      QYOLO_RETURN_IF_ERROR((*device)->submit(tasks[s], {}, {done.back()}));
-    }
-    for (auto& f : done) QYOLO_RETURN_IF_ERROR(f->wait());
-    const auto t2 = Clock::now();
-    QYOLO_RETURN_IF_ERROR(copy(false));
-    h2d_ms = std::chrono::duration<double, std::milli>(t1 - t0).count();
-    d2h_ms = std::chrono::duration<double, std::milli>(Clock::now() - t2).count();
-    return Status::ok();
-  };
   const auto warm_start = Clock::now();
   do {
-    Status st = iterate();
+    Status st = iterate(first);
     if (!st.is_ok()) return report_error("bench", st);
   } while (std::chrono::duration<double, std::milli>(Clock::now() - warm_start).count() <
            flags.warm_up_ms);
@@ -230,9 +300,9 @@ int run_bench(const BenchFlags& flags) {
   };
   while (int(times.size()) < flags.iterations || since(Clock::now()) < flags.duration_s * 1000) {
     const auto start = Clock::now();
-    Status st = iterate();
+    Status st = iterate(first);
     if (!st.is_ok()) return report_error("bench", st);
-    times.push_back({since(start), since(Clock::now()), h2d_ms, d2h_ms});
+    times.push_back({since(start), since(Clock::now()), first.h2d_ms, first.d2h_ms});
   }
   const double wall_s = since(Clock::now()) / 1000;
   std::vector<double> latency, h2d, compute, d2h;
@@ -273,12 +343,12 @@ int run_bench(const BenchFlags& flags) {
   }
 
   if (flags.dump_profile || !flags.export_profile.empty()) {
-    runtime::Module& m = *modules[0];
+    runtime::Module& m = *first.modules[0];
     m.set_profiling(true);
     std::vector<std::vector<double>> per_layer(engine->layers.size());
     const int runs = std::max(3, std::min(flags.iterations, 20));
     for (int r = 0; r < runs; ++r) {
-      Status st = (*device)->run(tasks[0]);
+      Status st = device.run(first.tasks[0]);
       if (!st.is_ok()) return report_error("bench", st);
       for (size_t i = 0; i < per_layer.size(); ++i) per_layer[i].push_back(m.last_layer_ms()[i]);
     }
@@ -323,10 +393,27 @@ int run_bench(const BenchFlags& flags) {
           std::filesystem::path(flags.export_profile).replace_extension(".svg").string();
       std::ofstream svg(svg_path);
       svg << profile_svg(rows, str_cat("slowest layers of ", flags.engine, ", batch ", batch, ", ",
-                                       (*device)->describe()));
+                                       device.describe()));
       if (!svg) return report_error("bench", io_error("cannot write ", svg_path));
       std::printf("profile: %s, chart: %s\n", flags.export_profile.c_str(), svg_path.c_str());
     }
+  }
+
+  // --devices with several entries: all at once, against the first alone (measured above).
+  if (instances.size() > 1) {
+    auto rates = run_together(instances, flags, batch);
+    if (!rates) return report_error("bench", rates.status());
+    const double alone = qps * batch;
+    double total = 0;
+    std::printf("\n=== Devices (%zu instances at once, each from its own thread) ===\n",
+                instances.size());
+    for (size_t k = 0; k < instances.size(); ++k) {
+      std::printf("instance %zu (device %d: %s): %.1f img/s\n", k, instances[k]->device_index,
+                  instances[k]->device->describe().c_str(), (*rates)[k]);
+      total += (*rates)[k];
+    }
+    std::printf("Total: %.1f img/s; instance 0 alone: %.1f img/s; scaling efficiency: %.1f %%\n",
+                total, alone, alone > 0 ? total / (alone * double(instances.size())) * 100 : 0.0);
   }
   return 0;
 }
@@ -349,6 +436,9 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--exportProfile", f->export_profile,
                   "Per-layer profile as JSON, and an SVG bar chart beside it");
   cmd->add_flag("--dumpProfile", f->dump_profile, "Print the per-layer profile");
+  cmd->add_option("--devices", f->devices,
+                  "all, or device indices like 0,1 (repeats: more instances on one device): "
+                  "after the report of the first, all run at once and the scaling is reported");
   cmd->callback([f, &exit_code] { exit_code = run_bench(*f); });
 }
 

@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 #include <string>
+#include <vector>
 
 #include "qyolo/status.h"
 
@@ -25,5 +26,10 @@ int report_error(const std::string& command, const Status& status);
 
 // Parses "1x3x640x640" or "1,3,640,640".
 Expected<std::vector<int64_t>> parse_dims(const std::string& text);
+
+// --devices of val and bench: "all" (every device of the engine's target) or indices, repeats
+// allowed (two instances on one GPU, as Orin's two DLA cores); checked against the engine's
+// target (val.cpp).
+Expected<std::vector<int>> parse_devices(const std::string& text, const std::string& engine);
 
 }  // namespace qyolo::cli

@@ -21,25 +21,6 @@
 #include "qyolo/runtime.h"
 
 namespace qyolo::cli {
-namespace {
-
-struct ValOptions {
-  std::string model;
-  std::string engine;  // --loadEngine instead of --onnx
-  std::string images;
-  std::string annotations;
-  int image_size = 640;
-  int canvas = 0;
-  float conf = 0.001f;
-  float iou = 0.6f;
-  int max_det = 300;
-  int max_images = 0;
-  std::string anchors;
-  std::string save_json;
-  std::string export_metrics;
-  std::string devices;  // --devices all|0,1,...: one engine instance per entry
-  PrecisionFlags precision;
-};
 
 // --devices: "all" (every device of the engine's target) or indices, repeats allowed (two
 // instances on one GPU, as Orin's two DLA cores).
@@ -70,6 +51,26 @@ Expected<std::vector<int>> parse_devices(const std::string& text, const std::str
   }
   return devices;
 }
+
+namespace {
+
+struct ValOptions {
+  std::string model;
+  std::string engine;  // --loadEngine instead of --onnx
+  std::string images;
+  std::string annotations;
+  int image_size = 640;
+  int canvas = 0;
+  float conf = 0.001f;
+  float iou = 0.6f;
+  int max_det = 300;
+  int max_images = 0;
+  std::string anchors;
+  std::string save_json;
+  std::string export_metrics;
+  std::string devices;  // --devices all|0,1,...: one engine instance per entry
+  PrecisionFlags precision;
+};
 
 // Python's round(value, digits): the correctly rounded decimal, read back as a double.
 double round_decimal(double value, int digits) {
