@@ -95,5 +95,5 @@ if [ "${SKIP_CONV_BENCH:-0}" != 1 ] && [ -x "$build/bench_cuda_conv" ]; then
     --csv "$out/conv_bench.csv" >"$out/conv_bench.log" 2>&1
   echo "== bench_cuda_conv: exit $?"
 fi
-tar -czf "$out/results.tgz" -C "$out" --exclude results.tgz .
+tar -czf "$out.tgz" -C "$out" --exclude results.tgz . && mv "$out.tgz" "$out/results.tgz"
 exit $status
