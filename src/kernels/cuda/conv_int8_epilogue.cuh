@@ -32,12 +32,15 @@ __device__ __forceinline__ float dequantize(int32_t acc, float channel_scale, fl
 // relative error, folded into the constant): ex2 (2 ulp) and the rounded argument (a relative
 // error of |y| ulp in e = 2^(..)) reach 1 + e scaled by e / (1 + e) = 1 - r; the sum, rcp
 // (1 ulp) and the product add about 2 ulp. Twice that, for margin.
+// That bound is (1.2e-7 |y| + 5e-7) (1 - r) + 5e-7 with 1 - r = 1 / (1 + e^y); computed more
+// simply, one instruction fewer: for y < 0, 1 - r < 1; for y >= 0 the first term is at most
+// 1.2e-7 y / (1 + e^y) + 2.5e-7 < 2.9e-7. So relative <= 1.2e-7 max(-y, 0) + 1.05e-6.
 template <int kExtraE9 = 0>  // kExtra in units of 1e-9
 __device__ __forceinline__ float silu(float y, float& relative) {
   float e, r;
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(e) : "f"(y * -1.4426950408889634f));
   asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(1.0f + e));
-  relative = fmaf(fmaf(1.2e-7f, fabsf(y), 5e-7f), 1.0f - r, 5e-7f + kExtraE9 * 1e-9f);
+  relative = fmaf(1.2e-7f, fmaxf(-y, 0.0f), 1.05e-6f + kExtraE9 * 1e-9f);
   return y * r;
 }
 
@@ -70,11 +73,12 @@ struct Rounded {
   uint32_t word;
   float value;
 };
-__device__ __forceinline__ Rounded round_int8(float t, float tolerance, bool& near) {
+// The tolerance is |t| * relative + absolute.
+__device__ __forceinline__ Rounded round_int8(float t, float relative, float absolute, bool& near) {
   const float clamped = fminf(fmaxf(t, -128.0f), 127.0f);
   const float sum = __fadd_rn(clamped, kRoundMagic);
   const float value = __fsub_rn(sum, kRoundMagic);
-  near = __fadd_rn(fabsf(__fsub_rn(clamped, value)), tolerance) >= 0.5f;
+  near = fmaf(fabsf(t), relative, fabsf(__fsub_rn(clamped, value)) + absolute) >= 0.5f;
   return {__float_as_uint(sum), value};
 }
 
@@ -107,7 +111,7 @@ __device__ __forceinline__ uint32_t int8_element(const ConvInt8Params& p, float 
   bool near_conv = false;
   if (M::conv_scale(p)) {
     const float t = v * p.inv_conv_scale;
-    v = __fmul_rn(round_int8(t, fabsf(t) * relative, near_conv).value, p.conv_scale);
+    v = __fmul_rn(round_int8(t, relative, 0.0f, near_conv).value, p.conv_scale);
     if (M::residual(p)) v = __fadd_rn(v, __fmul_rn(static_cast<float>(residual), p.residual_scale));
     relative = kReciprocalE9 * 1e-9f;  // v is now the reference's value exactly
   } else if (M::residual(p)) {
@@ -117,7 +121,7 @@ __device__ __forceinline__ uint32_t int8_element(const ConvInt8Params& p, float 
     relative = kReciprocalE9 * 1e-9f;
   }
   const float t = v * p.inv_output_scale;
-  const uint32_t word = round_int8(t, fmaf(fabsf(t), relative, absolute), near).word;
+  const uint32_t word = round_int8(t, relative, absolute, near).word;
   near = near || near_conv;
 #if defined(QYOLO_EPILOGUE_FAST)  // timing experiments: the fast values only
   near = false;
