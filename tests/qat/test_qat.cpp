@@ -1,6 +1,6 @@
 // Quantization-aware training: the LibTorch model against the CPU executor, the passes,
-// calibration through quant.h's calibrator, fine-tuning (reproducible, resumable, stops on
-// NaN) and the CLI's export through onnx.checker, onnxruntime, translate and val --int8.
+// calibration through quant.h's calibrator, the distillation losses against their formulas,
+// fine-tuning (reproducible, resumable, stops on NaN) and the CLI's export through onnx.checker, onnxruntime, translate and val --int8.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -363,6 +363,28 @@ TEST(QatFineTune, ResumingAnotherModelsCheckpointIsAnError) {
       << message;
 }
 
+TEST(QatFineTune, ResumingWithAnotherDistillationTargetIsAnError) {
+  const SmallRun run = small_run();
+  const Graph qat = run.qat(QdqPlacement::kTensorRT);
+  const auto dir = temp_dir();
+  FineTuneOptions options = run.options(dir, 1);
+  options.distill_on = DistillationTarget::kObjectness;
+  auto first = fine_tune(run.fp32, qat, run.images, options);
+  ASSERT_TRUE(first) << first.status().message();
+  EXPECT_GT(first->log[0].loss, 0.0);
+  options.epochs = 2;
+  options.distill_on = DistillationTarget::kSigmoid;
+  auto other = fine_tune(run.fp32, qat, run.images, options);
+  ASSERT_FALSE(other);
+  EXPECT_NE(other.status().message().find("was made for another model, placement or loss"),
+            std::string::npos)
+      << other.status().message();
+  options.distill_on = DistillationTarget::kObjectness;
+  auto resumed = fine_tune(run.fp32, qat, run.images, options);
+  ASSERT_TRUE(resumed) << resumed.status().message();
+  EXPECT_EQ(resumed->resumed_from_epoch, 1);
+}
+
 TEST(QatFineTune, NanLossStopsAtTheStepAndKeepsTheLastCheckpoint) {
   const SmallRun run = small_run();
   const Graph qat = run.qat(QdqPlacement::kTensorRT);
@@ -378,6 +400,91 @@ TEST(QatFineTune, NanLossStopsAtTheStepAndKeepsTheLastCheckpoint) {
   auto resumed = fine_tune(run.fp32, qat, run.images, options);
   ASSERT_TRUE(resumed) << resumed.status().message();
   EXPECT_EQ(resumed->resumed_from_epoch, 1);
+}
+
+// Two heads of 2 anchors x (5 + 1 class) channels on a 1 x 2 grid, checked against the
+// formulas of docs/qat.md computed element by element in double.
+struct DistillationCase {
+  std::vector<torch::Tensor> student, teacher;
+  DistillationCase() {
+    torch::manual_seed(3);
+    for (int64_t width : {2, 1}) {
+      torch::Tensor t = torch::randn({1, 12, 1, width}, torch::kFloat64) * 3.0;
+      torch::Tensor s = t + torch::randn({1, 12, 1, width}, torch::kFloat64) * 0.5;
+      student.push_back(s.set_requires_grad(true));
+      teacher.push_back(t.set_requires_grad(true));
+    }
+  }
+};
+
+double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+
+TEST(QatDistillation, LossesAndGradientsMatchTheirFormulas) {
+  for (DistillationTarget target : {DistillationTarget::kLogits, DistillationTarget::kSigmoid,
+                                    DistillationTarget::kObjectness}) {
+    SCOPED_TRACE(distillation_target_name(target));
+    DistillationCase c;
+    const torch::Tensor loss = distillation_loss(c.student, c.teacher, target, 2);
+    loss.backward();
+    double expected = 0.0;
+    for (size_t k = 0; k < 2; ++k) {
+      const auto s = c.student[k].detach(), t = c.teacher[k].detach();
+      const int64_t cells = s.size(3);
+      double sum = 0.0, weights = 0.0;
+      std::vector<double> grad(12 * cells, 0.0);
+      for (int64_t a = 0; a < 2; ++a) {
+        for (int64_t x = 0; x < cells; ++x) {
+          const double ws = sigmoid(s[0][a * 6 + 4][0][x].item<double>());
+          const double wt = sigmoid(t[0][a * 6 + 4][0][x].item<double>());
+          const double w = target == DistillationTarget::kObjectness ? std::max(ws, wt) : 1.0;
+          weights += w * 6;
+          for (int64_t ch = 0; ch < 6; ++ch) {
+            const double u = s[0][a * 6 + ch][0][x].item<double>();
+            const double v = t[0][a * 6 + ch][0][x].item<double>();
+            const double d = target == DistillationTarget::kLogits ? u - v : sigmoid(u) - sigmoid(v);
+            const double slope = target == DistillationTarget::kLogits
+                                     ? 1.0
+                                     : sigmoid(u) * (1.0 - sigmoid(u));
+            sum += w * d * d;
+            grad[(a * 6 + ch) * cells + x] = 2.0 * w * d * slope;  // the weight has no gradient
+          }
+        }
+      }
+      expected += sum / weights / 2.0;
+      for (int64_t i = 0; i < 12 * cells; ++i) {
+        EXPECT_NEAR(c.student[k].grad().flatten()[i].item<double>(), grad[i] / weights / 2.0,
+                    1e-12)
+            << "head " << k << " element " << i;
+      }
+      EXPECT_FALSE(c.teacher[k].grad().defined()) << "the teacher is a constant";
+    }
+    EXPECT_NEAR(loss.item<double>(), expected, 1e-12);
+  }
+}
+
+// The point of the sigmoid: a background cell whose logits differ a lot but whose
+// probabilities do not is no error, while a confident cell's error still is.
+TEST(QatDistillation, BackgroundLogitsNoLongerDominate) {
+  // One head, one anchor, 5 + 1 channels, two cells: cell 0 background (every logit -12 in
+  // the student, -9 in the teacher), cell 1 an object whose class logit is off by 0.5.
+  torch::Tensor t = torch::full({1, 6, 1, 2}, -9.0, torch::kFloat64);
+  torch::Tensor s = torch::full({1, 6, 1, 2}, -12.0, torch::kFloat64);
+  for (int64_t ch = 0; ch < 6; ++ch) {
+    t[0][ch][0][1] = 2.0;
+    s[0][ch][0][1] = 2.0;
+  }
+  s[0][5][0][1] = 2.5;
+  auto loss = [&](DistillationTarget target, const torch::Tensor& student) {
+    return distillation_loss({student}, {t}, target, 1).item<double>();
+  };
+  torch::Tensor object_only = s.clone();
+  object_only.slice(3, 0, 1).fill_(-9.0);  // the background cell as the teacher has it
+  // Raw logits: the background's 3.0 per element outweighs the object's 0.5 36 times over.
+  EXPECT_GT(loss(DistillationTarget::kLogits, s), 10.0 * loss(DistillationTarget::kLogits, object_only));
+  for (DistillationTarget target : {DistillationTarget::kSigmoid, DistillationTarget::kObjectness}) {
+    EXPECT_NEAR(loss(target, s), loss(target, object_only), 1e-3 * loss(target, object_only))
+        << distillation_target_name(target);
+  }
 }
 
 // The CLI end to end at 640: the QAT ONNX passes onnx.checker, runs in onnxruntime as qyolo
@@ -503,6 +610,9 @@ TEST(QatCli, BadInputsAreOneLine) {
   EXPECT_EQ(
       placement.output,
       "qyolo qat: error: --placement 'opt3': expected opt1 (TensorRT's) or opt2 (all nodes)\n");
+  auto distill_on = run_qyolo(base + " --images " + calib_images() + " --distill-on probs");
+  EXPECT_EQ(distill_on.output,
+            "qyolo qat: error: --distill-on 'probs': expected logits, sigmoid or objectness\n");
 }
 
 }  // namespace
