@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -44,6 +45,13 @@ Expected<QatCalibration> calibrate_qat(const Graph& fp32, QdqPlacement placement
                                        const std::vector<std::string>& images, int size,
                                        const CalibrationOptions& options,
                                        const std::function<void(int64_t)>& progress = {});
+
+// The QAT graph rounded where the INT8 engine rounds (docs/int8_reference.md), for the
+// fine-tuning student: the Q/DQ pairs inside a Conv+SiLU (on the Conv output and the Sigmoid
+// output, which the engine's fused layer never rounds) are bypassed, and so are the input and
+// weight Q/DQ of each Conv that runs FP16 there: its (SiLU) output reaches no QuantizeLinear
+// (the heads) or `fp16_layers` names it (--layerPrecisions). Unused Q/DQ nodes are removed.
+Graph engine_rounding(const Graph& qat, const std::set<std::string>& fp16_layers = {});
 
 // The .jpg/.jpeg/.png files under `dir` (sub-folders too), sorted; an error names a folder
 // that is missing or holds none.
@@ -159,6 +167,10 @@ struct FineTuneOptions {
   // Weight of the distillation term; < 0: 1 without labels, 0 with them (detection loss only).
   double distill_weight = -1.0;
   DistillationTarget distill_on = DistillationTarget::kLogits;
+  // The student rounds as the INT8 engine will (engine_rounding) rather than at every Q/DQ
+  // of `qat`; fp16_layers are the engine's --layerPrecisions.
+  bool engine_rounding = false;
+  std::set<std::string> fp16_layers;
   std::string device = "cpu";
   std::string output_dir;  // checkpoint.pt, log.csv, loss.png
   bool resume = true;      // continue from output_dir/checkpoint.pt when it exists

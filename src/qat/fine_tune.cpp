@@ -140,7 +140,10 @@ Expected<FineTuneResult> fine_tune(const Graph& fp32, const Graph& qat,
   const int size = options.image_size;
   QYOLO_ASSIGN_OR_RETURN(Graph float_graph, upgrade_to_opset13(fp32));
   QYOLO_ASSIGN_OR_RETURN(Graph teacher_graph, training_graph(float_graph, size));
-  QYOLO_ASSIGN_OR_RETURN(Graph student_graph, training_graph(qat, size));
+  QYOLO_ASSIGN_OR_RETURN(
+      Graph student_graph,
+      training_graph(options.engine_rounding ? engine_rounding(qat, options.fp16_layers) : qat,
+                     size));
   if (teacher_graph.outputs.size() != student_graph.outputs.size()) {
     return invalid_argument("the QAT graph has ", student_graph.outputs.size(),
                             " head convolutions, the FP32 graph ", teacher_graph.outputs.size());
@@ -185,6 +188,10 @@ Expected<FineTuneResult> fine_tune(const Graph& fp32, const Graph& qat,
   // fingerprint it had before --distill-on existed).
   std::string id = fingerprint(qat);
   if (supervised) id += str_cat("+detection+", distill_weight);
+  if (options.engine_rounding) {
+    id += "+engine-rounding";
+    for (const auto& layer : options.fp16_layers) id += "+" + layer;
+  }
   if (distill_weight > 0.0 && options.distill_on != DistillationTarget::kLogits)
     id += str_cat("+distill-on-", distillation_target_name(options.distill_on));
   const std::string checkpoint =
@@ -346,6 +353,20 @@ Expected<FineTuneResult> fine_tune(const Graph& fp32, const Graph& qat,
   for (auto& [name, tensor] : trained.initializers) {
     auto it = result.graph.initializers.find(name);
     if (it != result.graph.initializers.end()) it->second = tensor;
+  }
+  // Weights the student read unquantized (engine_rounding) still have a Q/DQ in the export:
+  // every weight scale follows its weight, as the translator's max calibration expects.
+  try {
+    for (const Node& node : result.graph.nodes) {
+      if (node.op_type != "QuantizeLinear" || node.inputs.size() < 2) continue;
+      auto weight = result.graph.initializers.find(node.inputs[0]);
+      if (weight == result.graph.initializers.end() || weight->second.shape().size() != 4)
+        continue;
+      QYOLO_ASSIGN_OR_RETURN(result.graph.initializers[node.inputs[1]],
+                             from_torch(weight_scales(to_torch(weight->second))));
+    }
+  } catch (const c10::Error& e) {
+    return internal_error("weight scales: ", e.what_without_backtrace());
   }
   return result;
 }

@@ -1,6 +1,7 @@
-// Quantization-aware training: the LibTorch model against the CPU executor, the passes,
-// calibration through quant.h's calibrator, the distillation losses against their formulas,
-// fine-tuning (reproducible, resumable, stops on NaN) and the CLI's export through onnx.checker, onnxruntime, translate and val --int8.
+// Quantization-aware training: the LibTorch model against the CPU executor, the passes (the
+// student's engine rounding too), calibration through quant.h's calibrator, the distillation
+// losses against their formulas, fine-tuning (reproducible, resumable, stops on NaN) and the
+// CLI's export through onnx.checker, onnxruntime, translate and val --int8.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -348,6 +349,30 @@ TEST(QatFineTune, SeededRunIsReproducibleAndResumesExactly) {
   EXPECT_EQ(plot->width, 640);
 }
 
+// The engine student reads the heads' weights unquantized; the export still has their Q/DQ,
+// whose scales must follow the trained weights as every other weight scale does.
+TEST(QatFineTune, EngineStudentExportsWeightScalesThatFollowTheWeights) {
+  const SmallRun run = small_run();
+  const Graph qat = run.qat(QdqPlacement::kAllNodes);
+  FineTuneOptions options = run.options(temp_dir(), 1);
+  options.engine_rounding = true;
+  auto tuned = fine_tune(run.fp32, qat, run.images, options);
+  ASSERT_TRUE(tuned) << tuned.status().message();
+  EXPECT_FALSE(tuned->graph.initializers.at("model.24.m.0.weight") ==
+               qat.initializers.at("model.24.m.0.weight"));
+  int checked = 0;
+  for (const Node& node : tuned->graph.nodes) {
+    if (node.op_type != "QuantizeLinear") continue;
+    const auto weight = tuned->graph.initializers.find(node.inputs[0]);
+    if (weight == tuned->graph.initializers.end()) continue;
+    const torch::Tensor expected = weight_scales(to_torch(weight->second));
+    EXPECT_TRUE(torch::equal(to_torch(tuned->graph.initializers.at(node.inputs[1])), expected))
+        << node.name;
+    ++checked;
+  }
+  EXPECT_EQ(checked, 60);
+}
+
 TEST(QatFineTune, ResumingAnotherModelsCheckpointIsAnError) {
   const SmallRun run = small_run();
   const auto dir = temp_dir();
@@ -400,6 +425,49 @@ TEST(QatFineTune, NanLossStopsAtTheStepAndKeepsTheLastCheckpoint) {
   auto resumed = fine_tune(run.fp32, qat, run.images, options);
   ASSERT_TRUE(resumed) << resumed.status().message();
   EXPECT_EQ(resumed->resumed_from_epoch, 1);
+}
+
+int count_op(const Graph& graph, const std::string& op) {
+  return static_cast<int>(std::count_if(graph.nodes.begin(), graph.nodes.end(),
+                                        [&](const Node& node) { return node.op_type == op; }));
+}
+
+const Node& node_named(const Graph& graph, const std::string& name) {
+  for (const auto& node : graph.nodes)
+    if (node.name == name) return node;
+  ADD_FAILURE() << "no node " << name;
+  return graph.nodes.front();
+}
+
+// Option 2 rounds a Conv+SiLU's pre-activation and sigmoid, and quantizes the heads' inputs
+// and weights; the INT8 engine does neither (fused SiLU, FP16 heads): the student must not.
+TEST(QatPasses, EngineRoundingKeepsOnlyTheEnginesRoundings) {
+  const Graph fp32 = yolov5n();
+  std::map<std::string, float> amax;
+  for (const auto& tensor : qdq_activation_tensors(fp32, QdqPlacement::kAllNodes))
+    amax[tensor] = 4.0f;
+  auto qat = insert_qdq(fp32, QdqPlacement::kAllNodes, amax);
+  ASSERT_TRUE(qat) << qat.status().message();
+  ASSERT_EQ(count_op(*qat, "QuantizeLinear"), 276);  // 216 activations, 60 weights
+  const Graph engine = engine_rounding(*qat);
+  // 57 Conv+SiLU x 2 inside pairs, 3 heads x (input, weight).
+  EXPECT_EQ(count_op(engine, "QuantizeLinear"), 276 - 114 - 6);
+  EXPECT_EQ(count_op(engine, "DequantizeLinear"), 276 - 114 - 6);
+  EXPECT_EQ(node_named(engine, "/model.0/act/Mul").inputs,
+            (std::vector<std::string>{"/model.0/conv/Conv_output_0", "/model.0/act/Sigmoid_output_0"}));
+  const Node& head = node_named(engine, "/model.24/m.0/Conv");
+  EXPECT_EQ(head.inputs[1], "model.24.m.0.weight");
+  EXPECT_EQ(head.inputs[0], "/model.17/cv3/act/Mul_output_0");
+  // Still quantized: a conv's input from another's SiLU output, and its weight.
+  const Node& conv = node_named(engine, "/model.1/conv/Conv");
+  EXPECT_EQ(conv.inputs[0], "/model.1/conv/Conv/input0/DequantizeLinear_output_0");
+  EXPECT_EQ(conv.inputs[1], "/model.1/conv/Conv/input1/DequantizeLinear_output_0");
+  // --layerPrecisions: a named conv runs in float too.
+  const Graph fp16 = engine_rounding(*qat, {"/model.23/cv3/conv/Conv"});
+  EXPECT_EQ(count_op(fp16, "QuantizeLinear"), 276 - 114 - 6 - 2);
+  EXPECT_EQ(node_named(fp16, "/model.23/cv3/conv/Conv").inputs[1], "model.23.cv3.conv.weight");
+  auto model = QatModel::create(*trim_at_heads(engine));
+  EXPECT_TRUE(model) << model.status().message();
 }
 
 // Two heads of 2 anchors x (5 + 1 class) channels on a 1 x 2 grid, checked against the
@@ -610,6 +678,10 @@ TEST(QatCli, BadInputsAreOneLine) {
   EXPECT_EQ(
       placement.output,
       "qyolo qat: error: --placement 'opt3': expected opt1 (TensorRT's) or opt2 (all nodes)\n");
+  auto student = run_qyolo(base + " --images " + calib_images() + " --student int8");
+  EXPECT_EQ(student.output,
+            "qyolo qat: error: --student 'int8': expected engine (rounds where the INT8 engine "
+            "does) or qdq (at every Q/DQ)\n");
   auto distill_on = run_qyolo(base + " --images " + calib_images() + " --distill-on probs");
   EXPECT_EQ(distill_on.output,
             "qyolo qat: error: --distill-on 'probs': expected logits, sigmoid or objectness\n");

@@ -9,6 +9,7 @@
 #include <filesystem>
 
 #include "qyolo/commands.h"
+#include "qyolo/int8.h"
 #include "qyolo/onnx.h"
 #include "qyolo/progress.h"
 
@@ -28,6 +29,8 @@ struct QatOptions {
   double distill_weight = 0.0;
   bool distill_weight_given = false;  // else 1 without --annotations, 0 with
   std::string distill_on = distillation_target_name(FineTuneOptions().distill_on);
+  std::string student = FineTuneOptions().engine_rounding ? "engine" : "qdq";
+  std::string layer_precisions;
   int image_size = 640;
   int train_size = 0;
   std::string device = "cpu";
@@ -54,6 +57,17 @@ int run_qat(const QatOptions& o) {
   if (!method) return report_error(cmd, method.status());
   auto distill_on = parse_distillation_target(o.distill_on);
   if (!distill_on) return report_error(cmd, distill_on.status());
+  if (o.student != "engine" && o.student != "qdq") {
+    return report_error(cmd, invalid_argument("--student '", o.student,
+                                              "': expected engine (rounds where the INT8 engine "
+                                              "does) or qdq (at every Q/DQ)"));
+  }
+  std::set<std::string> fp16_layers;
+  if (!o.layer_precisions.empty()) {
+    auto parsed = parse_layer_precisions(o.layer_precisions);
+    if (!parsed) return report_error(cmd, parsed.status());
+    fp16_layers = std::move(*parsed);
+  }
   if (o.distill_weight_given && !(o.distill_weight >= 0.0)) {
     return report_error(cmd,
                         invalid_argument("--distill-weight ", o.distill_weight, " is negative"));
@@ -126,6 +140,8 @@ int run_qat(const QatOptions& o) {
   tune.labels = std::move(labels);
   tune.distill_weight = o.distill_weight_given ? o.distill_weight : -1.0;
   tune.distill_on = *distill_on;
+  tune.engine_rounding = o.student == "engine";
+  tune.fp16_layers = fp16_layers;
   tune.device = o.device;
   tune.output_dir = o.output_dir;
   tune.resume = !o.no_resume;
@@ -183,6 +199,13 @@ void add_qat_command(CLI::App& app, int& exit_code) {
                   "What distillation compares on the heads: logits (raw outputs), sigmoid (after "
                   "Detect's sigmoid) or objectness (sigmoid, anchors weighted by objectness)")
       ->capture_default_str();
+  cmd->add_option("--student", o->student,
+                  "Where the fine-tuned student rounds: engine (as the INT8 engine will: not "
+                  "inside a Conv+SiLU, not in FP16 convs) or qdq (at every Q/DQ of the export)")
+      ->capture_default_str();
+  cmd->add_option("--layerPrecisions", o->layer_precisions,
+                  "Layers the engine will run FP16 (name:fp16,...): the engine student keeps "
+                  "them in float");
   cmd->add_option("--placement", o->placement, "opt1 (TensorRT's) or opt2 (all nodes)")
       ->capture_default_str();
   cmd->add_option("--calib-method", o->calib_method, "max, percentile, entropy or mse")
