@@ -9,7 +9,8 @@
 #   env: QYOLO_DATA (data folder), METHOD (calibrator, default mse), EPOCHS (default 2),
 #        BATCH (default 4), LR (default 1e-4), TRAIN_IMGSZ (fine-tuning size, default 320;
 #        calibration and validation are at 640 always), PLACEMENTS (default "opt1 opt2"),
-#        STAGES (default "calib finetune"), CONFIGS (default "1 2 3"), EXTRA (more `qyolo qat` flags for fine-tuning)
+#        STAGES (default "calib finetune"), CONFIGS (default "1 2 3"), CALIB_EXTRA and EXTRA
+#        (more `qyolo qat` flags for calibration, e.g. --percentile 99.999, and for fine-tuning)
 set -euo pipefail
 qyolo="${1:-build/qyolo}"
 out="${2:-qat_table}"
@@ -21,6 +22,7 @@ lr="${LR:-1e-4}"
 train_imgsz="${TRAIN_IMGSZ:-320}"
 placements="${PLACEMENTS:-opt1 opt2}"
 stages="${STAGES:-calib finetune}"
+calib_extra="${CALIB_EXTRA:-}"
 extra="${EXTRA:-}"
 configs="${CONFIGS:-1 2 3}"
 model="$data/models/yolov5n.onnx"
@@ -42,14 +44,14 @@ for placement in $placements; do
   for stage in $stages; do
     run="$out/${placement}_$stage"
     n=0
-    flags=""
-    [ "$stage" = finetune ] && n="$epochs" && flags="$extra"
+    flags="$calib_extra"
+    [ "$stage" = finetune ] && n="$epochs" && flags="$calib_extra $extra"
     # shellcheck disable=SC2086
     "$qyolo" qat --onnx "$model" --images "$calib" --placement "$placement" \
       --calib-method "$method" --epochs "$n" --batch "$batch" --lr "$lr" --train-imgsz "$train_imgsz" \
       $flags -o "$run" > "$run.log" 2>&1
     "$qyolo" translate "$run/qat.onnx" -o "$run/translated" > "$run.translate.log" 2>&1
-    label="calibration only ($method)"
+    label="calibration only ($method${calib_extra:+ $calib_extra})"
     [ "$stage" = finetune ] && label="fine-tuned, $n epoch(s) at $train_imgsz${extra:+, $extra}"
     for config in $configs; do
       precisions=""
