@@ -184,8 +184,8 @@ Expected<FineTuneResult> fine_tune(const Graph& fp32, const Graph& qat,
                                           .momentum(options.momentum)
                                           .nesterov(options.momentum > 0.0)
                                           .weight_decay(options.weight_decay));
-  // A checkpoint is for one starting point and one loss (logits distillation alone keeps the
-  // fingerprint it had before --distill-on existed).
+  // A checkpoint is for one starting point and one loss (the qdq student with logits
+  // distillation keeps the fingerprint it had before --student and --distill-on existed).
   std::string id = fingerprint(qat);
   if (supervised) id += str_cat("+detection+", distill_weight);
   if (options.engine_rounding) {
