@@ -8,7 +8,9 @@
 # usage: bench/qat_table.sh [build/qyolo] [out-dir]
 #   env: QYOLO_DATA (data folder), METHOD (calibrator, default mse), EPOCHS (default 2),
 #        BATCH (default 4), LR (default 1e-4), TRAIN_IMGSZ (fine-tuning size, default 320;
-#        calibration and validation are at 640 always)
+#        calibration and validation are at 640 always), PLACEMENTS (default "opt1 opt2"),
+#        STAGES (default "calib finetune"), CONFIGS (default "1 2 3"), CALIB_EXTRA and EXTRA
+#        (more `qyolo qat` flags for calibration, e.g. --percentile 99.999, and for fine-tuning)
 set -euo pipefail
 qyolo="${1:-build/qyolo}"
 out="${2:-qat_table}"
@@ -18,6 +20,11 @@ epochs="${EPOCHS:-2}"
 batch="${BATCH:-4}"
 lr="${LR:-1e-4}"
 train_imgsz="${TRAIN_IMGSZ:-320}"
+placements="${PLACEMENTS:-opt1 opt2}"
+stages="${STAGES:-calib finetune}"
+calib_extra="${CALIB_EXTRA:-}"
+extra="${EXTRA:-}"
+configs="${CONFIGS:-1 2 3}"
 model="$data/models/yolov5n.onnx"
 images="$data/coco/val2017-mini/images"
 annotations="$data/coco/val2017-mini/annotations/instances_val2017.json"
@@ -33,18 +40,20 @@ stats() {  # metrics.json -> "mAP@[.5:.95] | mAP@.5"
 
 echo "| placement | QAT | configuration | mAP@[.5:.95] | mAP@.5 |"
 echo "|---|---|---|---|---|"
-for placement in opt1 opt2; do
-  for stage in calib finetune; do
+for placement in $placements; do
+  for stage in $stages; do
     run="$out/${placement}_$stage"
     n=0
-    [ "$stage" = finetune ] && n="$epochs"
+    flags="$calib_extra"
+    [ "$stage" = finetune ] && n="$epochs" && flags="$calib_extra $extra"
+    # shellcheck disable=SC2086
     "$qyolo" qat --onnx "$model" --images "$calib" --placement "$placement" \
       --calib-method "$method" --epochs "$n" --batch "$batch" --lr "$lr" --train-imgsz "$train_imgsz" \
-      -o "$run" > "$run.log" 2>&1
+      $flags -o "$run" > "$run.log" 2>&1
     "$qyolo" translate "$run/qat.onnx" -o "$run/translated" > "$run.translate.log" 2>&1
-    label="calibration only ($method)"
-    [ "$stage" = finetune ] && label="fine-tuned, $n epoch(s) at $train_imgsz"
-    for config in 1 2 3; do
+    label="calibration only ($method${calib_extra:+ $calib_extra})"
+    [ "$stage" = finetune ] && label="fine-tuned, $n epoch(s) at $train_imgsz${extra:+, $extra}"
+    for config in $configs; do
       precisions=""
       [ "$config" = 2 ] && precisions="--layerPrecisions $config2"
       [ "$config" = 3 ] && precisions="--layerPrecisions $config3"
@@ -56,6 +65,7 @@ for placement in opt1 opt2; do
     done
   done
 done
-for placement in opt1 opt2; do
+for placement in $placements; do
+  [ -f "$out/${placement}_finetune.log" ] || continue
   echo "$placement: $(grep '^time' "$out/${placement}_finetune.log" || true)"
 done

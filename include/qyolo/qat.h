@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -44,6 +45,13 @@ Expected<QatCalibration> calibrate_qat(const Graph& fp32, QdqPlacement placement
                                        const std::vector<std::string>& images, int size,
                                        const CalibrationOptions& options,
                                        const std::function<void(int64_t)>& progress = {});
+
+// The QAT graph rounded where the INT8 engine rounds (docs/int8_reference.md), for the
+// fine-tuning student: the Q/DQ pairs inside a Conv+SiLU (on the Conv output and the Sigmoid
+// output, which the engine's fused layer never rounds) are bypassed, and so are the input and
+// weight Q/DQ of each Conv that runs FP16 there: its (SiLU) output reaches no QuantizeLinear
+// (the heads) or `fp16_layers` names it (--layerPrecisions). Unused Q/DQ nodes are removed.
+Graph engine_rounding(const Graph& qat, const std::set<std::string>& fp16_layers = {});
 
 // The .jpg/.jpeg/.png files under `dir` (sub-folders too), sorted; an error names a folder
 // that is missing or holds none.
@@ -131,6 +139,17 @@ class QatModel {
   std::unique_ptr<Impl> impl_;
 };
 
+// What label-free distillation compares on the three heads (docs/qat.md).
+enum class DistillationTarget {
+  kLogits,      // the raw head outputs: MSE over every element
+  kSigmoid,     // the outputs after Detect's sigmoid: MSE over every element
+  kObjectness,  // after the sigmoid, each anchor weighted by max(student, teacher) objectness
+};
+
+// "logits", "sigmoid", "objectness" (--distill-on); an error lists them.
+Expected<DistillationTarget> parse_distillation_target(const std::string& name);
+const char* distillation_target_name(DistillationTarget target);
+
 struct FineTuneOptions {
   int epochs = 1;
   int batch = 4;
@@ -147,6 +166,11 @@ struct FineTuneOptions {
   std::vector<std::vector<TrainingBox>> labels;
   // Weight of the distillation term; < 0: 1 without labels, 0 with them (detection loss only).
   double distill_weight = -1.0;
+  DistillationTarget distill_on = DistillationTarget::kLogits;
+  // The student rounds as the INT8 engine will (engine_rounding) rather than at every Q/DQ
+  // of `qat`; fp16_layers are the engine's --layerPrecisions.
+  bool engine_rounding = false;
+  std::set<std::string> fp16_layers;
   std::string device = "cpu";
   std::string output_dir;  // checkpoint.pt, log.csv, loss.png
   bool resume = true;      // continue from output_dir/checkpoint.pt when it exists
@@ -175,7 +199,7 @@ struct FineTuneResult {
 };
 
 // Fine-tunes `qat` (fp32 with Q/DQ inserted). Label-free distillation: the FP32 graph `fp32`
-// is the teacher and the loss is the mean squared difference of the three head outputs.
+// is the teacher and the loss compares the three head outputs as options.distill_on says.
 // With options.labels, the loss is YOLOv5 v7.0's detection loss on the student's heads plus
 // distill_weight times the distillation term (docs/qat.md). Each epoch writes
 // output_dir/checkpoint.pt (written aside, then renamed, so a failure keeps the last good one),

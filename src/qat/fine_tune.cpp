@@ -1,6 +1,7 @@
 // Fine-tuning of a QAT graph: label-free distillation (the FP32 graph is the teacher, both
-// run trimmed at the head convolutions, so at any input size; the loss is the MSE of the
-// three heads) and, with labels, YOLOv5's detection loss on the student's heads.
+// run trimmed at the head convolutions, so at any input size; the loss compares the three
+// heads, raw or after Detect's sigmoid) and, with labels, YOLOv5's detection loss on the
+// student's heads.
 // SGD with momentum, YOLOv5's cosine decay, a checkpoint per epoch.
 #include <chrono>
 #include <cmath>
@@ -63,6 +64,52 @@ Expected<Graph> training_graph(const Graph& graph, int size) {
 
 }  // namespace
 
+Expected<DistillationTarget> parse_distillation_target(const std::string& name) {
+  if (name == "logits") return DistillationTarget::kLogits;
+  if (name == "sigmoid") return DistillationTarget::kSigmoid;
+  if (name == "objectness") return DistillationTarget::kObjectness;
+  return invalid_argument("--distill-on '", name, "': expected logits, sigmoid or objectness");
+}
+
+const char* distillation_target_name(DistillationTarget target) {
+  switch (target) {
+    case DistillationTarget::kLogits:
+      return "logits";
+    case DistillationTarget::kSigmoid:
+      return "sigmoid";
+    case DistillationTarget::kObjectness:
+      return "objectness";
+  }
+  return "?";
+}
+
+torch::Tensor distillation_loss(const std::vector<torch::Tensor>& student,
+                                const std::vector<torch::Tensor>& teacher,
+                                DistillationTarget target, int64_t num_anchors) {
+  torch::Tensor total = torch::zeros({}, student.at(0).options());
+  for (size_t k = 0; k < student.size(); ++k) {
+    const torch::Tensor reference = teacher.at(k).detach();
+    if (target == DistillationTarget::kLogits) {
+      total = total + torch::mse_loss(student[k], reference);
+    } else if (target == DistillationTarget::kSigmoid) {
+      // Detect reads every channel through a sigmoid: a background logit of -12 against -9
+      // is no error there, and no longer dominates the loss.
+      total = total + torch::mse_loss(student[k].sigmoid(), reference.sigmoid());
+    } else {
+      // N x na x H x W x (5 + nc); channel 4 is the objectness. An anchor counts as much as
+      // the more confident model thinks it holds an object: background cells fade out, a
+      // false positive of the student does not.
+      const torch::Tensor s = detect_layout(student[k], num_anchors).sigmoid();
+      const torch::Tensor t = detect_layout(reference, num_anchors).sigmoid();
+      const torch::Tensor weight =
+          torch::maximum(s.select(-1, 4), t.select(-1, 4)).detach().unsqueeze(-1);
+      const torch::Tensor weighted = (weight * (s - t).square()).sum();
+      total = total + weighted / (weight.sum() * s.size(-1)).clamp_min(1e-12);
+    }
+  }
+  return total / static_cast<double>(student.size());
+}
+
 Expected<FineTuneResult> fine_tune(const Graph& fp32, const Graph& qat,
                                    const std::vector<std::string>& images,
                                    const FineTuneOptions& options,
@@ -93,7 +140,10 @@ Expected<FineTuneResult> fine_tune(const Graph& fp32, const Graph& qat,
   const int size = options.image_size;
   QYOLO_ASSIGN_OR_RETURN(Graph float_graph, upgrade_to_opset13(fp32));
   QYOLO_ASSIGN_OR_RETURN(Graph teacher_graph, training_graph(float_graph, size));
-  QYOLO_ASSIGN_OR_RETURN(Graph student_graph, training_graph(qat, size));
+  QYOLO_ASSIGN_OR_RETURN(
+      Graph student_graph,
+      training_graph(options.engine_rounding ? engine_rounding(qat, options.fp16_layers) : qat,
+                     size));
   if (teacher_graph.outputs.size() != student_graph.outputs.size()) {
     return invalid_argument("the QAT graph has ", student_graph.outputs.size(),
                             " head convolutions, the FP32 graph ", teacher_graph.outputs.size());
@@ -134,9 +184,16 @@ Expected<FineTuneResult> fine_tune(const Graph& fp32, const Graph& qat,
                                           .momentum(options.momentum)
                                           .nesterov(options.momentum > 0.0)
                                           .weight_decay(options.weight_decay));
-  // A checkpoint is for one starting point and one loss.
-  const std::string id =
-      fingerprint(qat) + (supervised ? str_cat("+detection+", distill_weight) : std::string());
+  // A checkpoint is for one starting point and one loss (the qdq student with logits
+  // distillation keeps the fingerprint it had before --student and --distill-on existed).
+  std::string id = fingerprint(qat);
+  if (supervised) id += str_cat("+detection+", distill_weight);
+  if (options.engine_rounding) {
+    id += "+engine-rounding";
+    for (const auto& layer : options.fp16_layers) id += "+" + layer;
+  }
+  if (distill_weight > 0.0 && options.distill_on != DistillationTarget::kLogits)
+    id += str_cat("+distill-on-", distillation_target_name(options.distill_on));
   const std::string checkpoint =
       (std::filesystem::path(options.output_dir) / "checkpoint.pt").string();
   int start_epoch = 0;
@@ -223,10 +280,8 @@ Expected<FineTuneResult> fine_tune(const Graph& fp32, const Graph& qat,
             torch::NoGradGuard no_grad;
             teacher_heads = teacher->impl().run(input);
           }
-          torch::Tensor distillation = torch::zeros({}, input.options());
-          for (size_t k = 0; k < outputs.size(); ++k)
-            distillation = distillation + torch::mse_loss(outputs[k], teacher_heads[k]);
-          loss = loss + distill_weight * distillation / static_cast<double>(outputs.size());
+          loss = loss + distill_weight * distillation_loss(outputs, teacher_heads,
+                                                           options.distill_on, 3);
         }
         if (supervised) {
           std::vector<torch::Tensor> heads;
@@ -285,7 +340,8 @@ Expected<FineTuneResult> fine_tune(const Graph& fp32, const Graph& qat,
       QYOLO_RETURN_IF_ERROR(write_log(
           result.log, options.output_dir,
           supervised ? (distill_weight > 0.0 ? "detection + distillation loss" : "detection loss")
-                     : "distillation loss"));
+                     : str_cat("distillation loss (", distillation_target_name(options.distill_on),
+                               ")")));
     }
   } catch (const c10::Error& e) {
     return internal_error("fine-tuning: ", e.what_without_backtrace());
@@ -297,6 +353,20 @@ Expected<FineTuneResult> fine_tune(const Graph& fp32, const Graph& qat,
   for (auto& [name, tensor] : trained.initializers) {
     auto it = result.graph.initializers.find(name);
     if (it != result.graph.initializers.end()) it->second = tensor;
+  }
+  // Weights the student read unquantized (engine_rounding) still have a Q/DQ in the export:
+  // every weight scale follows its weight, as the translator's max calibration expects.
+  try {
+    for (const Node& node : result.graph.nodes) {
+      if (node.op_type != "QuantizeLinear" || node.inputs.size() < 2) continue;
+      auto weight = result.graph.initializers.find(node.inputs[0]);
+      if (weight == result.graph.initializers.end() || weight->second.shape().size() != 4)
+        continue;
+      QYOLO_ASSIGN_OR_RETURN(result.graph.initializers[node.inputs[1]],
+                             from_torch(weight_scales(to_torch(weight->second))));
+    }
+  } catch (const c10::Error& e) {
+    return internal_error("weight scales: ", e.what_without_backtrace());
   }
   return result;
 }

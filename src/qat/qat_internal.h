@@ -97,6 +97,13 @@ DetectionLoss detection_loss(const std::vector<torch::Tensor>& heads, const torc
 // A raw head convolution output N x (na * (5 + nc)) x H x W as N x na x H x W x (5 + nc).
 torch::Tensor detect_layout(const torch::Tensor& head, int64_t num_anchors);
 
+// The distillation loss of the student's head outputs against the teacher's (raw head
+// convolutions, N x na * (5 + nc) x H x W each), averaged over the heads; the teacher's side
+// gets no gradient.
+torch::Tensor distillation_loss(const std::vector<torch::Tensor>& student,
+                                const std::vector<torch::Tensor>& teacher,
+                                DistillationTarget target, int64_t num_anchors);
+
 // YOLOv5's default anchors in grid units (pixels / stride 8, 16, 32): 3 x 3 x 2.
 torch::Tensor default_grid_anchors(const torch::TensorOptions& options);
 

@@ -35,6 +35,79 @@ Expected<Graph> with_input_size(const Graph& graph, int size) {
   return out;
 }
 
+namespace {
+
+// Removes the Q/DQ nodes nothing reads.
+void remove_unread_qdq(Graph& graph) {
+  for (size_t before = 0; before != graph.nodes.size();) {
+    before = graph.nodes.size();
+    std::set<std::string> read;
+    for (const auto& node : graph.nodes) read.insert(node.inputs.begin(), node.inputs.end());
+    for (const auto& output : graph.outputs) read.insert(output.name);
+    graph.nodes.erase(std::remove_if(graph.nodes.begin(), graph.nodes.end(),
+                                     [&](const Node& node) {
+                                       return (node.op_type == "QuantizeLinear" ||
+                                               node.op_type == "DequantizeLinear") &&
+                                              !read.count(node.outputs[0]);
+                                     }),
+                      graph.nodes.end());
+  }
+}
+
+}  // namespace
+
+Graph engine_rounding(const Graph& qat, const std::set<std::string>& fp16_layers) {
+  Graph out = qat;
+  std::unordered_map<std::string, size_t> producer;
+  std::unordered_map<std::string, std::vector<size_t>> consumers;
+  auto index = [&] {
+    producer.clear();
+    consumers.clear();
+    for (size_t i = 0; i < out.nodes.size(); ++i) {
+      for (const auto& o : out.nodes[i].outputs) producer[o] = i;
+      for (const auto& in : out.nodes[i].inputs) consumers[in].push_back(i);
+    }
+  };
+  auto node_of = [&](const std::string& value) -> const Node* {
+    auto it = producer.find(value);
+    return it == producer.end() ? nullptr : &out.nodes[it->second];
+  };
+  // The value a DequantizeLinear(QuantizeLinear(x)) pair stands for, else the value itself.
+  auto unquantized = [&](const std::string& value) -> std::string {
+    const Node* dq = node_of(value);
+    if (!dq || dq->op_type != "DequantizeLinear") return value;
+    const Node* q = node_of(dq->inputs[0]);
+    return q && q->op_type == "QuantizeLinear" ? q->inputs[0] : value;
+  };
+  index();
+  for (Node& mul : out.nodes) {
+    if (mul.op_type != "Mul" || mul.inputs.size() != 2) continue;
+    const std::string a = unquantized(mul.inputs[0]), b = unquantized(mul.inputs[1]);
+    const Node* conv = node_of(a);
+    const Node* sigmoid = node_of(b);
+    if (conv && conv->op_type == "Conv" && sigmoid && sigmoid->op_type == "Sigmoid" &&
+        sigmoid->inputs[0] == a)
+      mul.inputs = {a, b};
+  }
+  remove_unread_qdq(out);
+  index();
+  for (Node& conv : out.nodes) {
+    if (conv.op_type != "Conv") continue;
+    bool quantized_output = false;
+    std::vector<std::string> values = {conv.outputs[0]};
+    for (size_t c : consumers[conv.outputs[0]])
+      if (out.nodes[c].op_type == "Mul") values.push_back(out.nodes[c].outputs[0]);
+    for (const auto& value : values)
+      for (size_t c : consumers[value])
+        quantized_output |= out.nodes[c].op_type == "QuantizeLinear";
+    if (quantized_output && !fp16_layers.count(conv.name)) continue;
+    for (size_t k = 0; k < std::min<size_t>(2, conv.inputs.size()); ++k)
+      conv.inputs[k] = unquantized(conv.inputs[k]);
+  }
+  remove_unread_qdq(out);
+  return out;
+}
+
 Expected<std::vector<std::string>> list_training_images(const std::string& dir) {
   std::error_code ec;
   if (!std::filesystem::is_directory(dir, ec)) return not_found(dir, " is not a folder");

@@ -1,6 +1,7 @@
-// Quantization-aware training: the LibTorch model against the CPU executor, the passes,
-// calibration through quant.h's calibrator, fine-tuning (reproducible, resumable, stops on
-// NaN) and the CLI's export through onnx.checker, onnxruntime, translate and val --int8.
+// Quantization-aware training: the LibTorch model against the CPU executor, the passes (the
+// student's engine rounding too), calibration through quant.h's calibrator, the distillation
+// losses against their formulas, fine-tuning (reproducible, resumable, stops on NaN) and the
+// CLI's export through onnx.checker, onnxruntime, translate and val --int8.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -348,6 +349,30 @@ TEST(QatFineTune, SeededRunIsReproducibleAndResumesExactly) {
   EXPECT_EQ(plot->width, 640);
 }
 
+// The engine student reads the heads' weights unquantized; the export still has their Q/DQ,
+// whose scales must follow the trained weights as every other weight scale does.
+TEST(QatFineTune, EngineStudentExportsWeightScalesThatFollowTheWeights) {
+  const SmallRun run = small_run();
+  const Graph qat = run.qat(QdqPlacement::kAllNodes);
+  FineTuneOptions options = run.options(temp_dir(), 1);
+  options.engine_rounding = true;
+  auto tuned = fine_tune(run.fp32, qat, run.images, options);
+  ASSERT_TRUE(tuned) << tuned.status().message();
+  EXPECT_FALSE(tuned->graph.initializers.at("model.24.m.0.weight") ==
+               qat.initializers.at("model.24.m.0.weight"));
+  int checked = 0;
+  for (const Node& node : tuned->graph.nodes) {
+    if (node.op_type != "QuantizeLinear") continue;
+    const auto weight = tuned->graph.initializers.find(node.inputs[0]);
+    if (weight == tuned->graph.initializers.end()) continue;
+    const torch::Tensor expected = weight_scales(to_torch(weight->second));
+    EXPECT_TRUE(torch::equal(to_torch(tuned->graph.initializers.at(node.inputs[1])), expected))
+        << node.name;
+    ++checked;
+  }
+  EXPECT_EQ(checked, 60);
+}
+
 TEST(QatFineTune, ResumingAnotherModelsCheckpointIsAnError) {
   const SmallRun run = small_run();
   const auto dir = temp_dir();
@@ -361,6 +386,28 @@ TEST(QatFineTune, ResumingAnotherModelsCheckpointIsAnError) {
                          " was made for another model, placement or loss"),
             std::string::npos)
       << message;
+}
+
+TEST(QatFineTune, ResumingWithAnotherDistillationTargetIsAnError) {
+  const SmallRun run = small_run();
+  const Graph qat = run.qat(QdqPlacement::kTensorRT);
+  const auto dir = temp_dir();
+  FineTuneOptions options = run.options(dir, 1);
+  options.distill_on = DistillationTarget::kObjectness;
+  auto first = fine_tune(run.fp32, qat, run.images, options);
+  ASSERT_TRUE(first) << first.status().message();
+  EXPECT_GT(first->log[0].loss, 0.0);
+  options.epochs = 2;
+  options.distill_on = DistillationTarget::kSigmoid;
+  auto other = fine_tune(run.fp32, qat, run.images, options);
+  ASSERT_FALSE(other);
+  EXPECT_NE(other.status().message().find("was made for another model, placement or loss"),
+            std::string::npos)
+      << other.status().message();
+  options.distill_on = DistillationTarget::kObjectness;
+  auto resumed = fine_tune(run.fp32, qat, run.images, options);
+  ASSERT_TRUE(resumed) << resumed.status().message();
+  EXPECT_EQ(resumed->resumed_from_epoch, 1);
 }
 
 TEST(QatFineTune, NanLossStopsAtTheStepAndKeepsTheLastCheckpoint) {
@@ -378,6 +425,134 @@ TEST(QatFineTune, NanLossStopsAtTheStepAndKeepsTheLastCheckpoint) {
   auto resumed = fine_tune(run.fp32, qat, run.images, options);
   ASSERT_TRUE(resumed) << resumed.status().message();
   EXPECT_EQ(resumed->resumed_from_epoch, 1);
+}
+
+int count_op(const Graph& graph, const std::string& op) {
+  return static_cast<int>(std::count_if(graph.nodes.begin(), graph.nodes.end(),
+                                        [&](const Node& node) { return node.op_type == op; }));
+}
+
+const Node& node_named(const Graph& graph, const std::string& name) {
+  for (const auto& node : graph.nodes)
+    if (node.name == name) return node;
+  ADD_FAILURE() << "no node " << name;
+  return graph.nodes.front();
+}
+
+// Option 2 rounds a Conv+SiLU's pre-activation and sigmoid, and quantizes the heads' inputs
+// and weights; the INT8 engine does neither (fused SiLU, FP16 heads): the student must not.
+TEST(QatPasses, EngineRoundingKeepsOnlyTheEnginesRoundings) {
+  const Graph fp32 = yolov5n();
+  std::map<std::string, float> amax;
+  for (const auto& tensor : qdq_activation_tensors(fp32, QdqPlacement::kAllNodes))
+    amax[tensor] = 4.0f;
+  auto qat = insert_qdq(fp32, QdqPlacement::kAllNodes, amax);
+  ASSERT_TRUE(qat) << qat.status().message();
+  ASSERT_EQ(count_op(*qat, "QuantizeLinear"), 276);  // 216 activations, 60 weights
+  const Graph engine = engine_rounding(*qat);
+  // 57 Conv+SiLU x 2 inside pairs, 3 heads x (input, weight).
+  EXPECT_EQ(count_op(engine, "QuantizeLinear"), 276 - 114 - 6);
+  EXPECT_EQ(count_op(engine, "DequantizeLinear"), 276 - 114 - 6);
+  EXPECT_EQ(node_named(engine, "/model.0/act/Mul").inputs,
+            (std::vector<std::string>{"/model.0/conv/Conv_output_0", "/model.0/act/Sigmoid_output_0"}));
+  const Node& head = node_named(engine, "/model.24/m.0/Conv");
+  EXPECT_EQ(head.inputs[1], "model.24.m.0.weight");
+  EXPECT_EQ(head.inputs[0], "/model.17/cv3/act/Mul_output_0");
+  // Still quantized: a conv's input from another's SiLU output, and its weight.
+  const Node& conv = node_named(engine, "/model.1/conv/Conv");
+  EXPECT_EQ(conv.inputs[0], "/model.1/conv/Conv/input0/DequantizeLinear_output_0");
+  EXPECT_EQ(conv.inputs[1], "/model.1/conv/Conv/input1/DequantizeLinear_output_0");
+  // --layerPrecisions: a named conv runs in float too.
+  const Graph fp16 = engine_rounding(*qat, {"/model.23/cv3/conv/Conv"});
+  EXPECT_EQ(count_op(fp16, "QuantizeLinear"), 276 - 114 - 6 - 2);
+  EXPECT_EQ(node_named(fp16, "/model.23/cv3/conv/Conv").inputs[1], "model.23.cv3.conv.weight");
+  auto model = QatModel::create(*trim_at_heads(engine));
+  EXPECT_TRUE(model) << model.status().message();
+}
+
+// Two heads of 2 anchors x (5 + 1 class) channels on a 1 x 2 grid, checked against the
+// formulas of docs/qat.md computed element by element in double.
+struct DistillationCase {
+  std::vector<torch::Tensor> student, teacher;
+  DistillationCase() {
+    torch::manual_seed(3);
+    for (int64_t width : {2, 1}) {
+      torch::Tensor t = torch::randn({1, 12, 1, width}, torch::kFloat64) * 3.0;
+      torch::Tensor s = t + torch::randn({1, 12, 1, width}, torch::kFloat64) * 0.5;
+      student.push_back(s.set_requires_grad(true));
+      teacher.push_back(t.set_requires_grad(true));
+    }
+  }
+};
+
+double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+
+TEST(QatDistillation, LossesAndGradientsMatchTheirFormulas) {
+  for (DistillationTarget target : {DistillationTarget::kLogits, DistillationTarget::kSigmoid,
+                                    DistillationTarget::kObjectness}) {
+    SCOPED_TRACE(distillation_target_name(target));
+    DistillationCase c;
+    const torch::Tensor loss = distillation_loss(c.student, c.teacher, target, 2);
+    loss.backward();
+    double expected = 0.0;
+    for (size_t k = 0; k < 2; ++k) {
+      const auto s = c.student[k].detach(), t = c.teacher[k].detach();
+      const int64_t cells = s.size(3);
+      double sum = 0.0, weights = 0.0;
+      std::vector<double> grad(12 * cells, 0.0);
+      for (int64_t a = 0; a < 2; ++a) {
+        for (int64_t x = 0; x < cells; ++x) {
+          const double ws = sigmoid(s[0][a * 6 + 4][0][x].item<double>());
+          const double wt = sigmoid(t[0][a * 6 + 4][0][x].item<double>());
+          const double w = target == DistillationTarget::kObjectness ? std::max(ws, wt) : 1.0;
+          weights += w * 6;
+          for (int64_t ch = 0; ch < 6; ++ch) {
+            const double u = s[0][a * 6 + ch][0][x].item<double>();
+            const double v = t[0][a * 6 + ch][0][x].item<double>();
+            const double d = target == DistillationTarget::kLogits ? u - v : sigmoid(u) - sigmoid(v);
+            const double slope = target == DistillationTarget::kLogits
+                                     ? 1.0
+                                     : sigmoid(u) * (1.0 - sigmoid(u));
+            sum += w * d * d;
+            grad[(a * 6 + ch) * cells + x] = 2.0 * w * d * slope;  // the weight has no gradient
+          }
+        }
+      }
+      expected += sum / weights / 2.0;
+      for (int64_t i = 0; i < 12 * cells; ++i) {
+        EXPECT_NEAR(c.student[k].grad().flatten()[i].item<double>(), grad[i] / weights / 2.0,
+                    1e-12)
+            << "head " << k << " element " << i;
+      }
+      EXPECT_FALSE(c.teacher[k].grad().defined()) << "the teacher is a constant";
+    }
+    EXPECT_NEAR(loss.item<double>(), expected, 1e-12);
+  }
+}
+
+// The point of the sigmoid: a background cell whose logits differ a lot but whose
+// probabilities do not is no error, while a confident cell's error still is.
+TEST(QatDistillation, BackgroundLogitsNoLongerDominate) {
+  // One head, one anchor, 5 + 1 channels, two cells: cell 0 background (every logit -12 in
+  // the student, -9 in the teacher), cell 1 an object whose class logit is off by 0.5.
+  torch::Tensor t = torch::full({1, 6, 1, 2}, -9.0, torch::kFloat64);
+  torch::Tensor s = torch::full({1, 6, 1, 2}, -12.0, torch::kFloat64);
+  for (int64_t ch = 0; ch < 6; ++ch) {
+    t[0][ch][0][1] = 2.0;
+    s[0][ch][0][1] = 2.0;
+  }
+  s[0][5][0][1] = 2.5;
+  auto loss = [&](DistillationTarget target, const torch::Tensor& student) {
+    return distillation_loss({student}, {t}, target, 1).item<double>();
+  };
+  torch::Tensor object_only = s.clone();
+  object_only.slice(3, 0, 1).fill_(-9.0);  // the background cell as the teacher has it
+  // Raw logits: the background's 3.0 per element outweighs the object's 0.5 36 times over.
+  EXPECT_GT(loss(DistillationTarget::kLogits, s), 10.0 * loss(DistillationTarget::kLogits, object_only));
+  for (DistillationTarget target : {DistillationTarget::kSigmoid, DistillationTarget::kObjectness}) {
+    EXPECT_NEAR(loss(target, s), loss(target, object_only), 1e-3 * loss(target, object_only))
+        << distillation_target_name(target);
+  }
 }
 
 // The CLI end to end at 640: the QAT ONNX passes onnx.checker, runs in onnxruntime as qyolo
@@ -503,6 +678,13 @@ TEST(QatCli, BadInputsAreOneLine) {
   EXPECT_EQ(
       placement.output,
       "qyolo qat: error: --placement 'opt3': expected opt1 (TensorRT's) or opt2 (all nodes)\n");
+  auto student = run_qyolo(base + " --images " + calib_images() + " --student int8");
+  EXPECT_EQ(student.output,
+            "qyolo qat: error: --student 'int8': expected engine (rounds where the INT8 engine "
+            "does) or qdq (at every Q/DQ)\n");
+  auto distill_on = run_qyolo(base + " --images " + calib_images() + " --distill-on probs");
+  EXPECT_EQ(distill_on.output,
+            "qyolo qat: error: --distill-on 'probs': expected logits, sigmoid or objectness\n");
 }
 
 }  // namespace

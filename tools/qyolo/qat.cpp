@@ -9,6 +9,7 @@
 #include <filesystem>
 
 #include "qyolo/commands.h"
+#include "qyolo/int8.h"
 #include "qyolo/onnx.h"
 #include "qyolo/progress.h"
 
@@ -27,6 +28,9 @@ struct QatOptions {
   double lr = 1e-4;
   double distill_weight = 0.0;
   bool distill_weight_given = false;  // else 1 without --annotations, 0 with
+  std::string distill_on = distillation_target_name(FineTuneOptions().distill_on);
+  std::string student = FineTuneOptions().engine_rounding ? "engine" : "qdq";
+  std::string layer_precisions;
   int image_size = 640;
   int train_size = 0;
   std::string device = "cpu";
@@ -51,6 +55,19 @@ int run_qat(const QatOptions& o) {
   }
   auto method = parse_calibration_method(o.calib_method);
   if (!method) return report_error(cmd, method.status());
+  auto distill_on = parse_distillation_target(o.distill_on);
+  if (!distill_on) return report_error(cmd, distill_on.status());
+  if (o.student != "engine" && o.student != "qdq") {
+    return report_error(cmd, invalid_argument("--student '", o.student,
+                                              "': expected engine (rounds where the INT8 engine "
+                                              "does) or qdq (at every Q/DQ)"));
+  }
+  std::set<std::string> fp16_layers;
+  if (!o.layer_precisions.empty()) {
+    auto parsed = parse_layer_precisions(o.layer_precisions);
+    if (!parsed) return report_error(cmd, parsed.status());
+    fp16_layers = std::move(*parsed);
+  }
   if (o.distill_weight_given && !(o.distill_weight >= 0.0)) {
     return report_error(cmd,
                         invalid_argument("--distill-weight ", o.distill_weight, " is negative"));
@@ -112,6 +129,8 @@ int run_qat(const QatOptions& o) {
               static_cast<long long>(calibrated->images), o.placement.c_str(),
               o.calib_method.c_str());
 
+  if (o.epochs > 0 && o.annotations.empty())
+    std::printf("loss      distillation on the heads' %s\n", o.distill_on.c_str());
   FineTuneOptions tune;
   tune.epochs = o.epochs;
   tune.batch = o.batch;
@@ -120,6 +139,9 @@ int run_qat(const QatOptions& o) {
   tune.seed = o.seed;
   tune.labels = std::move(labels);
   tune.distill_weight = o.distill_weight_given ? o.distill_weight : -1.0;
+  tune.distill_on = *distill_on;
+  tune.engine_rounding = o.student == "engine";
+  tune.fp16_layers = fp16_layers;
   tune.device = o.device;
   tune.output_dir = o.output_dir;
   tune.resume = !o.no_resume;
@@ -173,6 +195,17 @@ void add_qat_command(CLI::App& app, int& exit_code) {
   CLI::Option* distill_weight =
       cmd->add_option("--distill-weight", o->distill_weight,
                       "Weight of the distillation loss (default 1; 0 with --annotations)");
+  cmd->add_option("--distill-on", o->distill_on,
+                  "What distillation compares on the heads: logits (raw outputs), sigmoid (after "
+                  "Detect's sigmoid) or objectness (sigmoid, anchors weighted by objectness)")
+      ->capture_default_str();
+  cmd->add_option("--student", o->student,
+                  "Where the fine-tuned student rounds: engine (as the INT8 engine will: not "
+                  "inside a Conv+SiLU, not in FP16 convs) or qdq (at every Q/DQ of the export)")
+      ->capture_default_str();
+  cmd->add_option("--layerPrecisions", o->layer_precisions,
+                  "Layers the engine will run FP16 (name:fp16,...): the engine student keeps "
+                  "them in float");
   cmd->add_option("--placement", o->placement, "opt1 (TensorRT's) or opt2 (all nodes)")
       ->capture_default_str();
   cmd->add_option("--calib-method", o->calib_method, "max, percentile, entropy or mse")
