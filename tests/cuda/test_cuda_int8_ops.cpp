@@ -57,6 +57,7 @@ TEST(CudaInt8Ops, MaxPoolMatchesTheReferenceExactly) {
       {3, 2, 1, {3, 9, 10, 7}, {7, 0}, {16, 3}, 0.02f, 0.01f},
       {2, 2, 0, {1, 8, 6, 33}, {40, 5}, {33, 0}, 0.1f, 0.1f},
       {1, 1, 0, {1, 4, 4, 16}, {16, 0}, {16, 0}, 0.1f, 0.3f},
+      {5, 1, 2, {2, 9, 12, 48}, {64, 16}, {96, 48}, 0.04f, 0.061f},  // 16-channel path, rescale
   };
   int64_t total = 0;
   for (const PoolCase& pc : cases) {
@@ -158,6 +159,48 @@ TEST(CudaInt8Ops, NearestResizeRequantizeAndLookupMatchExactly) {
   a.y_layout = out, a.table = table;
   QYOLO_ASSERT_OK(cuda::lookup_int8(a, nullptr));
   EXPECT_EQ(count_differences(e.data, dy), 0) << "sigmoid table";
+}
+
+// Slices of whole aligned 16-channel groups take the 16-channels-a-thread kernels (a
+// requantization table in shared memory): YOLOv5's Concat inputs, upsampling and SPPF.
+TEST(CudaInt8Ops, SixteenChannelPathsMatchExactly) {
+  QYOLO_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(4);
+  const cuda::NhwcShape shape{2, 10, 7, 32};
+  const ChannelSlice in{48, 16}, out{96, 32};
+  Tensor8 x = random_tensor(shape, in, rng);
+  for (const auto& [s_in, s_out] :
+       {std::pair{0.03f, 0.03f}, std::pair{0.03f, 0.045f}, std::pair{0.1f, 0.0123f}}) {
+    Tensor8 y = random_tensor({2, 20, 14, 32}, out, rng);
+    Tensor8 e = y;
+    for (int n = 0; n < 2; ++n)
+      for (int oy = 0; oy < 20; ++oy)
+        for (int ox = 0; ox < 14; ++ox)
+          for (int c = 0; c < 32; ++c)
+            e.at(n, oy, ox, c) = requantize_ref(x.at(n, oy / 2, ox / 2, c), s_in, s_out);
+    auto dx = upload(x.data);
+    auto dy = upload(y.data);
+    cuda::ResizeNearestInt8Args a;
+    a.input = shape, a.factor = 2;
+    a.x = dx.as<int8_t>(), a.x_layout = in, a.y = dy.as<int8_t>(), a.y_layout = out;
+    a.input_scale = s_in, a.output_scale = s_out;
+    QYOLO_ASSERT_OK(cuda::resize_nearest_int8(a, nullptr));
+    EXPECT_EQ(count_differences(e.data, dy), 0) << "resize " << s_in << " -> " << s_out;
+
+    Tensor8 y2 = random_tensor(shape, out, rng);
+    Tensor8 e2 = y2;
+    for (int n = 0; n < 2; ++n)
+      for (int yy = 0; yy < 10; ++yy)
+        for (int xx = 0; xx < 7; ++xx)
+          for (int c = 0; c < 32; ++c)
+            e2.at(n, yy, xx, c) = requantize_ref(x.at(n, yy, xx, c), s_in, s_out);
+    auto dy2 = upload(y2.data);
+    cuda::RequantizeInt8Args r;
+    r.shape = shape, r.x = dx.as<int8_t>(), r.x_layout = in, r.y = dy2.as<int8_t>();
+    r.y_layout = out, r.input_scale = s_in, r.output_scale = s_out;
+    QYOLO_ASSERT_OK(cuda::requantize_int8(r, nullptr));
+    EXPECT_EQ(count_differences(e2.data, dy2), 0) << "requantize " << s_in << " -> " << s_out;
+  }
 }
 
 TEST(CudaInt8Ops, BadSlicesAndWindowsAreOneLineErrors) {

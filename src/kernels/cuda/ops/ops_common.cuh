@@ -24,6 +24,37 @@ __device__ __forceinline__ int8_t requantize(int8_t q, float from, float to) {
   return quantize_rne(__fmul_rn(static_cast<float>(q), from), to);
 }
 
+// 16 channels a thread: the slices of a vectorised int8 kernel must hold whole, 16-byte
+// aligned groups of 16 channels.
+inline bool vector16(int channels, const ChannelSlice& s, const void* base) {
+  return channels % 16 == 0 && s.stride % 16 == 0 && s.offset % 16 == 0 &&
+         reinterpret_cast<uintptr_t>(base) % 16 == 0;
+}
+
+// The requantization of every int8 value from one scale to another, as a 256-entry table in
+// shared memory, computed by the block with requantize() itself (so it is exact); the caller
+// syncs. An identity table when the scales are equal.
+__device__ __forceinline__ void fill_requantize_table(int8_t* table, float from, float to) {
+  for (int k = threadIdx.x; k < 256; k += blockDim.x) {
+    const int8_t q = static_cast<int8_t>(k - 128);
+    table[k] = from == to ? q : requantize(q, from, to);
+  }
+}
+
+// The table applied to the 16 bytes of v.
+__device__ __forceinline__ uint4 lookup16(const int8_t* table, uint4 v) {
+  uint32_t w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    uint32_t r = 0;
+#pragma unroll
+    for (int b = 0; b < 4; ++b)
+      r |= uint32_t(uint8_t(table[int(int8_t(w[i] >> (8 * b))) + 128])) << (8 * b);
+    w[i] = r;
+  }
+  return make_uint4(w[0], w[1], w[2], w[3]);
+}
+
 __device__ __forceinline__ uint16_t half_bits(float v) {
   return __half_as_ushort(__float2half_rn(v));
 }

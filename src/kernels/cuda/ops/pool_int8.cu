@@ -1,6 +1,9 @@
 // INT8 NHWC MaxPool (SPPF's 5x5/1/2 and any k/s/p) and nearest Resize by an integer factor, on
 // channel slices. Selection is exact on int8; a scale change requantizes the selected value, as
-// the INT8 executor's kSelect step does (a plain copy when the scales are equal).
+// the INT8 executor's kSelect step does (a plain copy when the scales are equal). Where the
+// slices hold whole aligned groups of 16 channels (YOLOv5's always do), one thread moves 16
+// channels of a pixel: byte-wise signed max (__vmaxs4) and a requantization table in shared
+// memory; otherwise one thread per element.
 #include <algorithm>
 
 #include "ops_common.cuh"
@@ -52,6 +55,60 @@ __global__ void resize_kernel(ResizeNearestInt8Args a) {
   }
 }
 
+// 16 channels of one output pixel a thread; `groups` = channels / 16.
+__global__ void maxpool16_kernel(MaxPoolInt8Args a, int out_h, int out_w, int groups) {
+  __shared__ int8_t table[256];
+  ops::fill_requantize_table(table, a.input_scale, a.output_scale);
+  __syncthreads();
+  const bool same = a.input_scale == a.output_scale;
+  const int64_t total = int64_t{a.input.batch} * out_h * out_w * groups;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const int g = static_cast<int>(i % groups);
+    const int64_t pixel = i / groups;
+    const int ox = static_cast<int>(pixel % out_w);
+    const int oy = static_cast<int>((pixel / out_w) % out_h);
+    const int n = static_cast<int>(pixel / (int64_t{out_w} * out_h));
+    const int y0 = oy * a.stride - a.pad, x0 = ox * a.stride - a.pad;
+    uint4 best = make_uint4(0x80808080u, 0x80808080u, 0x80808080u, 0x80808080u);  // -128
+    for (int ky = max(y0, 0); ky < min(y0 + a.kernel, a.input.height); ++ky) {
+      const int8_t* row = a.x +
+                          ((int64_t{n} * a.input.height + ky) * a.input.width) * a.x_layout.stride +
+                          a.x_layout.offset + 16 * g;
+      for (int kx = max(x0, 0); kx < min(x0 + a.kernel, a.input.width); ++kx) {
+        const uint4 v = *reinterpret_cast<const uint4*>(row + int64_t{kx} * a.x_layout.stride);
+        best.x = __vmaxs4(best.x, v.x), best.y = __vmaxs4(best.y, v.y);
+        best.z = __vmaxs4(best.z, v.z), best.w = __vmaxs4(best.w, v.w);
+      }
+    }
+    *reinterpret_cast<uint4*>(a.y + pixel * a.y_layout.stride + a.y_layout.offset + 16 * g) =
+        same ? best : ops::lookup16(table, best);
+  }
+}
+
+__global__ void resize16_kernel(ResizeNearestInt8Args a, int groups) {
+  __shared__ int8_t table[256];
+  ops::fill_requantize_table(table, a.input_scale, a.output_scale);
+  __syncthreads();
+  const bool same = a.input_scale == a.output_scale;
+  const int out_h = a.input.height * a.factor, out_w = a.input.width * a.factor;
+  const int64_t total = int64_t{a.input.batch} * out_h * out_w * groups;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const int g = static_cast<int>(i % groups);
+    const int64_t pixel = i / groups;
+    const int ox = static_cast<int>(pixel % out_w);
+    const int oy = static_cast<int>((pixel / out_w) % out_h);
+    const int n = static_cast<int>(pixel / (int64_t{out_w} * out_h));
+    const int64_t src =
+        (int64_t{n} * a.input.height + oy / a.factor) * a.input.width + ox / a.factor;
+    const uint4 v =
+        *reinterpret_cast<const uint4*>(a.x + src * a.x_layout.stride + a.x_layout.offset + 16 * g);
+    *reinterpret_cast<uint4*>(a.y + pixel * a.y_layout.stride + a.y_layout.offset + 16 * g) =
+        same ? v : ops::lookup16(table, v);
+  }
+}
+
 unsigned grid_for(int64_t total) {
   return static_cast<unsigned>(std::min<int64_t>((total + 255) / 256, 65536));
 }
@@ -74,7 +131,12 @@ Status maxpool_int8(const MaxPoolInt8Args& a, cudaStream_t stream) {
   QYOLO_RETURN_IF_ERROR(ops::check_scale(kOp, "input_scale", a.input_scale));
   QYOLO_RETURN_IF_ERROR(ops::check_scale(kOp, "output_scale", a.output_scale));
   const int64_t total = int64_t{a.input.batch} * out_h * out_w * a.input.channels;
-  maxpool_kernel<<<grid_for(total), 256, 0, stream>>>(a, out_h, out_w);
+  if (ops::vector16(a.input.channels, a.x_layout, a.x) &&
+      ops::vector16(a.input.channels, a.y_layout, a.y))
+    maxpool16_kernel<<<grid_for(total / 16), 256, 0, stream>>>(a, out_h, out_w,
+                                                               a.input.channels / 16);
+  else
+    maxpool_kernel<<<grid_for(total), 256, 0, stream>>>(a, out_h, out_w);
   return ops::launched(kOp);
 }
 
@@ -88,7 +150,11 @@ Status resize_nearest_int8(const ResizeNearestInt8Args& a, cudaStream_t stream) 
   QYOLO_RETURN_IF_ERROR(ops::check_scale(kOp, "output_scale", a.output_scale));
   const int64_t total = int64_t{a.input.batch} * a.input.height * a.factor * a.input.width *
                         a.factor * a.input.channels;
-  resize_kernel<<<grid_for(total), 256, 0, stream>>>(a);
+  if (ops::vector16(a.input.channels, a.x_layout, a.x) &&
+      ops::vector16(a.input.channels, a.y_layout, a.y))
+    resize16_kernel<<<grid_for(total / 16), 256, 0, stream>>>(a, a.input.channels / 16);
+  else
+    resize_kernel<<<grid_for(total), 256, 0, stream>>>(a);
   return ops::launched(kOp);
 }
 
