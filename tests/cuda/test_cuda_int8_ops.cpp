@@ -2,6 +2,8 @@
 // against plain CPU references written from the INT8 executor's rules (select exactly, then
 // requantize with rne(q * s_in / s_out) where the scales differ; a Sigmoid is a 256-entry
 // table). Every output byte must be identical, and bytes outside the output slice untouched.
+#include <algorithm>
+#include <cstdlib>
 #include <random>
 
 #include "ops_test_util.h"
@@ -165,7 +167,33 @@ TEST(CudaInt8Ops, NearestResizeRequantizeAndLookupMatchExactly) {
 // requantization table in shared memory): YOLOv5's Concat inputs, upsampling and SPPF.
 TEST(CudaInt8Ops, SixteenChannelPathsMatchExactly) {
   QYOLO_SKIP_WITHOUT_GPU();
+  setenv("QYOLO_CUDA_INT8_OPS16", "1", 1);  // opt-in until this test has passed on a GPU
   std::mt19937 rng(4);
+  {  // SPPF's 5x5 MaxPool into a Concat slice at another scale
+    const cuda::NhwcShape ps{2, 9, 12, 48};
+    const ChannelSlice pin{64, 16}, pout{96, 48};
+    Tensor8 px = random_tensor(ps, pin, rng);
+    Tensor8 py = random_tensor(ps, pout, rng);
+    Tensor8 pe = py;
+    for (int n = 0; n < 2; ++n)
+      for (int oy = 0; oy < 9; ++oy)
+        for (int ox = 0; ox < 12; ++ox)
+          for (int c = 0; c < 48; ++c) {
+            int best = -128;
+            for (int ky = std::max(oy - 2, 0); ky < std::min(oy + 3, 9); ++ky)
+              for (int kx = std::max(ox - 2, 0); kx < std::min(ox + 3, 12); ++kx)
+                best = std::max(best, int(px.at(n, ky, kx, c)));
+            pe.at(n, oy, ox, c) = requantize_ref(int8_t(best), 0.04f, 0.061f);
+          }
+    auto dx = upload(px.data);
+    auto dy = upload(py.data);
+    cuda::MaxPoolInt8Args a;
+    a.input = ps, a.kernel = 5, a.stride = 1, a.pad = 2;
+    a.x = dx.as<int8_t>(), a.x_layout = pin, a.y = dy.as<int8_t>(), a.y_layout = pout;
+    a.input_scale = 0.04f, a.output_scale = 0.061f;
+    QYOLO_ASSERT_OK(cuda::maxpool_int8(a, nullptr));
+    EXPECT_EQ(count_differences(pe.data, dy), 0) << "maxpool 16 channels";
+  }
   const cuda::NhwcShape shape{2, 10, 7, 32};
   const ChannelSlice in{48, 16}, out{96, 32};
   Tensor8 x = random_tensor(shape, in, rng);
@@ -201,6 +229,7 @@ TEST(CudaInt8Ops, SixteenChannelPathsMatchExactly) {
     QYOLO_ASSERT_OK(cuda::requantize_int8(r, nullptr));
     EXPECT_EQ(count_differences(e2.data, dy2), 0) << "requantize " << s_in << " -> " << s_out;
   }
+  unsetenv("QYOLO_CUDA_INT8_OPS16");
 }
 
 TEST(CudaInt8Ops, BadSlicesAndWindowsAreOneLineErrors) {
