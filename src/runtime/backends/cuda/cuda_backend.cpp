@@ -43,6 +43,14 @@ class CudaBuffer : public BackendBuffer {
   DeviceBuffer buffer_;
 };
 
+// Makes `device` the calling thread's current GPU. cudaSetDevice only when it is not (so a
+// call inside a stream capture, or on one GPU, touches nothing but cudaGetDevice).
+Status use_device(int device) {
+  int current = -1;
+  QYOLO_RETURN_IF_ERROR(check(cudaGetDevice(&current), "cudaGetDevice"));
+  return current == device ? Status::ok() : check(cudaSetDevice(device), "cudaSetDevice");
+}
+
 // A tensor is batch-contiguous when image n starts right after image n - 1 (its buffer holds
 // no padding between images): then one launch covers the batch.
 bool batch_contiguous(const Engine& e, const EngineTensor& t) {
@@ -51,13 +59,18 @@ bool batch_contiguous(const Engine& e, const EngineTensor& t) {
 
 class CudaPrepared : public PreparedEngine {
  public:
-  static Expected<std::unique_ptr<PreparedEngine>> create(const Engine& engine) {
+  // `device`: the GPU (current when this is called); every call makes it current again, so
+  // any host thread can run the engine (a worker of the runtime's Device, val's and bench's
+  // per-device threads).
+  static Expected<std::unique_ptr<PreparedEngine>> create(const Engine& engine, int device) {
     std::unique_ptr<CudaPrepared> p(new CudaPrepared(engine));
+    p->device_ = device;
     QYOLO_RETURN_IF_ERROR(p->init());
     return std::unique_ptr<PreparedEngine>(std::move(p));
   }
 
   Status execute(const ExecuteArgs& args) override {
+    QYOLO_RETURN_IF_ERROR(use_device(device_));
     if (args.batch < 1 || args.batch > engine_.max_batch)
       return invalid_argument("batch ", args.batch, " outside 1..", engine_.max_batch);
     cudaStream_t stream = args.stream ? static_cast<cudaStream_t>(args.stream) : own_.get();
@@ -92,6 +105,7 @@ class CudaPrepared : public PreparedEngine {
   }
 
   Status read_tensor(int tensor, int image, void* dst) override {
+    QYOLO_RETURN_IF_ERROR(use_device(device_));
     const EngineTensor& t = engine_.tensors[tensor];
     const size_t es = element_size(t.type);
     const void* src = at(t, image);
@@ -102,6 +116,7 @@ class CudaPrepared : public PreparedEngine {
   }
 
   Status write_tensor(int tensor, int image, const void* src) override {
+    QYOLO_RETURN_IF_ERROR(use_device(device_));
     const EngineTensor& t = engine_.tensors[tensor];
     const size_t es = element_size(t.type);
     void* dst = at(t, image);
@@ -453,6 +468,7 @@ class CudaPrepared : public PreparedEngine {
   };
 
   const Engine& engine_;  // owned by the Module, which outlives this
+  int device_ = 0;
   bool generic_only_ = false;
   cuda::Stream own_;
   DeviceBuffer weights_, arena_, scratch_;
@@ -482,7 +498,7 @@ class CudaBackend : public Backend {
   }
 
   Expected<std::unique_ptr<BackendBuffer>> allocate(size_t bytes) override {
-    QYOLO_RETURN_IF_ERROR(check(cudaSetDevice(device_), "cudaSetDevice"));
+    QYOLO_RETURN_IF_ERROR(use_device(device_));
     QYOLO_ASSIGN_OR_RETURN(DeviceBuffer buffer, DeviceBuffer::allocate(bytes));
     return std::unique_ptr<BackendBuffer>(new CudaBuffer(std::move(buffer)));
   }
@@ -498,14 +514,16 @@ class CudaBackend : public Backend {
   }
 
   Expected<std::unique_ptr<PreparedEngine>> prepare(const Engine& engine) override {
-    QYOLO_RETURN_IF_ERROR(check(cudaSetDevice(device_), "cudaSetDevice"));
-    return CudaPrepared::create(engine);
+    QYOLO_RETURN_IF_ERROR(use_device(device_));
+    return CudaPrepared::create(engine, device_);
   }
   bool supports_streams() const override { return true; }
   Status upload(void* backend_dst, const void* host_src, size_t bytes) override {
+    QYOLO_RETURN_IF_ERROR(use_device(device_));
     return check(cudaMemcpy(backend_dst, host_src, bytes, cudaMemcpyHostToDevice), "upload");
   }
   Status download(void* host_dst, const void* backend_src, size_t bytes) override {
+    QYOLO_RETURN_IF_ERROR(use_device(device_));
     return check(cudaMemcpy(host_dst, backend_src, bytes, cudaMemcpyDeviceToHost), "download");
   }
 
