@@ -14,9 +14,8 @@ int block_of(ReformatOutput f) {
 }
 
 // fp32 NCHW: one thread per output element.
-template <ReformatInput kIn, ReformatOutput kOut>
-__global__ void reformat_kernel(ReformatArgs a, int64_t total) {
-  static_assert(kOut == ReformatOutput::kFloat32Nchw, "blocked outputs: reformat_blocked_kernel");
+template <ReformatInput kIn>
+__global__ void reformat_fp32_kernel(ReformatArgs a, int64_t total) {
   const int64_t hw = int64_t{a.shape.height} * a.shape.width;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total;
        i += int64_t{gridDim.x} * blockDim.x) {
@@ -111,7 +110,7 @@ void launch(const ReformatArgs& a, int64_t total, cudaStream_t stream) {
     return;
   }
   const unsigned grid = static_cast<unsigned>(std::min<int64_t>((total + 255) / 256, 65536));
-  reformat_kernel<kIn, ReformatOutput::kFloat32Nchw><<<grid, 256, 0, stream>>>(a, total);
+  reformat_fp32_kernel<kIn><<<grid, 256, 0, stream>>>(a, total);
 }
 
 }  // namespace
