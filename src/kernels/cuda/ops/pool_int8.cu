@@ -15,15 +15,22 @@ __device__ __forceinline__ int8_t rescale(int8_t q, float from, float to) {
   return from == to ? q : ops::requantize(q, from, to);
 }
 
+// Output pixel `pixel` (n, y, x) of an out_h x out_w image batch.
+struct OutPixel {
+  int n, y, x;
+};
+__device__ __forceinline__ OutPixel out_pixel(int64_t pixel, int out_h, int out_w) {
+  return {static_cast<int>(pixel / (int64_t{out_w} * out_h)),
+          static_cast<int>((pixel / out_w) % out_h), static_cast<int>(pixel % out_w)};
+}
+
 __global__ void maxpool_kernel(MaxPoolInt8Args a, int out_h, int out_w) {
   const int64_t total = int64_t{a.input.batch} * out_h * out_w * a.input.channels;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total;
        i += int64_t{gridDim.x} * blockDim.x) {
     const int c = static_cast<int>(i % a.input.channels);
     const int64_t pixel = i / a.input.channels;
-    const int ox = static_cast<int>(pixel % out_w);
-    const int oy = static_cast<int>((pixel / out_w) % out_h);
-    const int n = static_cast<int>(pixel / (int64_t{out_w} * out_h));
+    const auto [n, oy, ox] = out_pixel(pixel, out_h, out_w);
     const int y0 = oy * a.stride - a.pad, x0 = ox * a.stride - a.pad;
     int best = -129;
     for (int ky = max(y0, 0); ky < min(y0 + a.kernel, a.input.height); ++ky) {
@@ -45,9 +52,7 @@ __global__ void resize_kernel(ResizeNearestInt8Args a) {
        i += int64_t{gridDim.x} * blockDim.x) {
     const int c = static_cast<int>(i % a.input.channels);
     const int64_t pixel = i / a.input.channels;
-    const int ox = static_cast<int>(pixel % out_w);
-    const int oy = static_cast<int>((pixel / out_w) % out_h);
-    const int n = static_cast<int>(pixel / (int64_t{out_w} * out_h));
+    const auto [n, oy, ox] = out_pixel(pixel, out_h, out_w);
     const int64_t src =
         (int64_t{n} * a.input.height + oy / a.factor) * a.input.width + ox / a.factor;
     a.y[pixel * a.y_layout.stride + a.y_layout.offset + c] = rescale(
@@ -66,9 +71,7 @@ __global__ void maxpool16_kernel(MaxPoolInt8Args a, int out_h, int out_w, int gr
        i += int64_t{gridDim.x} * blockDim.x) {
     const int g = static_cast<int>(i % groups);
     const int64_t pixel = i / groups;
-    const int ox = static_cast<int>(pixel % out_w);
-    const int oy = static_cast<int>((pixel / out_w) % out_h);
-    const int n = static_cast<int>(pixel / (int64_t{out_w} * out_h));
+    const auto [n, oy, ox] = out_pixel(pixel, out_h, out_w);
     const int y0 = oy * a.stride - a.pad, x0 = ox * a.stride - a.pad;
     uint4 best = make_uint4(0x80808080u, 0x80808080u, 0x80808080u, 0x80808080u);  // -128
     for (int ky = max(y0, 0); ky < min(y0 + a.kernel, a.input.height); ++ky) {
@@ -97,9 +100,7 @@ __global__ void resize16_kernel(ResizeNearestInt8Args a, int groups) {
        i += int64_t{gridDim.x} * blockDim.x) {
     const int g = static_cast<int>(i % groups);
     const int64_t pixel = i / groups;
-    const int ox = static_cast<int>(pixel % out_w);
-    const int oy = static_cast<int>((pixel / out_w) % out_h);
-    const int n = static_cast<int>(pixel / (int64_t{out_w} * out_h));
+    const auto [n, oy, ox] = out_pixel(pixel, out_h, out_w);
     const int64_t src =
         (int64_t{n} * a.input.height + oy / a.factor) * a.input.width + ox / a.factor;
     const uint4 v =
