@@ -260,14 +260,10 @@ int run_bench(const BenchFlags& flags) {
   if (batch < 1 || batch > engine->max_batch)
     return report_error("bench", invalid_argument("--batch ", batch, " outside 1..",
                                                   engine->max_batch, " (the engine's --maxBatch)"));
-  std::vector<int> device_indices = {0};
-  if (!flags.devices.empty()) {
-    auto parsed = parse_devices(flags.devices, flags.engine);
-    if (!parsed) return report_error("bench", parsed.status());
-    device_indices = *parsed;
-  }
+  auto device_indices = parse_devices(flags.devices, engine->target);
+  if (!device_indices) return report_error("bench", device_indices.status());
   std::vector<std::unique_ptr<Instance>> instances;
-  for (int index : device_indices) {
+  for (int index : *device_indices) {
     auto inst = make_instance(*engine, flags.engine, index, flags.streams, batch);
     if (!inst) return report_error("bench", inst.status());
     instances.push_back(std::move(*inst));

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "qyolo/engine.h"
 #include "qyolo/status.h"
 
 namespace qyolo::cli {
@@ -28,8 +29,9 @@ int report_error(const std::string& command, const Status& status);
 Expected<std::vector<int64_t>> parse_dims(const std::string& text);
 
 // --devices of val and bench: "all" (every device of the engine's target) or indices, repeats
-// allowed (two instances on one GPU, as Orin's two DLA cores); checked against the engine's
-// target (val.cpp).
+// allowed (two instances on one GPU, as Orin's two DLA cores), checked against the target;
+// empty: {0} (val.cpp). The second form reads the target from the engine file at `engine`.
+Expected<std::vector<int>> parse_devices(const std::string& text, EngineTarget target);
 Expected<std::vector<int>> parse_devices(const std::string& text, const std::string& engine);
 
 }  // namespace qyolo::cli

@@ -22,16 +22,12 @@
 
 namespace qyolo::cli {
 
-// --devices: "all" (every device of the engine's target) or indices, repeats allowed (two
-// instances on one GPU, as Orin's two DLA cores).
-Expected<std::vector<int>> parse_devices(const std::string& text, const std::string& engine) {
-  if (engine.empty()) return invalid_argument("--devices needs --loadEngine");
+Expected<std::vector<int>> parse_devices(const std::string& text, EngineTarget target) {
+  if (text.empty()) return std::vector<int>{0};
   std::vector<int> devices;
-  QYOLO_ASSIGN_OR_RETURN(Engine e, load_engine(engine));
   if (text == "all") {
-    const int count = runtime::device_count(e.target);
-    if (count == 0)
-      return unsupported("--devices all: no device of target ", target_name(e.target));
+    const int count = runtime::device_count(target);
+    if (count == 0) return unsupported("--devices all: no device of target ", target_name(target));
     for (int i = 0; i < count; ++i) devices.push_back(i);
     return devices;
   }
@@ -43,13 +39,20 @@ Expected<std::vector<int>> parse_devices(const std::string& text, const std::str
     const long value = std::strtol(item.c_str(), &end, 10);
     if (item.empty() || *end != '\0' || value < 0 || value > 1023)
       return invalid_argument("--devices '", text, "': expected all or device indices like 0,1");
-    if (e.target == EngineTarget::kCpu && value != 0)
+    if (target == EngineTarget::kCpu && value != 0)
       return invalid_argument("--devices '", text, "': the cpu target has one device, 0 (repeat ",
                               "it for more instances)");
     devices.push_back(int(value));
     at = comma + 1;
   }
   return devices;
+}
+
+Expected<std::vector<int>> parse_devices(const std::string& text, const std::string& engine) {
+  if (text.empty()) return std::vector<int>{0};
+  if (engine.empty()) return invalid_argument("--devices needs --loadEngine");
+  QYOLO_ASSIGN_OR_RETURN(Engine e, load_engine(engine));
+  return parse_devices(text, e.target);
 }
 
 namespace {
@@ -107,12 +110,9 @@ int run_val(const ValOptions& options) {
     if (!anchors) return report_error("val", anchors.status());
     detector_options.anchors = *anchors;
   }
-  std::vector<int> devices = {0};
-  if (!options.devices.empty()) {
-    auto parsed = parse_devices(options.devices, options.engine);
-    if (!parsed) return report_error("val", parsed.status());
-    devices = *parsed;
-  }
+  auto parsed_devices = parse_devices(options.devices, options.engine);
+  if (!parsed_devices) return report_error("val", parsed_devices.status());
+  const std::vector<int> devices = *parsed_devices;
   // One detector per device entry; the first one also answers the questions below.
   std::vector<std::unique_ptr<Detector>> detectors;
   for (int device : devices) {
