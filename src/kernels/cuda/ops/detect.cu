@@ -278,29 +278,26 @@ __global__ void __launch_bounds__(kNmsThreads) nms_kernel(NmsParams p) {
       continue;
     }
     float4 box[kSlots];
-    float area[kSlots];
     int rank[kSlots];
 #pragma unroll
     for (int s = 0; s < kSlots; ++s) {
       const int at = lane + 32 * s;
       rank[s] = at < k ? static_cast<int>(static_cast<uint32_t>(class_keys[first + at])) : 0;
       box[s] = at < k ? boxes[first + at] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-      area[s] = box_area(box[s]);
     }
     uint32_t suppressed_here = 0;  // bit s: this lane's candidate in slot s
     int kept_here = 0;
     for (int at = 0; at < k && kept_here < p.max_det; ++at) {
       const int owner = at % 32, slot = at / 32;
       float4 bi = box[0];
-      float area_i = area[0];
       int rank_i = rank[0];
 #pragma unroll
       for (int s = 1; s < kSlots; ++s)
-        if (slot == s) bi = box[s], area_i = area[s], rank_i = rank[s];
+        if (slot == s) bi = box[s], rank_i = rank[s];
       if (__shfl_sync(kAll, (suppressed_here >> slot) & 1u, owner)) continue;
       bi.x = __shfl_sync(kAll, bi.x, owner), bi.y = __shfl_sync(kAll, bi.y, owner);
       bi.z = __shfl_sync(kAll, bi.z, owner), bi.w = __shfl_sync(kAll, bi.w, owner);
-      area_i = __shfl_sync(kAll, area_i, owner);
+      const float area_i = box_area(bi);
       rank_i = __shfl_sync(kAll, rank_i, owner);
       if (lane == 0) atomicOr(&kept[rank_i / 32], 1u << (rank_i % 32));
       ++kept_here;
@@ -308,12 +305,7 @@ __global__ void __launch_bounds__(kNmsThreads) nms_kernel(NmsParams p) {
       for (int s = 0; s < kSlots; ++s) {
         const int j = lane + 32 * s;
         if (j <= at || j >= k || (suppressed_here >> s & 1u)) continue;
-        const float4 bj = box[s];
-        const float w = fmaxf(0.0f, __fsub_rn(fminf(bi.z, bj.z), fmaxf(bi.x, bj.x)));
-        const float h = fmaxf(0.0f, __fsub_rn(fminf(bi.w, bj.w), fmaxf(bi.y, bj.y)));
-        const float inter = __fmul_rn(w, h);
-        const float iou = __fdiv_rn(inter, __fsub_rn(__fadd_rn(area_i, area[s]), inter));
-        if (iou > p.iou_threshold) suppressed_here |= 1u << s;
+        if (box_iou(bi, area_i, box[s]) > p.iou_threshold) suppressed_here |= 1u << s;
       }
     }
   }
