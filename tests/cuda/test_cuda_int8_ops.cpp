@@ -167,7 +167,6 @@ TEST(CudaInt8Ops, NearestResizeRequantizeAndLookupMatchExactly) {
 // requantization table in shared memory): YOLOv5's Concat inputs, upsampling and SPPF.
 TEST(CudaInt8Ops, SixteenChannelPathsMatchExactly) {
   QYOLO_SKIP_WITHOUT_GPU();
-  setenv("QYOLO_CUDA_INT8_OPS16", "1", 1);  // opt-in until this test has passed on a GPU
   std::mt19937 rng(4);
   {  // SPPF's 5x5 MaxPool into a Concat slice at another scale
     const cuda::NhwcShape ps{2, 9, 12, 48};
@@ -229,7 +228,6 @@ TEST(CudaInt8Ops, SixteenChannelPathsMatchExactly) {
     QYOLO_ASSERT_OK(cuda::requantize_int8(r, nullptr));
     EXPECT_EQ(count_differences(e2.data, dy2), 0) << "requantize " << s_in << " -> " << s_out;
   }
-  unsetenv("QYOLO_CUDA_INT8_OPS16");
 }
 
 TEST(CudaInt8Ops, BadSlicesAndWindowsAreOneLineErrors) {
