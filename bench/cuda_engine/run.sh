@@ -12,7 +12,7 @@
 #   bash bench/cuda_engine/run.sh <dir> [out]
 #
 # Expect several minutes on an H200, most of it the PyTorch peer (torch.compile) and the conv
-# benchmark: SKIP_PEER=1 and SKIP_CONV_BENCH=1 leave them out.
+# benchmark: SKIP_PEER=1 and SKIP_CONV_BENCH=1 leave them out; ONLY_BUILD=1 stops after step 1.
 #
 # <dir> holds what the machine lacks (make it with qyolo on the development machine):
 #   googletest/               a copy of /usr/src/googletest
@@ -45,6 +45,7 @@ start=$(date +%s)
 cmake --build "$build" -j"$(nproc)" >"$out/build.log" 2>&1 ||
   { grep -B2 -A10 "error" "$out/build.log" | head -40; exit 1; }
 echo "build: $(( $(date +%s) - start )) s, $(grep -c spill "$out/build.log") ptxas spill warnings"
+[ "${ONLY_BUILD:-0}" = 1 ] && exit 0
 
 status=0
 for t in test_cuda_conv_int8 test_cuda_int8_ops test_cuda_reformat test_cuda_conv_fp16 \

@@ -61,7 +61,12 @@ DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& other) noexcept {
 
 Status DeviceBuffer::upload(const void* host, size_t bytes) {
   if (bytes > size_) return invalid_argument("upload of ", bytes, " bytes into a buffer of ", size_);
-  return check(cudaMemcpy(data_, host, bytes, cudaMemcpyHostToDevice), "cudaMemcpy to device");
+  QYOLO_RETURN_IF_ERROR(
+      check(cudaMemcpy(data_, host, bytes, cudaMemcpyHostToDevice), "cudaMemcpy to device"));
+  // From pageable memory cudaMemcpy may return before the DMA lands, and the legacy stream it
+  // ran on does not order qyolo's non-blocking streams: wait for it, so the data is there for
+  // whatever stream reads it next.
+  return check(cudaStreamSynchronize(cudaStreamLegacy), "cudaMemcpy to device");
 }
 
 Status DeviceBuffer::download(void* host, size_t bytes) const {
@@ -70,7 +75,9 @@ Status DeviceBuffer::download(void* host, size_t bytes) const {
 }
 
 Status DeviceBuffer::fill(int value) {
-  return check(cudaMemset(data_, value, size_), "cudaMemset");
+  // cudaMemset is asynchronous, on the legacy stream (see upload).
+  QYOLO_RETURN_IF_ERROR(check(cudaMemset(data_, value, size_), "cudaMemset"));
+  return check(cudaStreamSynchronize(cudaStreamLegacy), "cudaMemset");
 }
 
 // ---- Stream

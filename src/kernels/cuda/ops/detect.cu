@@ -3,9 +3,11 @@
 //     obj * cls) and appends (score, candidate index) keys above conf;
 //  2. a segmented sort per image, score descending, ties by candidate index (the CPU's stable
 //     sort order: row-major, then class);
-//  3. the max_nms best of each image sorted again by (class, rank), and one block per image
-//     runs class-aware greedy NMS, a warp per class (classes never suppress each other), then
-//     keeps the first max_det survivors in score order: exactly the CPU's first max_det.
+//  3. the max_nms best of each image sorted again by (class, rank), their boxes decoded in that
+//     order, and class-aware greedy NMS with an image's classes spread over several blocks
+//     (classes never suppress each other): a warp per small class, a block per large one;
+//  4. one block per image keeps the first max_det survivors in score order: exactly the CPU's
+//     first max_det.
 // Every float step is written as the CPU reference computes it (_rn intrinsics, no FMA
 // contraction). The sigmoid of an int8 head is a host-built table (bit-identical); for fp16
 // heads it is exp in double rounded to float, which equals glibc's expf except in rare
@@ -183,23 +185,32 @@ struct NmsParams {
   const uint64_t* keys;        // sorted per image: score descending, then candidate index
   const uint64_t* class_keys;  // sorted per image: (class, rank) of the max_nms best
   float4* boxes;               // [batch][max_nms], class-offset corners, in class_keys order
+  uint32_t* kept;              // [batch][kept_words]: bit `rank` set when NMS keeps it
+  int kept_words;
   int stage_boxes;             // how many boxes of a large class fit in shared memory
   const LetterboxPlan* plans;
   DetectionBox* detections;
   int* out_counts;
 };
 
+__device__ __forceinline__ int nms_count(const NmsParams& p, int n) {
+  return min(min(p.counts[n], p.capacity), p.max_nms);
+}
+
 // The area of a class-offset box, as the CPU computes it.
 __device__ __forceinline__ float box_area(float4 b) {
   return __fmul_rn(__fsub_rn(b.z, b.x), __fsub_rn(b.w, b.y));
 }
 
-// IoU of two class-offset boxes, as the CPU computes it.
-__device__ __forceinline__ float box_iou(float4 a, float area_a, float4 b) {
+// IoU(a, b) > threshold, with the IoU as the CPU computes it. Boxes that do not intersect
+// (most pairs of a large class) give an intersection of exactly 0, so an IoU of 0 (or 0/0),
+// never above a threshold >= 0: they skip the division.
+__device__ __forceinline__ bool iou_above(float4 a, float area_a, float4 b, float threshold) {
   const float w = fmaxf(0.0f, __fsub_rn(fminf(a.z, b.z), fmaxf(a.x, b.x)));
   const float h = fmaxf(0.0f, __fsub_rn(fminf(a.w, b.w), fmaxf(a.y, b.y)));
+  if ((w == 0.0f || h == 0.0f) && threshold >= 0.0f) return false;
   const float inter = __fmul_rn(w, h);
-  return __fdiv_rn(inter, __fsub_rn(__fadd_rn(area_a, box_area(b)), inter));
+  return __fdiv_rn(inter, __fsub_rn(__fadd_rn(area_a, box_area(b)), inter)) > threshold;
 }
 
 // First position in sorted[0, count) whose key is >= key.
@@ -213,31 +224,18 @@ __device__ __forceinline__ int lower_bound(const uint64_t* sorted, int count, ui
   return lo;
 }
 
-// One block per image. Class-aware greedy NMS suppresses only within a class, so its kept set
-// is the union of each class's own greedy pass: small classes go to one warp each, in
-// parallel, large ones to the whole block, each walked in score order (a kept box suppresses
-// the later ones of its class above the IoU threshold; a class stops after max_det kept). The
-// first max_det kept boxes in score order are then exactly what one greedy pass over all
-// classes keeps before it stops.
-__global__ void __launch_bounds__(kNmsThreads) nms_kernel(NmsParams p) {
-  // Dynamic shared memory: suppressed bits (by class position), kept bits (by rank), then
-  // the boxes of one large class at a time.
-  extern __shared__ uint32_t bits[];
-  const int n = blockIdx.x;
-  const int total = min(min(p.counts[n], p.capacity), p.max_nms);
-  const int words = (total + 31) / 32;
-  const int all_words = (p.max_nms + 31) / 32;
-  uint32_t* suppressed = bits;
-  uint32_t* kept = bits + words;
-  float4* staged = reinterpret_cast<float4*>(bits + 2 * ((all_words + 1) / 2 * 2));
+// The boxes of the max_nms best in class_keys order (class-offset corners), so each class's
+// are contiguous and a pass over them reads consecutive addresses; and the kept bits cleared.
+__global__ void nms_boxes_kernel(NmsParams p) {
+  const int n = blockIdx.y;
+  const int total = nms_count(p, n);
   const uint64_t* keys = p.keys + int64_t{n} * p.capacity;
   const uint64_t* class_keys = p.class_keys + int64_t{n} * p.max_nms;
   float4* boxes = p.boxes + int64_t{n} * p.max_nms;
   constexpr float kMaxWh = 7680.0f;  // ultralytics' class offset
-  for (int i = threadIdx.x; i < 2 * words; i += blockDim.x) bits[i] = 0;
-  // The boxes in class order, so each class's are contiguous and a pass over them reads
-  // consecutive addresses (no gather through the ranks).
-  for (int i = threadIdx.x; i < total; i += blockDim.x) {
+  const int start = blockIdx.x * blockDim.x + threadIdx.x, step = gridDim.x * blockDim.x;
+  for (int w = start; w < p.kept_words; w += step) p.kept[int64_t{n} * p.kept_words + w] = 0;
+  for (int i = start; i < total; i += step) {
     const int rank = static_cast<int>(static_cast<uint32_t>(class_keys[i]));
     const uint32_t index = static_cast<uint32_t>(keys[rank]);
     const int c = static_cast<int>(index % p.h.args.classes);
@@ -251,32 +249,51 @@ __global__ void __launch_bounds__(kNmsThreads) nms_kernel(NmsParams p) {
     box.w = __fadd_rn(__fadd_rn(b.y, hh), offset);
     boxes[i] = box;
   }
-  __syncthreads();
+}
 
-  // Classes of up to 32 * kSlots candidates: one warp each, its candidates' boxes in the
-  // lanes' registers, so a kept box costs a few shuffles and kSlots IoUs per lane. Larger
-  // classes are listed for the whole block afterwards.
-  constexpr int kSlots = 4;
+// Class-aware greedy NMS suppresses only within a class, so its kept set is the union of each
+// class's own greedy pass, each walked in score order (a kept box suppresses the later ones of
+// its class above the IoU threshold; a class stops after max_det kept). The classes of an image
+// are spread over gridDim.x blocks (a row of the grid per image): small classes go to one warp
+// each, large ones to one block each, round robin in class order. Which block takes a class
+// changes nothing but the time. The first max_det kept boxes in score order (nms_select_kernel)
+// are then exactly what one greedy pass over all classes keeps before it stops.
+__global__ void __launch_bounds__(kNmsThreads) nms_classes_kernel(NmsParams p) {
+  // Dynamic shared memory: suppressed bits (by class position; each block touches only its
+  // own classes' bits), then the boxes of one large class at a time.
+  extern __shared__ uint32_t bits[];
+  const int part = blockIdx.x, parts = gridDim.x, n = blockIdx.y;
+  const int total = nms_count(p, n);
+  const int words = (total + 31) / 32;
+  const int all_words = (p.max_nms + 31) / 32;
+  uint32_t* suppressed = bits;
+  float4* staged = reinterpret_cast<float4*>(bits + (all_words + 3) / 4 * 4);
+  const uint64_t* class_keys = p.class_keys + int64_t{n} * p.max_nms;
+  const float4* boxes = p.boxes + int64_t{n} * p.max_nms;
+  uint32_t* kept = p.kept + int64_t{n} * p.kept_words;
+  constexpr int kSlots = 4;  // classes of up to 32 * kSlots candidates go to one warp
   constexpr uint32_t kAll = 0xffffffffu;
+  __shared__ int2 range[256];  // [first, last) of each class in class_keys order
+  __shared__ int big[256];     // this block's large classes
   __shared__ int big_count, next_at[2];
-  __shared__ int2 big[256];  // [first, last) of each large class
-  if (threadIdx.x == 0) big_count = 0;
+  for (int i = threadIdx.x; i < words; i += blockDim.x) suppressed[i] = 0;
+  for (int c = threadIdx.x; c < p.h.args.classes; c += blockDim.x)
+    range[c] = make_int2(lower_bound(class_keys, total, uint64_t(c) << 32),
+                         lower_bound(class_keys, total, uint64_t(c + 1) << 32));
   __syncthreads();
+  if (threadIdx.x == 0) {
+    int count = 0, ordinal = 0;
+    for (int c = 0; c < p.h.args.classes; ++c)
+      if (range[c].y - range[c].x > 32 * kSlots && ordinal++ % parts == part) big[count++] = c;
+    big_count = count;
+  }
+
+  // Small classes, one warp each, its candidates' boxes in the lanes' registers, so a kept box
+  // costs a few shuffles and kSlots IoUs per lane.
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  for (int c = warp; c < p.h.args.classes; c += kNmsWarps) {
-    int first = 0, last = 0;
-    if (lane == 0) {
-      first = lower_bound(class_keys, total, uint64_t(c) << 32);
-      last = lower_bound(class_keys, total, uint64_t(c + 1) << 32);
-    }
-    first = __shfl_sync(kAll, first, 0);
-    last = __shfl_sync(kAll, last, 0);
-    const int k = last - first;
-    if (k == 0) continue;
-    if (k > 32 * kSlots) {
-      if (lane == 0) big[atomicAdd(&big_count, 1)] = make_int2(first, last);
-      continue;
-    }
+  for (int c = part * kNmsWarps + warp; c < p.h.args.classes; c += parts * kNmsWarps) {
+    const int first = range[c].x, k = range[c].y - range[c].x;
+    if (k == 0 || k > 32 * kSlots) continue;
     float4 box[kSlots];
     int rank[kSlots];
 #pragma unroll
@@ -305,7 +322,7 @@ __global__ void __launch_bounds__(kNmsThreads) nms_kernel(NmsParams p) {
       for (int s = 0; s < kSlots; ++s) {
         const int j = lane + 32 * s;
         if (j <= at || j >= k || (suppressed_here >> s & 1u)) continue;
-        if (box_iou(bi, area_i, box[s]) > p.iou_threshold) suppressed_here |= 1u << s;
+        if (iou_above(bi, area_i, box[s], p.iou_threshold)) suppressed_here |= 1u << s;
       }
     }
   }
@@ -318,7 +335,7 @@ __global__ void __launch_bounds__(kNmsThreads) nms_kernel(NmsParams p) {
   // reads the slot warp 0 is already writing for the next.
   int step = 0;
   for (int g = 0; g < big_count; ++g) {
-    const int first = big[g].x, k = big[g].y - big[g].x;
+    const int first = range[big[g]].x, k = range[big[g]].y - first;
     const float4* class_boxes = boxes + first;
     if (k <= p.stage_boxes) {
       __syncthreads();  // the previous class is done with the staged boxes
@@ -362,17 +379,22 @@ __global__ void __launch_bounds__(kNmsThreads) nms_kernel(NmsParams p) {
       for (int b = at + 1 + threadIdx.x; b < k; b += blockDim.x) {
         const int bit = first + b;
         if (suppressed[bit / 32] >> (bit % 32) & 1u) continue;
-        if (box_iou(bi, area_i, class_boxes[b]) > p.iou_threshold)
+        if (iou_above(bi, area_i, class_boxes[b], p.iou_threshold))
           atomicOr(&suppressed[bit / 32], 1u << (bit % 32));
       }
       cursor = at + 1;
       __syncthreads();
     }
   }
-  __syncthreads();
+}
 
-  // The kept ranks in order, max_det of them: a block-wide scan of the kept bits, 1024 words
-  // (32768 ranks) a round.
+// The kept ranks in order, max_det of them, one block per image: a block-wide scan of the kept
+// bits, 1024 words (32768 ranks) a round; boxes decoded again, mapped to the image, clipped.
+__global__ void __launch_bounds__(kNmsThreads) nms_select_kernel(NmsParams p) {
+  const int n = blockIdx.x;
+  const int words = (nms_count(p, n) + 31) / 32;
+  const uint64_t* keys = p.keys + int64_t{n} * p.capacity;
+  const uint32_t* kept = p.kept + int64_t{n} * p.kept_words;
   using Scan = cub::BlockScan<int, kNmsThreads>;
   __shared__ typename Scan::TempStorage scan_storage;
   __shared__ int carried;
@@ -415,11 +437,13 @@ __global__ void __launch_bounds__(kNmsThreads) nms_kernel(NmsParams p) {
 // Workspace layout, each part 256-byte aligned.
 struct Layout {
   size_t counts, begin, end, begin2, end2, keys_in, keys_out, class_in, class_out, boxes,
-      sort, total;
+      kept, sort, total;
   size_t sort_bytes;  // temporary storage of the larger of the two segmented sorts
 };
 
 size_t align(size_t v) { return (v + 255) / 256 * 256; }
+
+int kept_words(const DetectArgs& a) { return (a.max_nms + 31) / 32; }
 
 Layout layout(const DetectArgs& a) {
   const size_t batch = static_cast<size_t>(a.heads.batch);
@@ -442,6 +466,7 @@ Layout layout(const DetectArgs& a) {
   l.class_in = take(nms * sizeof(uint64_t));
   l.class_out = take(nms * sizeof(uint64_t));
   l.boxes = take(nms * sizeof(float4));
+  l.kept = take(batch * kept_words(a) * sizeof(uint32_t));
   size_t by_score = 0, by_class = 0;
   cub::DeviceSegmentedSort::SortKeys(nullptr, by_score, static_cast<const uint64_t*>(nullptr),
                                      static_cast<uint64_t*>(nullptr), static_cast<int64_t>(keys),
@@ -517,24 +542,29 @@ Status detect(const DetectArgs& a, cudaStream_t stream) {
   uint64_t* class_in = reinterpret_cast<uint64_t*>(at(l.class_in));
   uint64_t* class_out = reinterpret_cast<uint64_t*>(at(l.class_out));
   const Heads h = make_heads(a.heads);
-  // Bitmasks (each rounded to an even number of words, so the staged boxes are 16-byte
-  // aligned), then as many boxes of a large class as fit in the dynamic shared memory every
-  // GPU gives a block without opting in (48 KB less the kernel's static shared memory: the
-  // block scan's storage and the large class list, about 7 KB).
+  // The suppression bits (rounded to 16 bytes, so the staged boxes are aligned), then as many
+  // boxes of a large class as fit in the dynamic shared memory every GPU gives a block without
+  // opting in (48 KB less the kernel's static shared memory, about 3 KB).
   static const size_t kSmemBytes = [] {
     cudaFuncAttributes f{};
-    return cudaFuncGetAttributes(&f, nms_kernel) == cudaSuccess
+    return cudaFuncGetAttributes(&f, nms_classes_kernel) == cudaSuccess
                ? static_cast<size_t>(f.maxDynamicSharedSizeBytes)
                : size_t{32 * 1024};
   }();
-  const size_t mask_bytes =
-      2 * (((static_cast<size_t>(a.max_nms) + 31) / 32 + 1) / 2 * 2) * sizeof(uint32_t);
+  const size_t mask_bytes = (static_cast<size_t>(kept_words(a)) + 3) / 4 * 4 * sizeof(uint32_t);
   if (mask_bytes > kSmemBytes / 2)
     return invalid_argument(kOp, ": max_nms ", a.max_nms, " needs more than ", kSmemBytes / 2048,
                             " KB of bitmasks");
   const int stage_boxes = static_cast<int>(
       std::min<size_t>((kSmemBytes - mask_bytes) / sizeof(float4), static_cast<size_t>(a.max_nms)));
   const size_t smem = mask_bytes + static_cast<size_t>(stage_boxes) * sizeof(float4);
+  // The classes of an image over `parts` blocks: about two blocks an SM in all (an image's
+  // large classes are its slowest part, each one block's serial walk), at most 16 an image.
+  int device = 0, sms = 0;
+  QYOLO_RETURN_IF_ERROR(check(cudaGetDevice(&device), kOp));
+  QYOLO_RETURN_IF_ERROR(
+      check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), kOp));
+  const int parts = std::clamp((2 * sms + batch - 1) / batch, 1, 16);
 
   QYOLO_RETURN_IF_ERROR(check(cudaMemsetAsync(counts, 0, batch * sizeof(int), stream), kOp));
   candidates_kernel<<<dim3(ops::blocks_for(h.rows, 128), batch), 128, 0, stream>>>(
@@ -568,11 +598,17 @@ Status detect(const DetectArgs& a, cudaStream_t stream) {
   p.keys = keys_out;
   p.class_keys = class_out;
   p.boxes = reinterpret_cast<float4*>(at(l.boxes));
+  p.kept = reinterpret_cast<uint32_t*>(at(l.kept));
+  p.kept_words = kept_words(a);
   p.stage_boxes = stage_boxes;
   p.plans = a.plans;
   p.detections = a.detections;
   p.out_counts = a.counts;
-  nms_kernel<<<batch, kNmsThreads, smem, stream>>>(p);
+  nms_boxes_kernel<<<dim3(ops::blocks_for(a.max_nms, 256), batch), 256, 0, stream>>>(p);
+  QYOLO_RETURN_IF_ERROR(ops::launched(kOp));
+  nms_classes_kernel<<<dim3(parts, batch), kNmsThreads, smem, stream>>>(p);
+  QYOLO_RETURN_IF_ERROR(ops::launched(kOp));
+  nms_select_kernel<<<batch, kNmsThreads, 0, stream>>>(p);
   return ops::launched(kOp);
 }
 

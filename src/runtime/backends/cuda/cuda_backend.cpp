@@ -121,9 +121,14 @@ class CudaPrepared : public PreparedEngine {
     const size_t es = element_size(t.type);
     void* dst = at(t, image);
     QYOLO_RETURN_IF_ERROR(check(cudaStreamSynchronize(own_.get()), "cudaStreamSynchronize"));
-    return check(cudaMemcpy2D(dst, t.layout.stride * es, src, t.channels * es, t.channels * es,
-                              size_t(t.height) * t.width, cudaMemcpyHostToDevice),
-                 "write_tensor cudaMemcpy2D");
+    QYOLO_RETURN_IF_ERROR(check(cudaMemcpy2D(dst, t.layout.stride * es, src, t.channels * es,
+                                             t.channels * es, size_t(t.height) * t.width,
+                                             cudaMemcpyHostToDevice),
+                                "write_tensor cudaMemcpy2D"));
+    // A copy from pageable memory may still be in flight on the legacy stream, which does not
+    // order the engine's non-blocking stream: without this wait a layer could read part of the
+    // old tensor (seen as a few differing outputs of a fast reformat layer).
+    return check(cudaStreamSynchronize(cudaStreamLegacy), "write_tensor cudaStreamSynchronize");
   }
 
  private:
@@ -520,7 +525,9 @@ class CudaBackend : public Backend {
   bool supports_streams() const override { return true; }
   Status upload(void* backend_dst, const void* host_src, size_t bytes) override {
     QYOLO_RETURN_IF_ERROR(use_device(device_));
-    return check(cudaMemcpy(backend_dst, host_src, bytes, cudaMemcpyHostToDevice), "upload");
+    QYOLO_RETURN_IF_ERROR(
+        check(cudaMemcpy(backend_dst, host_src, bytes, cudaMemcpyHostToDevice), "upload"));
+    return check(cudaStreamSynchronize(cudaStreamLegacy), "upload");  // see write_tensor
   }
   Status download(void* host_dst, const void* backend_src, size_t bytes) override {
     QYOLO_RETURN_IF_ERROR(use_device(device_));
