@@ -69,8 +69,8 @@ fi
 
 if [ -d "$dir/images" ]; then
   python3 bench/cuda_engine/pack_images.py "$dir/images" "$out/images.rgb" >/dev/null
-  echo "| engine | batch | detections | preprocess | network | detect | e2e | e2e+copies | net img/s | e2e img/s | e2e / network |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| engine | batch | detections | preprocess | network | detect | e2e | e2e+copies | net img/s | e2e img/s | e2e / network | 2 streams img/s | net / 2 streams |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   for e in "$dir"/accuracy/*.engine; do
     timeout 60 "$build/e2e_cuda_engine" --engine "$e" --images "$out/images.rgb" --batch 64 \
       --results "$out/$(basename "$e" .engine).results.json" --seconds 0.3 2>>"$out/e2e.jsonl"
