@@ -176,6 +176,7 @@ __global__ void class_keys_kernel(const int* counts, int capacity, int max_nms, 
 
 constexpr int kNmsThreads = 1024;
 constexpr int kNmsWarps = kNmsThreads / 32;
+constexpr int kTile = 256;  // open boxes of a large class handled together
 
 struct NmsParams {
   Heads h;
@@ -275,7 +276,7 @@ __global__ void __launch_bounds__(kNmsThreads) nms_classes_kernel(NmsParams p) {
   constexpr uint32_t kAll = 0xffffffffu;
   __shared__ int2 range[256];  // [first, last) of each class in class_keys order
   __shared__ int big[256];     // this block's large classes
-  __shared__ int big_count, next_at[2];
+  __shared__ int big_count;
   for (int i = threadIdx.x; i < words; i += blockDim.x) suppressed[i] = 0;
   for (int c = threadIdx.x; c < p.h.args.classes; c += blockDim.x)
     range[c] = make_int2(lower_bound(class_keys, total, uint64_t(c) << 32),
@@ -328,61 +329,105 @@ __global__ void __launch_bounds__(kNmsThreads) nms_classes_kernel(NmsParams p) {
   }
   __syncthreads();
 
-  // Large classes, one after another, the whole block per kept box (suppression bits by
-  // position in the class order). A class's boxes are copied to shared memory when they fit
-  // (read from global memory, in order, when not). Warp 0 finds the next box not suppressed,
-  // 32 bit words at a time; next_at alternates so a thread that leaves a class early never
-  // reads the slot warp 0 is already writing for the next.
-  int step = 0;
+  // Large classes, one after another, the whole block on each, a tile of up to kTile open boxes
+  // (not suppressed by an earlier kept box) at a time: the block finds the tile's boxes (a scan
+  // of the suppression bits), computes their pairwise IoU bits in parallel, warp 0 walks the
+  // tile's greedy pass over those bits (a kept box removes the later ones it overlaps), and the
+  // block then suppresses the class's later boxes that overlap a box the tile kept. That is the
+  // greedy pass exactly, with a few barriers a tile instead of two a kept box. A class's boxes
+  // are copied to shared memory when they fit (read from global memory, in order, when not).
+  using Scan = cub::BlockScan<int, kNmsThreads>;
+  __shared__ typename Scan::TempStorage scan_storage;
+  __shared__ int tile_at[kTile];                    // class positions of the tile's boxes
+  __shared__ float4 tile_box[kTile];
+  __shared__ uint32_t overlap[kTile][kTile / 32];  // row i, bit j > i: IoU(i, j) above
+  __shared__ int tile_kept[kTile];                  // tile indices kept, in order
+  __shared__ int tile_kept_count;
   for (int g = 0; g < big_count; ++g) {
     const int first = range[big[g]].x, k = range[big[g]].y - first;
     const float4* class_boxes = boxes + first;
+    __syncthreads();  // the previous class is done with the staged boxes
     if (k <= p.stage_boxes) {
-      __syncthreads();  // the previous class is done with the staged boxes
       for (int i = threadIdx.x; i < k; i += blockDim.x) staged[i] = class_boxes[i];
       class_boxes = staged;
     }
-    int kept_here = 0, cursor = 0;  // positions within the class
-    while (kept_here < p.max_det) {
-      if (warp == 0) {
-        int at = k;
-        for (int base = (first + cursor) / 32; base * 32 < first + k; base += 32) {
-          const int w = base + lane;
-          uint32_t open = 0;
-          if (w * 32 < first + k) {
-            open = ~suppressed[w];
-            const int lo = first + cursor - w * 32, hi = first + k - w * 32;  // bits [lo, hi)
-            if (lo > 0) open &= lo >= 32 ? 0u : ~0u << lo;
-            if (hi < 32) open &= hi <= 0 ? 0u : ~0u >> (32 - hi);
-          }
-          const uint32_t any = __ballot_sync(kAll, open != 0);
-          if (any) {
-            const int owner = __ffs(any) - 1;
-            const uint32_t o = __shfl_sync(kAll, open, owner);
-            at = (base + owner) * 32 + __ffs(o) - 1 - first;
-            break;
-          }
+    int kept_here = 0, cursor = 0;  // block-uniform; positions within the class
+    while (kept_here < p.max_det && cursor < k) {
+      // 1. The next kTile open positions at or after the cursor, in order.
+      int found = 0;
+      for (int base = (first + cursor) / 32; base * 32 < first + k && found < kTile;
+           base += kNmsThreads) {
+        const int w = base + threadIdx.x;
+        uint32_t open = 0;
+        if (w * 32 < first + k) {
+          open = ~suppressed[w];
+          const int lo = first + cursor - w * 32, hi = first + k - w * 32;  // bits [lo, hi)
+          if (lo > 0) open &= lo >= 32 ? 0u : ~0u << lo;
+          if (hi < 32) open &= hi <= 0 ? 0u : ~0u >> (32 - hi);
         }
-        if (lane == 0) next_at[step & 1] = at;
+        int before = 0, round_total = 0;
+        Scan(scan_storage).ExclusiveSum(__popc(open), before, round_total);
+        int at = found + before;
+        for (uint32_t rest = open; rest && at < kTile; rest &= rest - 1, ++at)
+          tile_at[at] = w * 32 + __ffs(rest) - 1 - first;
+        found += round_total;
+        __syncthreads();  // scan_storage again; tile_at complete
+      }
+      const int m = min(found, kTile);
+      if (m == 0) break;
+      for (int i = threadIdx.x; i < m; i += blockDim.x) tile_box[i] = class_boxes[tile_at[i]];
+      __syncthreads();
+      // 2. Pairwise IoU bits of the tile.
+      for (int task = threadIdx.x; task < m * (kTile / 32); task += blockDim.x) {
+        const int i = task / (kTile / 32), w = task % (kTile / 32);
+        const float4 bi = tile_box[i];
+        const float area_i = box_area(bi);
+        uint32_t row = 0;
+        for (int bit = 0; bit < 32; ++bit) {
+          const int j = w * 32 + bit;
+          if (j > i && j < m && iou_above(bi, area_i, tile_box[j], p.iou_threshold))
+            row |= 1u << bit;
+        }
+        overlap[i][w] = row;
       }
       __syncthreads();
-      const int at = next_at[step & 1];
-      ++step;
-      if (at >= k) break;
-      const float4 bi = class_boxes[at];
-      const float area_i = box_area(bi);
-      if (threadIdx.x == 0) {
-        const int rank = static_cast<int>(static_cast<uint32_t>(class_keys[first + at]));
-        atomicOr(&kept[rank / 32], 1u << (rank % 32));
+      // 3. The tile's greedy pass, warp 0: lane w < kTile / 32 holds word w of the removed bits.
+      if (warp == 0) {
+        uint32_t removed = 0;
+        int kept_n = 0;
+        for (int i = 0; i < m && kept_here + kept_n < p.max_det; ++i) {
+          if (__shfl_sync(kAll, removed, i / 32) >> (i % 32) & 1u) continue;
+          if (lane == 0) tile_kept[kept_n] = i;
+          ++kept_n;
+          if (lane < kTile / 32) removed |= overlap[i][lane];
+        }
+        if (lane == 0) tile_kept_count = kept_n;
+        __syncwarp();
+        for (int q = lane; q < kept_n; q += 32) {
+          const int rank =
+              static_cast<int>(static_cast<uint32_t>(class_keys[first + tile_at[tile_kept[q]]]));
+          atomicOr(&kept[rank / 32], 1u << (rank % 32));
+        }
       }
-      ++kept_here;
-      for (int b = at + 1 + threadIdx.x; b < k; b += blockDim.x) {
-        const int bit = first + b;
-        if (suppressed[bit / 32] >> (bit % 32) & 1u) continue;
-        if (iou_above(bi, area_i, class_boxes[b], p.iou_threshold))
-          atomicOr(&suppressed[bit / 32], 1u << (bit % 32));
+      __syncthreads();
+      const int kept_n = tile_kept_count;
+      kept_here += kept_n;
+      cursor = tile_at[m - 1] + 1;
+      // 4. The later boxes of the class that a box kept here suppresses.
+      if (kept_here < p.max_det) {
+        for (int b = cursor + threadIdx.x; b < k; b += blockDim.x) {
+          const int bit = first + b;
+          if (suppressed[bit / 32] >> (bit % 32) & 1u) continue;
+          const float4 bb = class_boxes[b];
+          for (int q = 0; q < kept_n; ++q) {
+            const float4 bq = tile_box[tile_kept[q]];
+            if (iou_above(bq, box_area(bq), bb, p.iou_threshold)) {
+              atomicOr(&suppressed[bit / 32], 1u << (bit % 32));
+              break;
+            }
+          }
+        }
       }
-      cursor = at + 1;
       __syncthreads();
     }
   }
@@ -544,7 +589,8 @@ Status detect(const DetectArgs& a, cudaStream_t stream) {
   const Heads h = make_heads(a.heads);
   // The suppression bits (rounded to 16 bytes, so the staged boxes are aligned), then as many
   // boxes of a large class as fit in the dynamic shared memory every GPU gives a block without
-  // opting in (48 KB less the kernel's static shared memory, about 3 KB).
+  // opting in (48 KB less the kernel's static shared memory, about 17 KB: the class ranges and
+  // the tile's boxes and IoU bits).
   static const size_t kSmemBytes = [] {
     cudaFuncAttributes f{};
     return cudaFuncGetAttributes(&f, nms_classes_kernel) == cudaSuccess
