@@ -38,7 +38,7 @@ for e in "$dir"/bench/*.engine "$dir"/accuracy/*.engine; do
   "$qyolo" bench --loadEngine "$e" --useCudaGraph --duration 2 --devices "$all" \
     --exportProfile "$out/$name.profile.json" >"$out/$name.bench.log" 2>&1 || status=1
   echo "== bench $name --devices $all"
-  grep -E "Throughput|Latency: .*median|instance|total|scaling" "$out/$name.bench.log" | head -12
+  grep -E "^Throughput|^Latency|^instance|^Total:" "$out/$name.bench.log" | head -12
 done
 rm -rf "$work"
 exit $status
