@@ -37,18 +37,18 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "$oracles_ok" 2>/dev/null;
   .venv/bin/pip install -q --disable-pip-version-check --no-deps -r tests/requirements-nodeps.txt
 fi
 
-# LibTorch with distributed training (c10d + Gloo) for `qyolo qat --nproc`. Debian's
-# libtorch-dev (1.13) is built without c10d, and download.pytorch.org's CPU wheels are not
-# reachable from every CI host; PyPI's torch wheel carries c10d and Gloo inside
-# libtorch_cpu.so. The wheel is a CUDA build, but libtorch_cpu.so + libc10.so need only
-# libcudart and libcupti of CUDA (loaded, never used without a GPU), taken from their own
-# PyPI wheels. 2.7.1 is the first x86_64 wheel built with the C++11 ABI (manylinux_2_28),
-# which the rest of qyolo (g++ 12's default) uses. Only the headers and those four libraries
-# are kept, in .deps/libtorch (git-ignored); a rerun with the same pins does nothing. Gloo's
-# own headers come from Debian's libgloo-dev (above): the wheel ships none, and qyolo only
-# passes Gloo objects by pointer, so the headers' version does not matter.
-# QYOLO_NO_TORCH_WHEEL=1 skips this; QAT then builds against Debian's LibTorch without
-# distributed support.
+# LibTorch 2.x for `qyolo qat`, CI's build. Debian's libtorch-dev is 1.13 (it does have c10d,
+# linked against Debian's libgloo, and stays a valid fallback); CI builds against the LibTorch
+# that users of current PyTorch have, so the QAT code keeps compiling and passing on 2.x.
+# download.pytorch.org's CPU wheels are not reachable from every CI host; PyPI's torch wheel
+# carries c10d and Gloo inside libtorch_cpu.so. It is a CUDA build, but libtorch_cpu.so +
+# libc10.so need only libcudart and libcupti of CUDA (loaded, never used without a GPU), taken
+# from their own PyPI wheels. 2.7.1 is the first x86_64 wheel built with the C++11 ABI
+# (manylinux_2_28), which the rest of qyolo (g++ 12's default) uses. Only the headers and those
+# four libraries are kept, in .deps/libtorch (git-ignored; ~460 MB); a rerun with the same pins
+# does nothing. Gloo's own headers come from Debian's libgloo-dev (above): the wheel ships
+# none, and qyolo only passes Gloo objects by pointer, so their version does not matter.
+# QYOLO_NO_TORCH_WHEEL=1 skips this; QAT then builds against Debian's LibTorch.
 torch_wheels=(
   "torch==2.7.1 torch-2.7.1-cp311-cp311-manylinux_2_28_x86_64.whl 06eea61f859436622e78dd0cdd51dbc8f8c6d76917a9cf0555a333f9eac31ec1"
   "nvidia-cuda-runtime-cu12==12.6.77 nvidia_cuda_runtime_cu12-12.6.77-py3-none-manylinux2014_x86_64.whl a84d15d5e1da416dd4774cb42edf5e954a3e60cc945698dc1d5be02321c44dc8"

@@ -144,11 +144,11 @@ class QatModel {
 
 // Where this process sits in a data-parallel run, from torchrun's environment variables.
 struct DistributedEnv {
-  int rank = 0;  // RANK
-  int world_size = 1;  // WORLD_SIZE
-  int local_rank = 0;  // LOCAL_RANK (default: RANK)
+  int rank = 0;                           // RANK
+  int world_size = 1;                     // WORLD_SIZE
+  int local_rank = 0;                     // LOCAL_RANK (default: RANK)
   std::string master_addr = "127.0.0.1";  // MASTER_ADDR
-  int master_port = 29500;  // MASTER_PORT
+  int master_port = 29500;                // MASTER_PORT
 };
 
 // The run described by `getenv` (std::getenv in the CLI): none of RANK and WORLD_SIZE set is

@@ -3,12 +3,12 @@
 // fine_tune needs: gradient averaging, broadcasts of calibration and start state, sums of
 // the loss and image counts. Compiled without c10d, every multi-process request is a
 // one-line error that says how to get a LibTorch with it.
+#include <torch/version.h>
+
 #include <cerrno>
 #include <chrono>
 #include <climits>
 #include <cstdlib>
-
-#include <torch/version.h>
 
 #include "qat/qat_internal.h"
 
@@ -94,7 +94,8 @@ Expected<std::unique_ptr<ProcessGroup>> ProcessGroup::create(const DistributedEn
   const std::string where = str_cat(env.master_addr, ":", env.master_port);
   // c10d logs every failed connection attempt with a backtrace; the Status below says it once.
   // TORCH_CPP_LOG_LEVEL, when set, is the user's to choose.
-  if (!std::getenv("TORCH_CPP_LOG_LEVEL")) FLAGS_caffe2_log_level = std::max(FLAGS_caffe2_log_level, 3);
+  if (!std::getenv("TORCH_CPP_LOG_LEVEL"))
+    FLAGS_caffe2_log_level = std::max(FLAGS_caffe2_log_level, 3);
   try {
     c10d::TCPStoreOptions options;
     options.port = static_cast<uint16_t>(env.master_port);
@@ -105,8 +106,10 @@ Expected<std::unique_ptr<ProcessGroup>> ProcessGroup::create(const DistributedEn
     impl->store = c10::make_intrusive<c10d::TCPStore>(env.master_addr, options);
   } catch (const c10::Error& e) {
     return unsupported("rank ", env.rank, " of ", env.world_size, ": no rendezvous at ", where,
-                       " within ", timeout_seconds, " s (is rank 0 running, MASTER_ADDR/"
-                       "MASTER_PORT right?): ", first_line(e.what_without_backtrace()));
+                       " within ", timeout_seconds,
+                       " s (is rank 0 running, MASTER_ADDR/"
+                       "MASTER_PORT right?): ",
+                       first_line(e.what_without_backtrace()));
   }
   try {
     if (device == "cuda") {
@@ -117,8 +120,9 @@ Expected<std::unique_ptr<ProcessGroup>> ProcessGroup::create(const DistributedEn
       impl->backend = c10::make_intrusive<c10d::ProcessGroupNCCL>(impl->store, env.rank,
                                                                   env.world_size, options);
 #else
-      return unsupported("--device cuda with several processes needs NCCL, which this build "
-                         "of qyolo has not (a CUDA LibTorch and nccl.h)");
+      return unsupported(
+          "--device cuda with several processes needs NCCL, which this build "
+          "of qyolo has not (a CUDA LibTorch and nccl.h)");
 #endif
     } else {
       auto options = c10d::ProcessGroupGloo::Options::create(timeout);
@@ -136,8 +140,10 @@ Expected<std::unique_ptr<ProcessGroup>> ProcessGroup::create(const DistributedEn
                                                                   env.world_size, options);
     }
   } catch (const c10::Error& e) {
-    return unsupported("rank ", env.rank, " of ", env.world_size, ": cannot form the process "
-                       "group at ", where, ": ", first_line(e.what_without_backtrace()));
+    return unsupported("rank ", env.rank, " of ", env.world_size,
+                       ": cannot form the process "
+                       "group at ",
+                       where, ": ", first_line(e.what_without_backtrace()));
   }
   return std::unique_ptr<ProcessGroup>(new ProcessGroup(std::move(impl)));
 }
@@ -156,15 +162,15 @@ void broadcast(ProcessGroup& group, torch::Tensor& tensor, int root) {
 
 Status ProcessGroup::broadcast(std::vector<float>& values, int root) {
   try {
-    torch::Tensor t = torch::from_blob(values.data(), {static_cast<int64_t>(values.size())},
-                                       torch::kFloat32)
-                          .to(impl_->device);
+    torch::Tensor t =
+        torch::from_blob(values.data(), {static_cast<int64_t>(values.size())}, torch::kFloat32)
+            .to(impl_->device);
     qyolo::broadcast(*this, t, root);
     t = t.cpu();
     std::copy(t.data_ptr<float>(), t.data_ptr<float>() + values.size(), values.begin());
   } catch (const c10::Error& e) {
-    return internal_error("rank ", impl_->rank, ": broadcast: ",
-                          first_line(e.what_without_backtrace()));
+    return internal_error("rank ", impl_->rank,
+                          ": broadcast: ", first_line(e.what_without_backtrace()));
   }
   return Status();
 }
@@ -172,15 +178,15 @@ Status ProcessGroup::broadcast(std::vector<float>& values, int root) {
 Status ProcessGroup::all_reduce_sum(std::vector<double>& values) {
   try {
     // float64 on the CPU (Gloo); NCCL takes it on the device.
-    torch::Tensor t = torch::from_blob(values.data(), {static_cast<int64_t>(values.size())},
-                                       torch::kFloat64)
-                          .to(impl_->device);
+    torch::Tensor t =
+        torch::from_blob(values.data(), {static_cast<int64_t>(values.size())}, torch::kFloat64)
+            .to(impl_->device);
     qyolo::all_reduce_sum(*this, t);
     t = t.cpu();
     std::copy(t.data_ptr<double>(), t.data_ptr<double>() + values.size(), values.begin());
   } catch (const c10::Error& e) {
-    return internal_error("rank ", impl_->rank, ": all-reduce: ",
-                          first_line(e.what_without_backtrace()));
+    return internal_error("rank ", impl_->rank,
+                          ": all-reduce: ", first_line(e.what_without_backtrace()));
   }
   return Status();
 }
@@ -196,9 +202,10 @@ bool qat_distributed_available() { return false; }
 Expected<std::unique_ptr<ProcessGroup>> ProcessGroup::create(const DistributedEnv& env,
                                                              const std::string& device,
                                                              double timeout_seconds) {
-  return unsupported("this LibTorch (", TORCH_VERSION, ") has no distributed support (c10d with "
-                     "Gloo), so qat runs one process only: run scripts/setup.sh, which puts "
-                     "PyPI's LibTorch in .deps/libtorch, and rebuild with scripts/build.sh");
+  return unsupported("qyolo was built without distributed support (LibTorch ", TORCH_VERSION,
+                     " without c10d and Gloo, no Gloo headers, or QYOLO_DISTRIBUTED=OFF), so qat "
+                     "runs one process only: run scripts/setup.sh, which puts PyPI's LibTorch in "
+                     ".deps/libtorch and installs libgloo-dev, and rebuild with scripts/build.sh");
 }
 
 void all_reduce_sum(ProcessGroup&, torch::Tensor&) {}
@@ -217,7 +224,8 @@ void average_gradients(ProcessGroup& group, const std::vector<torch::Tensor>& pa
   // One flat buffer, one collective: a step of yolov5n is ~1.9 M floats.
   std::vector<torch::Tensor> grads;
   for (const auto& p : parameters)
-    grads.push_back(p.grad().defined() ? p.grad().reshape(-1) : torch::zeros({p.numel()}, p.options()));
+    grads.push_back(p.grad().defined() ? p.grad().reshape(-1)
+                                       : torch::zeros({p.numel()}, p.options()));
   torch::Tensor flat = torch::cat(grads);
   all_reduce_sum(group, flat);
   flat.div_(group.size());

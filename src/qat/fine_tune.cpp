@@ -247,8 +247,8 @@ Expected<FineTuneResult> fine_tune(const Graph& fp32, const Graph& qat,
     try {
       broadcast_parameters(*group, params, 0);
     } catch (const c10::Error& e) {
-      return internal_error("rank ", rank, ": broadcast of the weights: ",
-                            e.what_without_backtrace());
+      return internal_error("rank ", rank,
+                            ": broadcast of the weights: ", e.what_without_backtrace());
     }
   }
   const int64_t global_batch = static_cast<int64_t>(options.batch) * world;
@@ -273,8 +273,7 @@ Expected<FineTuneResult> fine_tune(const Graph& fp32, const Graph& qat,
       if (report) progress({epoch + 1, options.epochs, 0, steps_per_epoch, 0.0, 0.0});
       for (int64_t step = 0; step < steps_per_epoch; ++step) {
         const int64_t global_first = step * global_batch;
-        const int64_t global_count =
-            std::min<int64_t>(global_batch, decoded.size() - global_first);
+        const int64_t global_count = std::min<int64_t>(global_batch, decoded.size() - global_first);
         const int64_t first = global_first + static_cast<int64_t>(rank) * options.batch;
         const int64_t count = std::clamp<int64_t>(decoded.size() - first, 0, options.batch);
         Tensor batch(DType::kFloat32, {count, 3, size, size});
@@ -305,27 +304,27 @@ Expected<FineTuneResult> fine_tune(const Graph& fp32, const Graph& qat,
         double value = 0.0;
         torch::Tensor loss;
         if (count > 0) {
-        const torch::Tensor input = to_torch(batch).to(student->impl().device);
-        const std::vector<torch::Tensor> outputs = student->impl().run(input);
-        loss = torch::zeros({}, input.options());
-        if (distill_weight > 0.0) {
-          std::vector<torch::Tensor> teacher_heads;
-          {
-            torch::NoGradGuard no_grad;
-            teacher_heads = teacher->impl().run(input);
+          const torch::Tensor input = to_torch(batch).to(student->impl().device);
+          const std::vector<torch::Tensor> outputs = student->impl().run(input);
+          loss = torch::zeros({}, input.options());
+          if (distill_weight > 0.0) {
+            std::vector<torch::Tensor> teacher_heads;
+            {
+              torch::NoGradGuard no_grad;
+              teacher_heads = teacher->impl().run(input);
+            }
+            loss = loss + distill_weight *
+                              distillation_loss(outputs, teacher_heads, options.distill_on, 3);
           }
-          loss = loss + distill_weight * distillation_loss(outputs, teacher_heads,
-                                                           options.distill_on, 3);
-        }
-        if (supervised) {
-          std::vector<torch::Tensor> heads;
-          for (const auto& output : outputs) heads.push_back(detect_layout(output, 3));
-          const int64_t rows = static_cast<int64_t>(target_rows.size() / 6);
-          const torch::Tensor targets =
-              torch::from_blob(target_rows.data(), {rows, 6}, torch::kFloat32).clone();
-          loss = loss + detection_loss(heads, targets, anchors, hyp).total.sum();
-        }
-        value = loss.item<double>();
+          if (supervised) {
+            std::vector<torch::Tensor> heads;
+            for (const auto& output : outputs) heads.push_back(detect_layout(output, 3));
+            const int64_t rows = static_cast<int64_t>(target_rows.size() / 6);
+            const torch::Tensor targets =
+                torch::from_blob(target_rows.data(), {rows, 6}, torch::kFloat32).clone();
+            loss = loss + detection_loss(heads, targets, anchors, hyp).total.sum();
+          }
+          value = loss.item<double>();
         }
         if (options.inject_nan_at_step == global + 1) value = std::nan("");
         // The loss of the global batch: each rank's mean weighted by its share of the images,
@@ -370,6 +369,7 @@ Expected<FineTuneResult> fine_tune(const Graph& fp32, const Graph& qat,
       result.log.push_back({epoch + 1, loss_sum / std::max<int64_t>(seen, 1), lr,
                             seconds > 0 ? seen / seconds : 0.0});
 
+      if (rank != 0) continue;  // rank 0 writes for all: the state is the same on every rank
       torch::serialize::OutputArchive archive;
       archive.write("fingerprint", c10::IValue(id));
       for (size_t k = 0; k < params.size(); ++k) archive.write(str_cat("param_", k), params[k]);
@@ -385,7 +385,6 @@ Expected<FineTuneResult> fine_tune(const Graph& fp32, const Graph& qat,
         log[e][3] = result.log[e].images_per_second;
       }
       archive.write("log", log);
-      if (rank != 0) continue;  // rank 0 writes for all: the state is the same on every rank
       // Written aside and renamed, so a crash mid-write keeps the previous checkpoint.
       archive.save_to(checkpoint + ".tmp");
       std::filesystem::rename(checkpoint + ".tmp", checkpoint, ec);

@@ -30,7 +30,8 @@ std::string qat_args(const std::filesystem::path& dir, int batch) {
   return "qat --onnx " + yolov5n_path().string() + " --images " +
          data_path("coco/calib2017/images").string() +
          " --max-images 4 --imgsz 64 --trim --calib-method max --epochs 3 --seed 3"
-         " --batch " + std::to_string(batch) + " -o " + dir.string();
+         " --batch " +
+         std::to_string(batch) + " -o " + dir.string();
 }
 
 std::string env_run(const std::string& env, const std::string& args) {
@@ -86,8 +87,11 @@ TEST(QatDistributed, EnvironmentIsTorchruns) {
   auto none = env_of({});
   ASSERT_TRUE(none);
   EXPECT_EQ(none->world_size, 1);
-  auto run = env_of({{"RANK", "1"}, {"WORLD_SIZE", "3"}, {"LOCAL_RANK", "0"},
-                     {"MASTER_ADDR", "10.0.0.2"}, {"MASTER_PORT", "29400"}});
+  auto run = env_of({{"RANK", "1"},
+                     {"WORLD_SIZE", "3"},
+                     {"LOCAL_RANK", "0"},
+                     {"MASTER_ADDR", "10.0.0.2"},
+                     {"MASTER_PORT", "29400"}});
   ASSERT_TRUE(run) << run.status().message();
   EXPECT_EQ(run->rank, 1);
   EXPECT_EQ(run->world_size, 3);
@@ -100,8 +104,7 @@ TEST(QatDistributed, EnvironmentIsTorchruns) {
             "RANK='2': expected a whole number from 0 to 1");
   EXPECT_EQ(env_of({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "h"}}).status().message(),
             "MASTER_PORT is not set (WORLD_SIZE=2)");
-  EXPECT_EQ(env_of({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "h"},
-                    {"MASTER_PORT", "x"}})
+  EXPECT_EQ(env_of({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "h"}, {"MASTER_PORT", "x"}})
                 .status()
                 .message(),
             "MASTER_PORT='x': expected a whole number from 1 to 65535");
@@ -117,8 +120,8 @@ TEST(QatDistributed, TwoRanksEqualOneProcessWithTwiceTheBatch) {
   EXPECT_NE(two.output.find("processes 2 (Gloo), 4 images per step (--batch 2 each)"),
             std::string::npos)
       << two.output;
-  auto alone = run_command(env_run("QYOLO_QAT_NO_ALLREDUCE=1", qat_args(dir / "alone", 2) +
-                                                                   " --nproc 2"));
+  auto alone =
+      run_command(env_run("QYOLO_QAT_NO_ALLREDUCE=1", qat_args(dir / "alone", 2) + " --nproc 2"));
   ASSERT_EQ(alone.exit_code, 0) << alone.output;
 
   // Calibration ran once, on rank 0: the same scales.
@@ -142,9 +145,10 @@ TEST(QatDistributed, TwoRanksEqualOneProcessWithTwiceTheBatch) {
   EXPECT_LT(distributed, moved / 100);
   // Without the all-reduce, rank 0 trains on its half of the images alone.
   EXPECT_GT(without_all_reduce, 100 * std::max(distributed, 1e-7)) << "moved " << moved;
-  std::printf("weights moved %.3g; two ranks differ by %.3g; without all-reduce by %.3g "
-              "(of each tensor's max |w|)\n",
-              moved, distributed, without_all_reduce);
+  std::printf(
+      "weights moved %.3g; two ranks differ by %.3g; without all-reduce by %.3g "
+      "(of each tensor's max |w|)\n",
+      moved, distributed, without_all_reduce);
 }
 
 TEST(QatDistributed, ResumesOnAnotherProcessCount) {
@@ -153,8 +157,8 @@ TEST(QatDistributed, ResumesOnAnotherProcessCount) {
   auto straight = run_qyolo(qat_args(dir / "straight", 4));
   ASSERT_EQ(straight.exit_code, 0) << straight.output;
   // Two ranks stop at step 3 (epoch 3) and keep the checkpoint of epoch 2; one process goes on.
-  auto stopped = run_command(env_run("QYOLO_QAT_INJECT_NAN_STEP=3",
-                                     qat_args(dir / "resumed", 2) + " --nproc 2"));
+  auto stopped = run_command(
+      env_run("QYOLO_QAT_INJECT_NAN_STEP=3", qat_args(dir / "resumed", 2) + " --nproc 2"));
   EXPECT_EQ(stopped.exit_code, 1);
   EXPECT_TRUE(std::regex_search(
       stopped.output,
@@ -175,8 +179,8 @@ TEST(QatDistributed, OnlyRankZeroWrites) {
   if (!qat_distributed_available()) GTEST_SKIP() << "this LibTorch has no c10d";
   const auto dir = temp_dir();
   // Started as torchrun starts them, each with its own -o so that rank 1's is seen apart.
-  const std::string env = "WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" +
-                          std::to_string(free_port());
+  const std::string env =
+      "WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(free_port());
   auto result = run_command("(" + env_run("RANK=1 " + env, qat_args(dir / "r1", 2)) + " > " +
                             (dir / "r1.log").string() + " 2>&1 &) ; " +
                             env_run("RANK=0 " + env, qat_args(dir / "r0", 2)) + "; wait");
@@ -200,17 +204,21 @@ TEST(QatDistributed, BadInputsAreOneLine) {
   if (!qat_distributed_available()) {
     auto two = run_qyolo(qat_args(dir, 2) + " --nproc 2");
     EXPECT_EQ(two.exit_code, 1);
-    EXPECT_TRUE(std::regex_match(two.output,
-                                 std::regex("qyolo qat: error: this LibTorch \\(.*\\) has no "
-                                            "distributed support .*scripts/setup.sh.*\n")))
+    EXPECT_TRUE(
+        std::regex_match(two.output, std::regex("qyolo qat: error: qyolo was built without "
+                                                "distributed support .*scripts/setup.sh.*\n")))
         << two.output;
+    auto rank = run_command(
+        env_run("RANK=1 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=1", qat_args(dir, 2)));
+    EXPECT_EQ(rank.exit_code, 1);
+    EXPECT_EQ(rank.output, two.output);
     return;
   }
   // Rank 1 of 2 with no rank 0 behind MASTER_PORT.
   const int port = free_port();
-  auto unreachable = run_command(env_run(
-      "RANK=1 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port),
-      qat_args(dir, 2) + " --dist-timeout 2"));
+  auto unreachable = run_command(
+      env_run("RANK=1 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port),
+              qat_args(dir, 2) + " --dist-timeout 2"));
   EXPECT_EQ(unreachable.exit_code, 1);
   EXPECT_EQ(unreachable.output.rfind("qyolo qat: error: rank 1 of 2: no rendezvous at 127.0.0.1:" +
                                          std::to_string(port) + " within 2 s",

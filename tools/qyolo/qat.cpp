@@ -148,8 +148,8 @@ int run_qat(const QatOptions& o) {
   const bool launched = std::getenv(kLaunchedVariable) != nullptr;
   if (o.nproc_given && !launched) {
     if (o.nproc < 1) {
-      return report_error(cmd, invalid_argument("--nproc ", o.nproc,
-                                                ": expected 1 or more processes"));
+      return report_error(cmd,
+                          invalid_argument("--nproc ", o.nproc, ": expected 1 or more processes"));
     }
     if (std::getenv("RANK") || std::getenv("WORLD_SIZE")) {
       return report_error(cmd, invalid_argument("--nproc ", o.nproc,
@@ -283,9 +283,9 @@ int run_qat(const QatOptions& o) {
       std::fprintf(stderr, "qyolo qat: warning: skipped %s\n", message.c_str());
     status = save_onnx(calibrated->graph, (dir / "calibrated.onnx").string());
     if (!status.is_ok()) return report_error(cmd, status);
-    std::printf("calibrated %zu activations on %lld images (%s, %s)%s\n",
-                calibrated->amax.size(), static_cast<long long>(calibrated->images),
-                o.placement.c_str(), o.calib_method.c_str(),
+    std::printf("calibrated %zu activations on %lld images (%s, %s)%s\n", calibrated->amax.size(),
+                static_cast<long long>(calibrated->images), o.placement.c_str(),
+                o.calib_method.c_str(),
                 group ? str_cat("; broadcast to ", group->size() - 1, " other ranks").c_str() : "");
   }
 
