@@ -34,12 +34,6 @@ Expected<int> env_int(const char* name, const char* value, long lo, long hi) {
   return static_cast<int>(parsed);
 }
 
-// The first line of a c10 message: c10d's carry a C++ backtrace or several lines of advice.
-std::string first_line(const std::string& message) {
-  const size_t end = message.find('\n');
-  return end == std::string::npos ? message : message.substr(0, end);
-}
-
 }  // namespace
 
 Expected<DistributedEnv> distributed_env(const std::function<const char*(const char*)>& getenv) {
@@ -66,6 +60,19 @@ Expected<DistributedEnv> distributed_env(const std::function<const char*(const c
 }
 
 #ifdef QYOLO_HAVE_C10D
+
+namespace {
+
+// The first line of the message: c10d's carry a C++ backtrace or several lines of advice.
+// (LibTorch 1.13's c10d::TimeoutError is a std::runtime_error, not a c10::Error.)
+std::string first_line(const std::exception& error) {
+  const auto* c10_error = dynamic_cast<const c10::Error*>(&error);
+  const std::string message = c10_error ? c10_error->what_without_backtrace() : error.what();
+  const size_t end = message.find('\n');
+  return end == std::string::npos ? message : message.substr(0, end);
+}
+
+}  // namespace
 
 // LibTorch 2 splits the collectives (Backend) from the group that routes them by device;
 // in 1.13 ProcessGroupGloo is the group itself.
@@ -104,12 +111,12 @@ Expected<std::unique_ptr<ProcessGroup>> ProcessGroup::create(const DistributedEn
     options.waitWorkers = true;
     options.timeout = timeout;
     impl->store = c10::make_intrusive<c10d::TCPStore>(env.master_addr, options);
-  } catch (const c10::Error& e) {
+  } catch (const std::exception& e) {
     return unsupported("rank ", env.rank, " of ", env.world_size, ": no rendezvous at ", where,
                        " within ", timeout_seconds,
                        " s (is rank 0 running, MASTER_ADDR/"
                        "MASTER_PORT right?): ",
-                       first_line(e.what_without_backtrace()));
+                       first_line(e));
   }
   try {
     if (device == "cuda") {
@@ -139,11 +146,11 @@ Expected<std::unique_ptr<ProcessGroup>> ProcessGroup::create(const DistributedEn
       impl->backend = c10::make_intrusive<c10d::ProcessGroupGloo>(impl->store, env.rank,
                                                                   env.world_size, options);
     }
-  } catch (const c10::Error& e) {
+  } catch (const std::exception& e) {
     return unsupported("rank ", env.rank, " of ", env.world_size,
                        ": cannot form the process "
                        "group at ",
-                       where, ": ", first_line(e.what_without_backtrace()));
+                       where, ": ", first_line(e));
   }
   return std::unique_ptr<ProcessGroup>(new ProcessGroup(std::move(impl)));
 }
@@ -168,9 +175,9 @@ Status ProcessGroup::broadcast(std::vector<float>& values, int root) {
     qyolo::broadcast(*this, t, root);
     t = t.cpu();
     std::copy(t.data_ptr<float>(), t.data_ptr<float>() + values.size(), values.begin());
-  } catch (const c10::Error& e) {
+  } catch (const std::exception& e) {
     return internal_error("rank ", impl_->rank,
-                          ": broadcast: ", first_line(e.what_without_backtrace()));
+                          ": broadcast: ", first_line(e));
   }
   return Status();
 }
@@ -184,9 +191,9 @@ Status ProcessGroup::all_reduce_sum(std::vector<double>& values) {
     qyolo::all_reduce_sum(*this, t);
     t = t.cpu();
     std::copy(t.data_ptr<double>(), t.data_ptr<double>() + values.size(), values.begin());
-  } catch (const c10::Error& e) {
+  } catch (const std::exception& e) {
     return internal_error("rank ", impl_->rank,
-                          ": all-reduce: ", first_line(e.what_without_backtrace()));
+                          ": all-reduce: ", first_line(e));
   }
   return Status();
 }

@@ -246,11 +246,9 @@ Expected<FineTuneResult> fine_tune(const Graph& fp32, const Graph& qat,
     }
     try {
       broadcast_parameters(*group, params, 0);
-    } catch (const c10::Error& e) {
-      return internal_error("rank ", rank,
-                            ": broadcast of the weights: ", e.what_without_backtrace());
-    }
-  }
+    } catch (const std::exception& e) {
+      return internal_error("rank ", rank, ": broadcast of the weights: ", e.what());
+    }  }
   const int64_t global_batch = static_cast<int64_t>(options.batch) * world;
   const int64_t steps_per_epoch =
       (static_cast<int64_t>(decoded.size()) + global_batch - 1) / global_batch;
@@ -397,6 +395,8 @@ Expected<FineTuneResult> fine_tune(const Graph& fp32, const Graph& qat,
     }
   } catch (const c10::Error& e) {
     return internal_error("fine-tuning: ", e.what_without_backtrace());
+  } catch (const std::exception& e) {  // a collective's error that is not c10's (Gloo's, 1.13)
+    return internal_error("rank ", rank, ": fine-tuning: ", e.what());
   }
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
