@@ -47,7 +47,8 @@ fi
 # (manylinux_2_28), which the rest of qyolo (g++ 12's default) uses. Only the headers and those
 # four libraries are kept, in .deps/libtorch (git-ignored; ~460 MB); a rerun with the same pins
 # does nothing. Gloo's own headers come from Debian's libgloo-dev (above): the wheel ships
-# none, and qyolo only passes Gloo objects by pointer, so their version does not matter.
+# none, and qyolo only holds Gloo devices by pointer and calls c10d's functions, so the
+# headers only need to declare Gloo's types (the code is the wheel's, inside libtorch_cpu.so).
 # QYOLO_NO_TORCH_WHEEL=1 skips this; QAT then builds against Debian's LibTorch.
 torch_wheels=(
   "torch==2.7.1 torch-2.7.1-cp311-cp311-manylinux_2_28_x86_64.whl 06eea61f859436622e78dd0cdd51dbc8f8c6d76917a9cf0555a333f9eac31ec1"

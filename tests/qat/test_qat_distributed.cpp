@@ -201,6 +201,11 @@ TEST(QatDistributed, BadInputsAreOneLine) {
   auto zero = run_qyolo(qat_args(dir, 2) + " --nproc 0");
   EXPECT_EQ(zero.exit_code, 1);
   EXPECT_EQ(zero.output, "qyolo qat: error: --nproc 0: expected 1 or more processes\n");
+  auto launched = run_command(env_run("RANK=0 WORLD_SIZE=1", qat_args(dir, 2) + " --nproc 2"));
+  EXPECT_EQ(launched.exit_code, 1);
+  EXPECT_EQ(launched.output,
+            "qyolo qat: error: --nproc 2 with RANK/WORLD_SIZE set: a launcher such as torchrun "
+            "already started the ranks; give one\n");
   if (!qat_distributed_available()) {
     auto two = run_qyolo(qat_args(dir, 2) + " --nproc 2");
     EXPECT_EQ(two.exit_code, 1);
