@@ -26,14 +26,13 @@ using testing::run_qyolo;
 using testing::temp_dir;
 using testing::yolov5n_path;
 
-// 4 calibration images at 64 x 64, 3 epochs of one global batch of 4: K = 3 steps at the
-// default --lr 1e-4 (the weights move ~0.15% of their range).
-std::string qat_args(const std::filesystem::path& dir, int batch) {
-  return "qat --onnx " + yolov5n_path().string() + " --images " +
-         data_path("coco/calib2017/images").string() +
-         " --max-images 4 --imgsz 64 --trim --calib-method max --epochs 3 --seed 3"
-         " --batch " +
-         std::to_string(batch) + " -o " + dir.string();
+// `images` calibration images at 64 x 64, 3 epochs at the default --lr 1e-4; with 4 images
+// and a global batch of 4, K = 3 steps (the weights move ~0.15% of their range).
+std::string qat_args(const std::filesystem::path& dir, int batch, int images = 4) {
+  return str_cat("qat --onnx ", yolov5n_path().string(), " --images ",
+                 data_path("coco/calib2017/images").string(), " --max-images ", images,
+                 " --imgsz 64 --trim --calib-method max --epochs 3 --seed 3 --batch ", batch,
+                 " -o ", dir.string());
 }
 
 std::string env_run(const std::string& env, const std::string& args) {
@@ -131,6 +130,12 @@ TEST(QatDistributed, TwoRanksEqualOneProcessWithTwiceTheBatch) {
       run_command(env_run("QYOLO_QAT_NO_ALLREDUCE=1", qat_args(dir / "alone", 2) + " --nproc 2"));
   ASSERT_EQ(alone.exit_code, 0) << alone.output;
 
+  // 5 images: each epoch's second step has 1 image, on rank 0; rank 1 joins with none.
+  auto uneven_one = run_qyolo(qat_args(dir / "uneven_one", 4, 5));
+  ASSERT_EQ(uneven_one.exit_code, 0) << uneven_one.output;
+  auto uneven_two = run_qyolo(qat_args(dir / "uneven_two", 2, 5) + " --nproc 2");
+  ASSERT_EQ(uneven_two.exit_code, 0) << uneven_two.output;
+
   // Calibration ran once, on rank 0: the same scales.
   const Graph start = load(dir / "one" / "calibrated.onnx");
   EXPECT_EQ(max_scaled_difference(start, load(dir / "two" / "calibrated.onnx"), start), 0.0);
@@ -152,6 +157,10 @@ TEST(QatDistributed, TwoRanksEqualOneProcessWithTwiceTheBatch) {
   EXPECT_LT(distributed, moved / 100);
   // Without the all-reduce, rank 0 trains on its half of the images alone.
   EXPECT_GT(without_all_reduce, 100 * std::max(distributed, 1e-7)) << "moved " << moved;
+  const Graph uneven_start = load(dir / "uneven_one" / "calibrated.onnx");
+  EXPECT_LE(max_scaled_difference(load(dir / "uneven_two" / "qat.onnx"),
+                                  load(dir / "uneven_one" / "qat.onnx"), uneven_start),
+            1e-5);
   std::printf(
       "weights moved %.3g; two ranks differ by %.3g; without all-reduce by %.3g "
       "(of each tensor's max |w|)\n",

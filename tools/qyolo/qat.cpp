@@ -286,7 +286,10 @@ int run_qat(const QatOptions& o) {
     std::printf("calibrated %zu activations on %lld images (%s, %s)%s\n", calibrated->amax.size(),
                 static_cast<long long>(calibrated->images), o.placement.c_str(),
                 o.calib_method.c_str(),
-                group ? str_cat("; broadcast to ", group->size() - 1, " other ranks").c_str() : "");
+                group ? str_cat("; broadcast to ", group->size() - 1,
+                                group->size() == 2 ? " other rank" : " other ranks")
+                            .c_str()
+                      : "");
   }
 
   if (lead && group) {
