@@ -309,7 +309,8 @@ int run_qat(const QatOptions& o) {
   tune.distill_on = *distill_on;
   tune.engine_rounding = o.student == "engine";
   tune.fp16_layers = fp16_layers;
-  tune.device = o.device;
+  // One GPU per rank of this host (torchrun's LOCAL_RANK).
+  tune.device = group && o.device == "cuda" ? str_cat("cuda:", env->local_rank) : o.device;
   tune.output_dir = o.output_dir;
   tune.resume = !o.no_resume;
   tune.group = group.get();
