@@ -139,6 +139,64 @@ class QatModel {
   std::unique_ptr<Impl> impl_;
 };
 
+// ---------------------------------------------------------------------------------------
+// Data-parallel fine-tuning (LibTorch's c10d: Gloo on CPUs, NCCL between GPUs; docs/scale.md).
+
+// Where this process sits in a data-parallel run, from torchrun's environment variables.
+struct DistributedEnv {
+  int rank = 0;                           // RANK
+  int world_size = 1;                     // WORLD_SIZE
+  int local_rank = 0;                     // LOCAL_RANK (default: RANK)
+  std::string master_addr = "127.0.0.1";  // MASTER_ADDR
+  int master_port = 29500;                // MASTER_PORT
+};
+
+// The run described by `getenv` (std::getenv in the CLI): none of RANK and WORLD_SIZE set is
+// one process. Errors name the variable: one of RANK and WORLD_SIZE without the other, a value
+// that is not a number or out of range (RANK >= WORLD_SIZE, a port outside 1-65535).
+Expected<DistributedEnv> distributed_env(const std::function<const char*(const char*)>& getenv);
+
+// Whether this LibTorch has c10d with Gloo, so that a run can have several processes.
+bool qat_distributed_available();
+
+// The process group of a data-parallel run: every rank creates one with the same
+// world_size; rank 0 serves the rendezvous at master_addr:master_port. Collectives throw
+// nothing: a failure (a rank gone, the timeout passed) is a Status.
+class ProcessGroup {
+ public:
+  // Joins the group within `timeout_seconds`. `device` "cpu" uses Gloo, "cuda" NCCL. Errors:
+  // this LibTorch has no distributed support (and how to get one), the master cannot be
+  // reached or the other ranks do not come in time.
+  static Expected<std::unique_ptr<ProcessGroup>> create(const DistributedEnv& env,
+                                                        const std::string& device = "cpu",
+                                                        double timeout_seconds = 300.0);
+  ~ProcessGroup();
+  ProcessGroup(const ProcessGroup&) = delete;
+  ProcessGroup& operator=(const ProcessGroup&) = delete;
+
+  int rank() const;
+  int size() const;
+  // Every rank's `values` becomes rank `root`'s; all ranks pass the same length.
+  Status broadcast(std::vector<float>& values, int root = 0);
+  // Every rank's `values` becomes the elementwise sum over the ranks.
+  Status all_reduce_sum(std::vector<double>& values);
+
+  struct Impl;
+  Impl& impl() { return *impl_; }
+
+ private:
+  explicit ProcessGroup(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// The QAT graph calibrate_qat makes from these activation ranges (a rank that did not
+// calibrate builds it from rank 0's broadcast amax), and the activations it calibrates, in a
+// fixed order.
+Expected<Graph> qat_graph_from_amax(const Graph& fp32, QdqPlacement placement,
+                                    const std::map<std::string, float>& amax);
+Expected<std::vector<std::string>> qat_calibrated_tensors(const Graph& fp32,
+                                                          QdqPlacement placement);
+
 // What label-free distillation compares on the three heads (docs/qat.md).
 enum class DistillationTarget {
   kLogits,      // the raw head outputs: MSE over every element
@@ -174,6 +232,13 @@ struct FineTuneOptions {
   std::string device = "cpu";
   std::string output_dir;  // checkpoint.pt, log.csv, loss.png
   bool resume = true;      // continue from output_dir/checkpoint.pt when it exists
+  // Data-parallel (not owned; null: one process): `batch` images per rank and step, the
+  // epoch's order split by rank, gradients averaged over the ranks every step; rank 0 alone
+  // writes the checkpoint, log.csv and loss.png and reports progress (images/s of all ranks).
+  // output_dir must be a folder every rank sees: each reads the checkpoint to resume.
+  ProcessGroup* group = nullptr;
+  // Test hook: each rank trains on its shard alone (no gradient all-reduce).
+  bool skip_all_reduce = false;
   // Test hook: the loss at this global step (1-based) is replaced by NaN.
   int64_t inject_nan_at_step = 0;
 };

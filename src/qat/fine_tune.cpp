@@ -231,15 +231,35 @@ Expected<FineTuneResult> fine_tune(const Graph& fp32, const Graph& qat,
     return io_error("cannot read checkpoint ", checkpoint, ": ", e.what_without_backtrace());
   }
 
+  // Data-parallel: each step takes `batch` images per rank from one global batch of the
+  // epoch's order. Every rank must start from the same epoch and the same weights.
+  ProcessGroup* group = options.group;
+  const int rank = group ? group->rank() : 0;
+  const int world = group ? group->size() : 1;
+  if (group) {
+    std::vector<float> epoch = {static_cast<float>(start_epoch)};
+    QYOLO_RETURN_IF_ERROR(group->broadcast(epoch));
+    if (static_cast<int>(epoch[0]) != start_epoch) {
+      return invalid_argument("rank ", rank, " resumes from epoch ", start_epoch, " of ",
+                              checkpoint, ", rank 0 from epoch ", static_cast<int>(epoch[0]),
+                              ": -o must be one folder that every rank sees");
+    }
+    try {
+      broadcast_parameters(*group, params, 0);
+    } catch (const std::exception& e) {
+      return internal_error("rank ", rank, ": broadcast of the weights: ", e.what());
+    }  }
+  const int64_t global_batch = static_cast<int64_t>(options.batch) * world;
   const int64_t steps_per_epoch =
-      (static_cast<int64_t>(decoded.size()) + options.batch - 1) / options.batch;
+      (static_cast<int64_t>(decoded.size()) + global_batch - 1) / global_batch;
   const int64_t total_steps = std::max<int64_t>(1, steps_per_epoch * options.epochs);
   torch::manual_seed(options.seed);
   const auto start = std::chrono::steady_clock::now();
   try {
     for (int epoch = start_epoch; epoch < options.epochs; ++epoch) {
-      // Each epoch's order and augmentation depend on (seed, epoch) only, so a resumed run
-      // sees what an uninterrupted one would.
+      // Each epoch's order depends on (seed, epoch) only and each sample's augmentation on
+      // (seed, epoch, image) only, so a resumed run sees what an uninterrupted one would, and
+      // splitting the order over ranks changes no sample.
       std::mt19937_64 rng(options.seed * 1000003ull + static_cast<uint64_t>(epoch));
       std::vector<size_t> order(decoded.size());
       std::iota(order.begin(), order.end(), 0);
@@ -247,17 +267,24 @@ Expected<FineTuneResult> fine_tune(const Graph& fp32, const Graph& qat,
       const auto epoch_start = std::chrono::steady_clock::now();
       double loss_sum = 0.0, lr = options.lr;
       int64_t seen = 0;
-      if (progress) progress({epoch + 1, options.epochs, 0, steps_per_epoch, 0.0, 0.0});
+      const bool report = progress && rank == 0;
+      if (report) progress({epoch + 1, options.epochs, 0, steps_per_epoch, 0.0, 0.0});
       for (int64_t step = 0; step < steps_per_epoch; ++step) {
-        const int64_t first = step * options.batch;
-        const int64_t count = std::min<int64_t>(options.batch, decoded.size() - first);
+        const int64_t global_first = step * global_batch;
+        const int64_t global_count = std::min<int64_t>(global_batch, decoded.size() - global_first);
+        const int64_t first = global_first + static_cast<int64_t>(rank) * options.batch;
+        const int64_t count = std::clamp<int64_t>(decoded.size() - first, 0, options.batch);
         Tensor batch(DType::kFloat32, {count, 3, size, size});
         std::vector<float> target_rows;  // image, class, x, y, w, h
         for (int64_t b = 0; b < count; ++b) {
           AugmentPlacement placement;
           const size_t index = order[first + b];
-          image_to_tensor(augment(decoded[index], size, options.augment, rng, &placement), batch,
-                          b);
+          std::seed_seq sample_seed{static_cast<uint32_t>(options.seed),
+                                    static_cast<uint32_t>(options.seed >> 32),
+                                    static_cast<uint32_t>(epoch), static_cast<uint32_t>(index)};
+          std::mt19937_64 sample_rng(sample_seed);
+          image_to_tensor(augment(decoded[index], size, options.augment, sample_rng, &placement),
+                          batch, b);
           if (!supervised) continue;
           for (const auto& t : augmented_targets(options.labels[index], placement)) {
             target_rows.push_back(static_cast<float>(b));
@@ -271,28 +298,42 @@ Expected<FineTuneResult> fine_tune(const Graph& fp32, const Graph& qat,
         for (auto& group : optimizer.param_groups())
           static_cast<torch::optim::SGDOptions&>(group.options()).lr(lr);
 
-        const torch::Tensor input = to_torch(batch).to(student->impl().device);
-        const std::vector<torch::Tensor> outputs = student->impl().run(input);
-        torch::Tensor loss = torch::zeros({}, input.options());
-        if (distill_weight > 0.0) {
-          std::vector<torch::Tensor> teacher_heads;
-          {
-            torch::NoGradGuard no_grad;
-            teacher_heads = teacher->impl().run(input);
+        optimizer.zero_grad();
+        double value = 0.0;
+        torch::Tensor loss;
+        if (count > 0) {
+          const torch::Tensor input = to_torch(batch).to(student->impl().device);
+          const std::vector<torch::Tensor> outputs = student->impl().run(input);
+          loss = torch::zeros({}, input.options());
+          if (distill_weight > 0.0) {
+            std::vector<torch::Tensor> teacher_heads;
+            {
+              torch::NoGradGuard no_grad;
+              teacher_heads = teacher->impl().run(input);
+            }
+            loss = loss + distill_weight *
+                              distillation_loss(outputs, teacher_heads, options.distill_on, 3);
           }
-          loss = loss + distill_weight * distillation_loss(outputs, teacher_heads,
-                                                           options.distill_on, 3);
+          if (supervised) {
+            std::vector<torch::Tensor> heads;
+            for (const auto& output : outputs) heads.push_back(detect_layout(output, 3));
+            const int64_t rows = static_cast<int64_t>(target_rows.size() / 6);
+            const torch::Tensor targets =
+                torch::from_blob(target_rows.data(), {rows, 6}, torch::kFloat32).clone();
+            loss = loss + detection_loss(heads, targets, anchors, hyp).total.sum();
+          }
+          value = loss.item<double>();
         }
-        if (supervised) {
-          std::vector<torch::Tensor> heads;
-          for (const auto& output : outputs) heads.push_back(detect_layout(output, 3));
-          const int64_t rows = static_cast<int64_t>(target_rows.size() / 6);
-          const torch::Tensor targets =
-              torch::from_blob(target_rows.data(), {rows, 6}, torch::kFloat32).clone();
-          loss = loss + detection_loss(heads, targets, anchors, hyp).total.sum();
-        }
-        double value = loss.item<double>();
         if (options.inject_nan_at_step == global + 1) value = std::nan("");
+        // The loss of the global batch: each rank's mean weighted by its share of the images,
+        // summed over the ranks (a NaN anywhere reaches every rank, so all stop together).
+        int64_t step_count = count;
+        if (group) {
+          std::vector<double> sums = {value * count, static_cast<double>(count)};
+          QYOLO_RETURN_IF_ERROR(group->all_reduce_sum(sums));
+          value = sums[0] / std::max(sums[1], 1.0);
+          step_count = static_cast<int64_t>(sums[1]);
+        }
         if (!std::isfinite(value)) {
           const bool kept = std::filesystem::exists(checkpoint);
           return invalid_argument("loss is ", value, " at epoch ", epoch + 1, " step ", step + 1,
@@ -301,12 +342,20 @@ Expected<FineTuneResult> fine_tune(const Graph& fp32, const Graph& qat,
                                                  " (epoch ", result.log.size(), "), is kept")
                                        : std::string("No checkpoint was written yet"));
         }
-        optimizer.zero_grad();
-        loss.backward();
+        // Averaged gradients equal one process's on the global batch when the loss is a mean
+        // over images (distillation on logits or sigmoid): each rank's mean is scaled by its
+        // share count / (global_count / world). The detection loss and objectness weighting
+        // normalise over the whole batch, so there this is DDP's convention (the average of
+        // each rank's batch loss), not the same arithmetic.
+        if (count > 0) {
+          if (group) loss = loss * (static_cast<double>(count) * world / global_count);
+          loss.backward();
+        }
+        if (group && !options.skip_all_reduce) average_gradients(*group, params);
         optimizer.step();
-        loss_sum += value * count;
-        seen += count;
-        if (progress) {
+        loss_sum += value * step_count;
+        seen += step_count;
+        if (report) {
           const double s =
               std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_start).count();
           progress({epoch + 1, options.epochs, step + 1, steps_per_epoch, loss_sum / seen,
@@ -318,6 +367,7 @@ Expected<FineTuneResult> fine_tune(const Graph& fp32, const Graph& qat,
       result.log.push_back({epoch + 1, loss_sum / std::max<int64_t>(seen, 1), lr,
                             seconds > 0 ? seen / seconds : 0.0});
 
+      if (rank != 0) continue;  // rank 0 writes for all: the state is the same on every rank
       torch::serialize::OutputArchive archive;
       archive.write("fingerprint", c10::IValue(id));
       for (size_t k = 0; k < params.size(); ++k) archive.write(str_cat("param_", k), params[k]);
@@ -345,6 +395,8 @@ Expected<FineTuneResult> fine_tune(const Graph& fp32, const Graph& qat,
     }
   } catch (const c10::Error& e) {
     return internal_error("fine-tuning: ", e.what_without_backtrace());
+  } catch (const std::exception& e) {  // a collective's error that is not c10's (Gloo's, 1.13)
+    return internal_error("rank ", rank, ": fine-tuning: ", e.what());
   }
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 

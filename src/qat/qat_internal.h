@@ -107,4 +107,13 @@ torch::Tensor distillation_loss(const std::vector<torch::Tensor>& student,
 // YOLOv5's default anchors in grid units (pixels / stride 8, 16, 32): 3 x 3 x 2.
 torch::Tensor default_grid_anchors(const torch::TensorOptions& options);
 
+// ---------------------------------------------------------------------------------------
+// Collectives of a data-parallel run (src/qat/distributed.cpp); they throw c10::Error.
+
+// Every parameter's gradient replaced by its mean over the ranks (an undefined one counts 0).
+void average_gradients(ProcessGroup& group, const std::vector<torch::Tensor>& parameters);
+// Every rank's parameters set to rank `root`'s.
+void broadcast_parameters(ProcessGroup& group, const std::vector<torch::Tensor>& parameters,
+                          int root);
+
 }  // namespace qyolo

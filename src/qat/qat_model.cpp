@@ -247,13 +247,21 @@ bool qat_cuda_available() { return torch::cuda::is_available(); }
 Expected<std::unique_ptr<QatModel>> QatModel::create(const Graph& graph,
                                                      const std::string& device) {
   auto impl = std::make_unique<Impl>();
-  if (device == "cuda") {
+  // "cuda:N" is what a data-parallel rank asks for: the GPU of its LOCAL_RANK.
+  if (device == "cuda" || device.rfind("cuda:", 0) == 0) {
     if (!torch::cuda::is_available()) {
       return unsupported(
           "--device cuda: this LibTorch has no CUDA (or sees no GPU); build with a CUDA "
           "LibTorch (docs/qat.md) or use --device cpu");
     }
-    impl->device = torch::kCUDA;
+    const std::string index = device == "cuda" ? "0" : device.substr(5);
+    if (index.empty() || index.size() > 9 ||
+        index.find_first_not_of("0123456789") != std::string::npos ||
+        std::stoll(index) >= torch::cuda::device_count()) {
+      return invalid_argument("device '", device, "': this machine has ",
+                              torch::cuda::device_count(), " GPUs");
+    }
+    impl->device = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(std::stoi(index)));
   } else if (device != "cpu") {
     return invalid_argument("device '", device, "': expected cpu or cuda");
   }

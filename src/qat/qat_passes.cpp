@@ -168,4 +168,16 @@ Expected<QatCalibration> calibrate_qat(const Graph& fp32, QdqPlacement placement
   return result;
 }
 
+Expected<std::vector<std::string>> qat_calibrated_tensors(const Graph& fp32,
+                                                          QdqPlacement placement) {
+  QYOLO_ASSIGN_OR_RETURN(Graph source, upgrade_to_opset13(fp32));
+  return qdq_activation_tensors(source, placement);
+}
+
+Expected<Graph> qat_graph_from_amax(const Graph& fp32, QdqPlacement placement,
+                                    const std::map<std::string, float>& amax) {
+  QYOLO_ASSIGN_OR_RETURN(Graph source, upgrade_to_opset13(fp32));
+  return insert_qdq(source, placement, amax);
+}
+
 }  // namespace qyolo

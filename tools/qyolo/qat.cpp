@@ -5,8 +5,19 @@
 // and qat.onnx.
 #include "qyolo/qat.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <thread>
 
 #include "qyolo/commands.h"
 #include "qyolo/int8.h"
@@ -40,10 +51,132 @@ struct QatOptions {
   bool no_resume = false;
   std::string export_path;
   std::string output_dir;
+  int nproc = 1;
+  bool nproc_given = false;
+  double dist_timeout = 300.0;
 };
+
+// Set in the processes `--nproc` starts, so that they run as ranks rather than launch again.
+constexpr const char* kLaunchedVariable = "QYOLO_QAT_LAUNCHED";
+
+// A TCP port on 127.0.0.1 that nothing listens on now (rank 0 binds it shortly after).
+Expected<int> free_local_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return io_error("cannot open a socket to find a free port");
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = 0;
+  socklen_t length = sizeof address;
+  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0 &&
+                  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0;
+  ::close(fd);
+  if (!ok) return io_error("cannot find a free port on 127.0.0.1");
+  return static_cast<int>(ntohs(address.sin_port));
+}
+
+// `qyolo qat --nproc N`: this same command line run N times as ranks 0..N-1 of one local
+// group (torchrun's variables, MASTER_ADDR=127.0.0.1 and a free MASTER_PORT); waits for all
+// and, when one fails, stops the others and names it.
+int launch_ranks(int nproc) {
+  const char* cmd = "qat";
+  std::ifstream cmdline("/proc/self/cmdline", std::ios::binary);
+  std::vector<std::string> args;
+  for (std::string arg; std::getline(cmdline, arg, '\0');) args.push_back(arg);
+  if (args.empty()) return report_error(cmd, io_error("cannot read /proc/self/cmdline"));
+  auto port = free_local_port();
+  if (!port) return report_error(cmd, port.status());
+  // As torchrun: the ranks share the cores rather than each spinning up one thread per core.
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  const std::string threads = std::to_string(std::max(1u, cores / nproc));
+  std::fflush(stdout);
+  std::fflush(stderr);
+  std::vector<pid_t> pids;
+  for (int rank = 0; rank < nproc; ++rank) {
+    const pid_t pid = ::fork();
+    if (pid < 0) {
+      for (pid_t p : pids) ::kill(p, SIGTERM);
+      return report_error(cmd, io_error("cannot start rank ", rank, ": fork failed"));
+    }
+    if (pid == 0) {
+      ::setenv("RANK", std::to_string(rank).c_str(), 1);
+      ::setenv("LOCAL_RANK", std::to_string(rank).c_str(), 1);
+      ::setenv("WORLD_SIZE", std::to_string(nproc).c_str(), 1);
+      ::setenv("MASTER_ADDR", "127.0.0.1", 1);
+      ::setenv("MASTER_PORT", std::to_string(*port).c_str(), 1);
+      ::setenv(kLaunchedVariable, "1", 1);
+      ::setenv("OMP_NUM_THREADS", threads.c_str(), 0);
+      std::vector<char*> argv;
+      for (auto& arg : args) argv.push_back(arg.data());
+      argv.push_back(nullptr);
+      ::execv("/proc/self/exe", argv.data());
+      std::fprintf(stderr, "qyolo qat: error: rank %d: cannot run /proc/self/exe\n", rank);
+      ::_exit(127);
+    }
+    pids.push_back(pid);
+  }
+  int failed_rank = -1, failed_status = 0, running = nproc;
+  while (running > 0) {
+    int status = 0;
+    const pid_t pid = ::waitpid(-1, &status, 0);
+    if (pid < 0) break;
+    const auto it = std::find(pids.begin(), pids.end(), pid);
+    if (it == pids.end()) continue;
+    --running;
+    const bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    if (!ok && failed_rank < 0) {
+      failed_rank = static_cast<int>(it - pids.begin());
+      failed_status = status;
+      // The others would wait for it until the timeout.
+      for (size_t r = 0; r < pids.size(); ++r)
+        if (pids[r] != pid) ::kill(pids[r], SIGTERM);
+    }
+    *it = -1;
+  }
+  if (failed_rank < 0) return 0;
+  const std::string how = WIFEXITED(failed_status)
+                              ? str_cat("exited with code ", WEXITSTATUS(failed_status))
+                              : str_cat("was killed by signal ", WTERMSIG(failed_status));
+  return report_error(cmd, internal_error("rank ", failed_rank, " of ", nproc, " ", how,
+                                          nproc > 1 ? "; the other ranks were stopped" : ""));
+}
 
 int run_qat(const QatOptions& o) {
   const char* cmd = "qat";
+  auto env = distributed_env([](const char* name) { return std::getenv(name); });
+  if (!env) return report_error(cmd, env.status());
+  const bool launched = std::getenv(kLaunchedVariable) != nullptr;
+  if (o.nproc_given && !launched) {
+    if (o.nproc < 1) {
+      return report_error(cmd,
+                          invalid_argument("--nproc ", o.nproc, ": expected 1 or more processes"));
+    }
+    if (std::getenv("RANK") || std::getenv("WORLD_SIZE")) {
+      return report_error(cmd, invalid_argument("--nproc ", o.nproc,
+                                                " with RANK/WORLD_SIZE set: a launcher such as "
+                                                "torchrun already started the ranks; give one"));
+    }
+    if (o.nproc > 1) {
+      if (!qat_distributed_available()) {
+        return report_error(cmd, ProcessGroup::create({0, o.nproc}).status());
+      }
+      return launch_ranks(o.nproc);
+    }
+  }
+  if (!(o.dist_timeout > 0.0)) {
+    return report_error(cmd, invalid_argument("--dist-timeout ", o.dist_timeout,
+                                              " is not a positive number of seconds"));
+  }
+  // One process (rank 0 of 1), or a rank of a data-parallel group: rank 0 alone calibrates,
+  // prints, and writes the output folder.
+  std::unique_ptr<ProcessGroup> group;
+  if (env->world_size > 1) {
+    auto created = ProcessGroup::create(*env, o.device, o.dist_timeout);
+    if (!created) return report_error(cmd, created.status());
+    group = std::move(*created);
+  }
+  const int rank = env->rank;
+  const bool lead = rank == 0;
   QdqPlacement placement;
   if (o.placement == "opt1") {
     placement = QdqPlacement::kTensorRT;
@@ -92,7 +225,7 @@ int run_qat(const QatOptions& o) {
     files->resize(o.max_images);
     if (!labels.empty()) labels.resize(o.max_images);
   }
-  if (!labels.empty()) {
+  if (!labels.empty() && lead) {
     size_t boxes = 0, labelled = 0;
     for (const auto& image : labels) boxes += image.size(), labelled += !image.empty();
     const double weight = o.distill_weight_given ? o.distill_weight : 0.0;
@@ -117,19 +250,53 @@ int run_qat(const QatOptions& o) {
   CalibrationOptions calibration;
   calibration.method = *method;
   calibration.percentile = o.percentile;
-  ProgressBar calib_bar("calibrate", static_cast<int64_t>(files->size()));
-  auto calibrated = calibrate_qat(*fp32, placement, *files, o.image_size, calibration,
-                                  [&](int64_t done) { calib_bar.update(done); });
+  Expected<QatCalibration> calibrated = QatCalibration();
+  if (lead) {
+    ProgressBar calib_bar("calibrate", static_cast<int64_t>(files->size()));
+    calibrated = calibrate_qat(*fp32, placement, *files, o.image_size, calibration,
+                               [&](int64_t done) { calib_bar.update(done); });
+  }
+  Status status;
+  if (group) {
+    // Rank 0 calibrates once; the others get its amax (first value: whether it succeeded).
+    auto tensors = qat_calibrated_tensors(*fp32, placement);
+    if (!tensors) return report_error(cmd, with_context(tensors.status(), o.model));
+    std::vector<float> amax(tensors->size() + 1, 0.0f);
+    if (lead && calibrated) {
+      amax[0] = 1.0f;
+      for (size_t k = 0; k < tensors->size(); ++k) amax[k + 1] = calibrated->amax.at((*tensors)[k]);
+    }
+    status = group->broadcast(amax);
+    if (!status.is_ok()) return report_error(cmd, status);
+    if (!lead) {
+      if (amax[0] != 1.0f)
+        return report_error(cmd, internal_error("rank ", rank, ": rank 0 failed to calibrate"));
+      for (size_t k = 0; k < tensors->size(); ++k) calibrated->amax[(*tensors)[k]] = amax[k + 1];
+      auto graph = qat_graph_from_amax(*fp32, placement, calibrated->amax);
+      if (!graph) return report_error(cmd, with_context(graph.status(), o.model));
+      calibrated->graph = std::move(*graph);
+    }
+  }
   if (!calibrated) return report_error(cmd, with_context(calibrated.status(), o.model));
-  for (const auto& message : calibrated->skipped)
-    std::fprintf(stderr, "qyolo qat: warning: skipped %s\n", message.c_str());
-  Status status = save_onnx(calibrated->graph, (dir / "calibrated.onnx").string());
-  if (!status.is_ok()) return report_error(cmd, status);
-  std::printf("calibrated %zu activations on %lld images (%s, %s)\n", calibrated->amax.size(),
-              static_cast<long long>(calibrated->images), o.placement.c_str(),
-              o.calib_method.c_str());
+  if (lead) {
+    for (const auto& message : calibrated->skipped)
+      std::fprintf(stderr, "qyolo qat: warning: skipped %s\n", message.c_str());
+    status = save_onnx(calibrated->graph, (dir / "calibrated.onnx").string());
+    if (!status.is_ok()) return report_error(cmd, status);
+    std::printf("calibrated %zu activations on %lld images (%s, %s)%s\n", calibrated->amax.size(),
+                static_cast<long long>(calibrated->images), o.placement.c_str(),
+                o.calib_method.c_str(),
+                group ? str_cat("; broadcast to ", group->size() - 1,
+                                group->size() == 2 ? " other rank" : " other ranks")
+                            .c_str()
+                      : "");
+  }
 
-  if (o.epochs > 0 && o.annotations.empty())
+  if (lead && group) {
+    std::printf("processes %d (Gloo), %d images per step (--batch %d each)\n", group->size(),
+                group->size() * o.batch, o.batch);
+  }
+  if (lead && o.epochs > 0 && o.annotations.empty())
     std::printf("loss      distillation on the heads' %s\n", o.distill_on.c_str());
   FineTuneOptions tune;
   tune.epochs = o.epochs;
@@ -142,9 +309,12 @@ int run_qat(const QatOptions& o) {
   tune.distill_on = *distill_on;
   tune.engine_rounding = o.student == "engine";
   tune.fp16_layers = fp16_layers;
-  tune.device = o.device;
+  // One GPU per rank of this host (torchrun's LOCAL_RANK).
+  tune.device = group && o.device == "cuda" ? str_cat("cuda:", env->local_rank) : o.device;
   tune.output_dir = o.output_dir;
   tune.resume = !o.no_resume;
+  tune.group = group.get();
+  tune.skip_all_reduce = std::getenv("QYOLO_QAT_NO_ALLREDUCE") != nullptr;  // test hook
   if (const char* nan_step = std::getenv("QYOLO_QAT_INJECT_NAN_STEP"))
     tune.inject_nan_at_step = std::atoll(nan_step);
   std::unique_ptr<ProgressBar> bar;
@@ -159,6 +329,7 @@ int run_qat(const QatOptions& o) {
     bar->update(p.step, note);
   });
   if (!tuned) return report_error(cmd, tuned.status());
+  if (!lead) return 0;  // rank 0 exports what every rank holds
   if (tuned->resumed_from_epoch > 0) {
     std::printf("resumed   from %s at epoch %d\n", (dir / "checkpoint.pt").c_str(),
                 tuned->resumed_from_epoch);
@@ -230,8 +401,16 @@ void add_qat_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--export", o->export_path, "QAT ONNX to write (default <dir>/qat.onnx)");
   cmd->add_option("-o,--output-dir", o->output_dir, "Folder for checkpoints, logs and the model")
       ->required();
-  cmd->callback([o, distill_weight, &exit_code] {
+  CLI::Option* nproc = cmd->add_option(
+      "--nproc", o->nproc,
+      "Data-parallel processes to start here (Gloo; torchrun's RANK, WORLD_SIZE, MASTER_ADDR, "
+      "MASTER_PORT start a rank instead); --batch is per process");
+  cmd->add_option("--dist-timeout", o->dist_timeout,
+                  "Seconds to wait for the other ranks (rendezvous and each collective)")
+      ->capture_default_str();
+  cmd->callback([o, distill_weight, nproc, &exit_code] {
     o->distill_weight_given = distill_weight->count() > 0;
+    o->nproc_given = nproc->count() > 0;
     exit_code = run_qat(*o);
   });
 }
