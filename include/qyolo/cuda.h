@@ -22,6 +22,11 @@ int device_count();
 // "NVIDIA H100 80GB HBM3, sm_90, 132 SMs, driver 13.0, runtime 13.0" for device `device`.
 Expected<std::string> describe_device(int device);
 
+// `bytes` from host memory to device memory, complete on return. cudaMemcpy alone is not:
+// from pageable memory it may return before the DMA lands, on the legacy stream, which does
+// not order qyolo's non-blocking streams; this waits for that stream too.
+Status copy_to_device(void* device, const void* host, size_t bytes);
+
 // Owns one cudaMalloc allocation. Move-only; freed on destruction.
 class DeviceBuffer {
  public:

@@ -59,14 +59,15 @@ DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& other) noexcept {
   return *this;
 }
 
+Status copy_to_device(void* device, const void* host, size_t bytes) {
+  QYOLO_RETURN_IF_ERROR(
+      check(cudaMemcpy(device, host, bytes, cudaMemcpyHostToDevice), "cudaMemcpy to device"));
+  return check(cudaStreamSynchronize(cudaStreamLegacy), "cudaMemcpy to device");
+}
+
 Status DeviceBuffer::upload(const void* host, size_t bytes) {
   if (bytes > size_) return invalid_argument("upload of ", bytes, " bytes into a buffer of ", size_);
-  QYOLO_RETURN_IF_ERROR(
-      check(cudaMemcpy(data_, host, bytes, cudaMemcpyHostToDevice), "cudaMemcpy to device"));
-  // From pageable memory cudaMemcpy may return before the DMA lands, and the legacy stream it
-  // ran on does not order qyolo's non-blocking streams: wait for it, so the data is there for
-  // whatever stream reads it next.
-  return check(cudaStreamSynchronize(cudaStreamLegacy), "cudaMemcpy to device");
+  return copy_to_device(data_, host, bytes);
 }
 
 Status DeviceBuffer::download(void* host, size_t bytes) const {
@@ -75,7 +76,7 @@ Status DeviceBuffer::download(void* host, size_t bytes) const {
 }
 
 Status DeviceBuffer::fill(int value) {
-  // cudaMemset is asynchronous, on the legacy stream (see upload).
+  // cudaMemset is asynchronous, on the legacy stream (see copy_to_device).
   QYOLO_RETURN_IF_ERROR(check(cudaMemset(data_, value, size_), "cudaMemset"));
   return check(cudaStreamSynchronize(cudaStreamLegacy), "cudaMemset");
 }

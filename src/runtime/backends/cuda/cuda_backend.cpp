@@ -120,15 +120,14 @@ class CudaPrepared : public PreparedEngine {
     const EngineTensor& t = engine_.tensors[tensor];
     const size_t es = element_size(t.type);
     void* dst = at(t, image);
-    QYOLO_RETURN_IF_ERROR(check(cudaStreamSynchronize(own_.get()), "cudaStreamSynchronize"));
-    QYOLO_RETURN_IF_ERROR(check(cudaMemcpy2D(dst, t.layout.stride * es, src, t.channels * es,
-                                             t.channels * es, size_t(t.height) * t.width,
-                                             cudaMemcpyHostToDevice),
-                                "write_tensor cudaMemcpy2D"));
-    // A copy from pageable memory may still be in flight on the legacy stream, which does not
-    // order the engine's non-blocking stream: without this wait a layer could read part of the
-    // old tensor (seen as a few differing outputs of a fast reformat layer).
-    return check(cudaStreamSynchronize(cudaStreamLegacy), "write_tensor cudaStreamSynchronize");
+    // On the engine's own stream, complete on return: cudaMemcpy2D on the legacy stream may
+    // return before a copy from pageable memory lands, and nothing orders the engine's
+    // non-blocking stream after it (a layer then read part of the old tensor).
+    QYOLO_RETURN_IF_ERROR(check(cudaMemcpy2DAsync(dst, t.layout.stride * es, src, t.channels * es,
+                                                  t.channels * es, size_t(t.height) * t.width,
+                                                  cudaMemcpyHostToDevice, own_.get()),
+                                "write_tensor cudaMemcpy2DAsync"));
+    return check(cudaStreamSynchronize(own_.get()), "cudaStreamSynchronize");
   }
 
  private:
@@ -453,10 +452,11 @@ class CudaPrepared : public PreparedEngine {
     const bool int8_copy = io.format == IoFormat::kInt8Chw32 && t.type == ElementType::kInt8 &&
                            t.scale == io.scale;
     const bool half_copy = io.format == IoFormat::kFp16Chw16 && t.type == ElementType::kFloat16;
-    if ((int8_copy || half_copy) && a.x.image_elements == int64_t(io.height) * io.width * a.x.stride) {
+    if ((int8_copy || half_copy) && batch_contiguous(engine_, t)) {
       qyolo::cuda::ReformatArgs r;
       r.shape = {args.batch, io.height, io.width, io.channels};
-      r.input_type = int8_copy ? qyolo::cuda::ReformatInput::kInt8 : qyolo::cuda::ReformatInput::kFloat16;
+      r.input_type =
+          int8_copy ? qyolo::cuda::ReformatInput::kInt8 : qyolo::cuda::ReformatInput::kFloat16;
       r.x = a.x.data;
       r.x_layout = {a.x.stride, 0};
       r.input_scale = int8_copy ? t.scale : 1.0f;
@@ -525,9 +525,7 @@ class CudaBackend : public Backend {
   bool supports_streams() const override { return true; }
   Status upload(void* backend_dst, const void* host_src, size_t bytes) override {
     QYOLO_RETURN_IF_ERROR(use_device(device_));
-    QYOLO_RETURN_IF_ERROR(
-        check(cudaMemcpy(backend_dst, host_src, bytes, cudaMemcpyHostToDevice), "upload"));
-    return check(cudaStreamSynchronize(cudaStreamLegacy), "upload");  // see write_tensor
+    return cuda::copy_to_device(backend_dst, host_src, bytes);
   }
   Status download(void* host_dst, const void* backend_src, size_t bytes) override {
     QYOLO_RETURN_IF_ERROR(use_device(device_));
