@@ -246,10 +246,6 @@ Expected<double> pipelined_images_per_second(runtime::Device& device, const Opti
   std::unique_ptr<Pipeline> pipes[2];
   cuda::Stream streams[2];
   cudaGraphExec_t execs[2] = {nullptr, nullptr};
-  auto destroy = [&] {
-    for (cudaGraphExec_t& e : execs)
-      if (e) cudaGraphExecDestroy(e), e = nullptr;
-  };
   Status status;
   for (int k = 0; k < 2 && status.is_ok(); ++k) {
     auto p = Pipeline::create(device, o.engine, o.batch);
@@ -260,18 +256,11 @@ Expected<double> pipelined_images_per_second(runtime::Device& device, const Opti
     pipes[k] = std::move(*p);
     streams[k] = std::move(*s);
     status = pipes[k]->set_batch(batch);
+    if (!status.is_ok()) break;
     const cudaStream_t st = streams[k].get();
-    for (int i = 0; i < 3 && status.is_ok(); ++i) status = pipes[k]->enqueue_pipeline(device, st);
-    if (status.is_ok()) status = streams[k].synchronize();
-    if (!status.is_ok()) break;
-    cudaGraph_t graph = nullptr;
-    status = cuda::check(cudaStreamBeginCapture(st, cudaStreamCaptureModeRelaxed), "capture");
-    if (!status.is_ok()) break;
-    const Status enqueued = pipes[k]->enqueue_pipeline(device, st);
-    status = cuda::check(cudaStreamEndCapture(st, &graph), "end capture");
-    if (status.is_ok()) status = enqueued;
-    if (status.is_ok()) status = cuda::check(cudaGraphInstantiate(&execs[k], graph, 0), "instantiate");
-    if (graph) cudaGraphDestroy(graph);
+    auto exec = bench::capture_graph(st, [&] { return pipes[k]->enqueue_pipeline(device, st); });
+    if (exec) execs[k] = *exec;
+    else status = exec.status();
   }
   auto launch = [&](int count) -> Status {
     for (int i = 0; i < count; ++i)
@@ -296,7 +285,8 @@ Expected<double> pipelined_images_per_second(runtime::Device& device, const Opti
     const double seconds = std::chrono::duration<double>(clock::now() - begin).count();
     images_per_second = count * double(o.batch) / seconds;
   }
-  destroy();
+  for (cudaGraphExec_t e : execs)
+    if (e) cudaGraphExecDestroy(e);
   QYOLO_RETURN_IF_ERROR(status);
   return images_per_second;
 }

@@ -19,9 +19,10 @@ struct Timing {
 };
 
 // `enqueue` puts the work on `stream` (and returns a Status); it runs three times outside the
-// graph first (first launches set kernel attributes), then once under capture.
+// graph first (first launches set kernel attributes), then once under capture. The caller
+// destroys the instantiated graph.
 template <typename Enqueue>
-Expected<Timing> time_graph(cudaStream_t stream, double seconds, Enqueue enqueue) {
+Expected<cudaGraphExec_t> capture_graph(cudaStream_t stream, Enqueue enqueue) {
   for (int i = 0; i < 3; ++i) QYOLO_RETURN_IF_ERROR(enqueue());  // first launches, outside
   QYOLO_RETURN_IF_ERROR(cuda::check(cudaStreamSynchronize(stream), "synchronize"));
   cudaGraph_t graph = nullptr;
@@ -34,6 +35,13 @@ Expected<Timing> time_graph(cudaStream_t stream, double seconds, Enqueue enqueue
   const Status instantiated = cuda::check(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
   cudaGraphDestroy(graph);
   QYOLO_RETURN_IF_ERROR(instantiated);
+  return exec;
+}
+
+// The graph of capture_graph replayed for `seconds` (at least 20 times).
+template <typename Enqueue>
+Expected<Timing> time_graph(cudaStream_t stream, double seconds, Enqueue enqueue) {
+  QYOLO_ASSIGN_OR_RETURN(cudaGraphExec_t exec, capture_graph(stream, enqueue));
   QYOLO_ASSIGN_OR_RETURN(auto start, cuda::Event::create());
   QYOLO_ASSIGN_OR_RETURN(auto stop, cuda::Event::create());
   std::vector<double> times;
