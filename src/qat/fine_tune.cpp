@@ -248,7 +248,8 @@ Expected<FineTuneResult> fine_tune(const Graph& fp32, const Graph& qat,
       broadcast_parameters(*group, params, 0);
     } catch (const std::exception& e) {
       return internal_error("rank ", rank, ": broadcast of the weights: ", e.what());
-    }  }
+    }
+  }
   const int64_t global_batch = static_cast<int64_t>(options.batch) * world;
   const int64_t steps_per_epoch =
       (static_cast<int64_t>(decoded.size()) + global_batch - 1) / global_batch;

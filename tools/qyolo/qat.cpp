@@ -293,8 +293,8 @@ int run_qat(const QatOptions& o) {
   }
 
   if (lead && group) {
-    std::printf("processes %d (Gloo), %d images per step (--batch %d each)\n", group->size(),
-                group->size() * o.batch, o.batch);
+    std::printf("processes %d (%s), %d images per step (--batch %d each)\n", group->size(),
+                o.device == "cuda" ? "NCCL" : "Gloo", group->size() * o.batch, o.batch);
   }
   if (lead && o.epochs > 0 && o.annotations.empty())
     std::printf("loss      distillation on the heads' %s\n", o.distill_on.c_str());
