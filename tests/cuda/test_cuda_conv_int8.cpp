@@ -313,7 +313,8 @@ TEST(ConvInt8Cuda, EveryYolov5ShapeMatchesReference) {
 
 // Every tile variant on shapes that hit the edges: pixel counts that are not a multiple of any
 // tile, 255 and 520 output channels, 16- and 48-channel taps (K steps that straddle taps), odd
-// widths for the hwc4 stem path, and every epilogue variant.
+// widths for the hwc4 stem path, 64- to 192-channel taps for the im2col variants, and every
+// epilogue variant.
 TEST(ConvInt8Cuda, EveryTileVariantOnEdgeShapes) {
   SKIP_WITHOUT_GPU();
   // batch, cin, h, w, cout, kernel, stride, pad
@@ -322,6 +323,10 @@ TEST(ConvInt8Cuda, EveryTileVariantOnEdgeShapes) {
       {1, 160, 9, 9, 520, 3, 1, 1},  {2, 32, 12, 12, 64, 1, 1, 0}, {1, 3, 64, 62, 32, 6, 2, 2},
       {2, 3, 37, 41, 16, 6, 2, 2},   {1, 4, 30, 30, 64, 4, 2, 2},  {3, 3, 21, 19, 48, 6, 2, 2},
       {2, 2, 15, 17, 32, 2, 2, 0},   {1, 3, 16, 16, 8, 6, 2, 4},
+      // For the im2col variants (K per tap a multiple of 64): odd sizes, strides 1 and 2, tiles
+      // that run past the last image, several K steps per tap.
+      {2, 64, 17, 19, 96, 3, 2, 1},  {1, 128, 13, 11, 255, 3, 1, 1}, {3, 64, 9, 7, 40, 3, 1, 1},
+      {1, 192, 6, 10, 64, 3, 2, 1},
   };
   Totals all;
   int index = 0;

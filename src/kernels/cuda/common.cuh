@@ -144,4 +144,21 @@ __device__ __forceinline__ void tma_load_2d(void* dst, const void* map, int x, i
 #endif
 }
 
+// im2col mode (a 4D NHWC tensor map from encode_tma_im2col): channels [c, c + the map's
+// channels per pixel) of the map's pixels-per-column consecutive output pixels, the first at
+// window origin (w, h) of image n, each read at tap (offset_w, offset_h) of its window;
+// positions outside the tensor read zeros.
+__device__ __forceinline__ void tma_load_im2col_4d(void* dst, const void* map, int c, int w, int h,
+                                                   int n, uint16_t offset_w, uint16_t offset_h,
+                                                   uint64_t* bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile(
+      "cp.async.bulk.tensor.4d.shared::cluster.global.im2col.mbarrier::complete_tx::bytes"
+      " [%0], [%1, {%2, %3, %4, %5}], [%6], {%7, %8};\n" ::"r"(smem_address(dst)),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c), "r"(w), "r"(h), "r"(n), "r"(smem_address(bar)),
+      "h"(offset_w), "h"(offset_h)
+      : "memory");
+#endif
+}
+
 }  // namespace qyolo::cuda::ptx

@@ -3,7 +3,9 @@
 
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 #include <limits>
 #include <vector>
 
@@ -20,16 +22,21 @@ struct TileInfo {
   bool wgmma;  // needs sm_90a code and a compute capability 9.0 device
   bool s2d;    // runs kHwc4S2d weights (the stem), else kOhwi16
   cudaError_t (*launch)(const ConvInt8Params&, cudaStream_t);
+  bool im2col = false;  // A by the copy engine's im2col mode (taps_channels % 64 == 0)
 };
 
 #define QYOLO_MMA_TILE(name, bm, bn, wm, wn, stages, s2d) \
   TileInfo{#name, bm, bn, false, s2d, &launch_conv_int8_mma<bm, bn, wm, wn, stages, s2d>},
 #define QYOLO_WGMMA_TILE(name, bm, bn, stages, s2d) \
   TileInfo{#name, bm, bn, true, s2d, &launch_conv_int8_wgmma<bm, bn, stages, s2d>},
+#define QYOLO_IM2COL_TILE(name, bm, bn, stages) \
+  TileInfo{#name, bm, bn, true, false, &launch_conv_int8_wgmma_im2col<bm, bn, stages>, true},
 const TileInfo kTiles[] = {QYOLO_CONV_INT8_MMA_TILES(QYOLO_MMA_TILE)
-                               QYOLO_CONV_INT8_WGMMA_TILES(QYOLO_WGMMA_TILE)};
+                               QYOLO_CONV_INT8_WGMMA_TILES(QYOLO_WGMMA_TILE)
+                                   QYOLO_CONV_INT8_WGMMA_IM2COL_TILES(QYOLO_IM2COL_TILE)};
 #undef QYOLO_MMA_TILE
 #undef QYOLO_WGMMA_TILE
+#undef QYOLO_IM2COL_TILE
 constexpr int kTileCount = sizeof(kTiles) / sizeof(kTiles[0]);
 
 bool aligned16(const void* pointer) { return reinterpret_cast<uintptr_t>(pointer) % 16 == 0; }
@@ -69,6 +76,27 @@ int output_vector(ConvOutput output) {
   return output == ConvOutput::kInt8 ? 16 : output == ConvOutput::kFloat16 ? 8 : 4;
 }
 
+// The im2col variants read 64 channels of one tap per K step: K per tap a multiple of 64, a
+// window (not a pointwise convolution, whose A the 2D tile mode already copies), pixel stride
+// and channel offset multiples of 16 (the tensor map's), and taps the copy's offsets can reach.
+bool im2col_fits(const ConvInt8Args& a) {
+  const ConvInt8Shape& s = a.shape;
+  const bool pointwise = s.kernel == 1 && s.stride == 1 && s.pad == 0;
+  return !pointwise && round_up(s.in_channels, 16) % 64 == 0 && a.input_layout.stride % 16 == 0 &&
+         a.input_layout.offset % 16 == 0 && s.kernel <= 16 && s.stride <= 8 && s.pad <= 16 &&
+         s.pad - (s.kernel - 1) >= -128;
+}
+
+// The heuristic's choice of an im2col variant where one fits; QYOLO_CUDA_IM2COL_TMA=0 keeps
+// the cp.async variants (for comparison; explicit tiles are not affected).
+bool im2col_preferred() {
+  static const bool preferred = [] {
+    const char* v = std::getenv("QYOLO_CUDA_IM2COL_TMA");
+    return !(v && std::strcmp(v, "0") == 0);
+  }();
+  return preferred;
+}
+
 int tile_index(const char* name) {
   for (int t = 0; t < kTileCount; ++t)
     if (std::strcmp(kTiles[t].name, name) == 0) return t;
@@ -88,7 +116,8 @@ bool conv_int8_tile_supports(int tile, const ConvInt8Args& args) {
   if (kTiles[tile].wgmma && !device_traits().wgmma) return false;
   const bool s2d =
       conv_int8_weight_format(args.shape, args.input_layout) == ConvWeightFormat::kHwc4S2d;
-  return kTiles[tile].s2d == s2d;
+  if (kTiles[tile].s2d != s2d) return false;
+  return !kTiles[tile].im2col || im2col_fits(args);
 }
 
 // Rules read off measured times of every variant on every yolov5s layer at batch 1, 32 and 64
@@ -114,6 +143,12 @@ int conv_int8_pick_tile(const ConvInt8Args& args) {
     else if (cout <= 64) name = "wgmma_128x64_s4";
     else if (pointwise) name = cout % 64 == 0 ? "wgmma_128x64_s4" : "wgmma_128x128_s5";
     else name = "wgmma_128x128_s5";
+    // The same tile with A by the copy engine's im2col mode, where it fits.
+    if (!pointwise && std::strncmp(name, "wgmma_", 6) == 0 && im2col_preferred() &&
+        im2col_fits(args)) {
+      const std::string im2col = std::string("wgmma_im2col_") + (name + 6);
+      if (const int t = tile_index(im2col.c_str()); t >= 0) return t;
+    }
   } else {
     if (small) name = "mma_64x64_w2x2_s4";
     else if (cout <= 32) name = pointwise ? "mma_128x32_w4x1_s4" : "mma_256x32_w8x1_s4";

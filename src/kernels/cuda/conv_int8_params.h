@@ -75,15 +75,30 @@ struct ConvInt8Params {
   X(wgmma_s2d_128x32_s8, 128, 32, 8, true)    \
   X(wgmma_s2d_128x64_s6, 128, 64, 6, true)
 
+// wgmma variants whose A tile (the im2col of a 3x3 or strided convolution) comes by the copy
+// engine's im2col mode, one copy per K step, instead of per-thread cp.async copies: for inputs
+// whose K per tap (taps_channels) is a multiple of the 64-byte K step. IM2COL(name, BM, BN, STAGES).
+#define QYOLO_CONV_INT8_WGMMA_IM2COL_TILES(X)   \
+  X(wgmma_im2col_128x64_s4, 128, 64, 4)         \
+  X(wgmma_im2col_128x128_s5, 128, 128, 5)       \
+  X(wgmma_im2col_128x256_s5, 128, 256, 5)
+
 // A 2D uint8 tensor map for the copy engine, 64-byte swizzled boxes of box_inner x box_outer
 // (the kernels' shared-memory tile layout): `outer` rows of `inner` bytes, `row_bytes` apart.
 cudaError_t encode_tma_2d(CUtensorMap* map, const void* base, uint64_t inner, uint64_t outer,
                           uint64_t row_bytes, uint32_t box_inner, uint32_t box_outer);
+
+// A 4D (N, H, W, C) im2col tensor map of the convolution's input for the im2col variants:
+// 64 channels of `box_pixels` output pixels per copy, 64-byte swizzled like the A tiles, the
+// window walked with the convolution's stride and padding.
+cudaError_t encode_tma_im2col(CUtensorMap* map, const ConvInt8Params& params, uint32_t box_pixels);
 
 // Launch one variant; each is defined by an explicit instantiation in tiles/<name>.cu.
 template <int BM, int BN, int WARPS_M, int WARPS_N, int STAGES, bool S2D>
 cudaError_t launch_conv_int8_mma(const ConvInt8Params& params, cudaStream_t stream);
 template <int BM, int BN, int STAGES, bool S2D>
 cudaError_t launch_conv_int8_wgmma(const ConvInt8Params& params, cudaStream_t stream);
+template <int BM, int BN, int STAGES>
+cudaError_t launch_conv_int8_wgmma_im2col(const ConvInt8Params& params, cudaStream_t stream);
 
 }  // namespace qyolo::cuda

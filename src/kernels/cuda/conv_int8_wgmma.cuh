@@ -3,9 +3,9 @@
 //
 // A block is BM / 64 warpgroups (128 threads each) over a BM x BN output tile; warpgroup w owns
 // rows 64w..64w+63 and all BN channels (m64nBNk32 instructions, accumulators in registers).
-// The weights (and, for pointwise convolutions, the input) arrive by the copy engine (TMA) on
-// one mbarrier per stage; otherwise every thread copies A with the persistent cp.async im2col
-// pipeline. Both fill swizzled [rows][64 bytes] tiles, exactly wgmma's 64-byte-swizzle K-major
+// The weights (and, for pointwise convolutions and the im2col variants, the input) arrive by
+// the copy engine (TMA) on one mbarrier per stage; otherwise every thread copies A with the
+// persistent cp.async im2col pipeline. Both fill swizzled [rows][64 bytes] tiles, exactly wgmma's 64-byte-swizzle K-major
 // layout, so the tensor cores read A and B straight from shared memory. One step's wgmmas stay
 // in flight while the next step is issued (the stage they read is refilled two steps later);
 // the shared epilogue follows each tile, each warp owning 16 rows.
@@ -48,29 +48,51 @@ constexpr int wgmma_min_blocks(int bm, int bn, int smem_bytes) {
   return blocks < 1 ? 1 : blocks > 4 ? 4 : blocks;
 }
 
-// The copy engine's side of the pipeline, run by thread 0: one stage's B tile (and, for
-// pointwise convolutions, its A tile: then the input is a plain [pixels][channels] matrix) per
-// call, in step order, completing on the stage's mbarrier.
-template <int BM, int BN, int STAGES, int kStageBytes, bool kTmaA>
+// Where a stage's A tile comes from: every thread's cp.async im2col copies (ConvLoader), the
+// copy engine's 2D tile mode (a pointwise convolution: the input is a plain [pixels][channels]
+// matrix), or its im2col mode (one copy per K step: 64 channels of one tap for BM pixels).
+enum AMode : int { kACopies = 0, kATma2d = 1, kATmaIm2col = 2 };
+
+// The copy engine's side of the pipeline, run by thread 0: one stage's B tile (and, unless
+// kAMode is kACopies, its A tile) per call, in step order, completing on the stage's mbarrier.
+template <int BM, int BN, int STAGES, int kStageBytes, int kAMode>
 struct TmaSteps {
   int step = 0, kt = 0, tile = 0;
+  int c0 = 0, tap_s = 0, tap_r = 0;  // im2col: this step's channels and tap
+  int w0 = 0, h0 = 0, n0 = 0;        // im2col: the tile's first pixel's window origin
   __device__ __forceinline__ void issue(const ConvInt8Params& p, const TileWalk& walk, uint8_t* stages,
                                         uint64_t* full, const CUtensorMap& map_a,
                                         const CUtensorMap& map_b) {
     if (step >= walk.steps) return;
-    int m0, n0;
-    walk.origin(p, tile, BM, BN, m0, n0);
+    int m0, cn0;
+    walk.origin(p, tile, BM, BN, m0, cn0);
     const int s = step % STAGES;
     uint8_t* a_tile = stages + s * kStageBytes;
-    ptx::mbarrier_arrive_expect_tx(&full[s], (kTmaA ? BM * kTileK : 0) + BN * kTileK);
-    if constexpr (kTmaA) ptx::tma_load_2d(a_tile, &map_a, kt * kTileK, m0, &full[s]);
-    ptx::tma_load_2d(a_tile + BM * kTileK, &map_b, kt * kTileK, n0, &full[s]);
+    ptx::mbarrier_arrive_expect_tx(&full[s], (kAMode != kACopies ? BM * kTileK : 0) + BN * kTileK);
+    if constexpr (kAMode == kATma2d) ptx::tma_load_2d(a_tile, &map_a, kt * kTileK, m0, &full[s]);
+    if constexpr (kAMode == kATmaIm2col) {
+      if (kt == 0) {
+        int rest, ow;
+        n0 = p.div_out_hw.divmod(m0, rest);
+        const int oh = p.div_out_w.divmod(rest, ow);
+        w0 = ow * p.stride - p.pad, h0 = oh * p.stride - p.pad;
+        c0 = 0, tap_s = 0, tap_r = 0;
+      }
+      ptx::tma_load_im2col_4d(a_tile, &map_a, c0, w0, h0, n0, uint16_t(tap_s), uint16_t(tap_r),
+                              &full[s]);
+      c0 += kTileK;
+      if (c0 == p.taps_channels) {
+        c0 = 0;
+        if (++tap_s == p.kernel) tap_s = 0, ++tap_r;
+      }
+    }
+    ptx::tma_load_2d(a_tile + BM * kTileK, &map_b, kt * kTileK, cn0, &full[s]);
     ++step;
     if (++kt == walk.k_steps) kt = 0, ++tile;
   }
 };
 
-template <int BM, int BN, int STAGES, bool S2D, bool kTmaA>
+template <int BM, int BN, int STAGES, bool S2D, int kAMode>
 __global__ void __launch_bounds__(BM * 2, wgmma_min_blocks(BM, BN, WgmmaTile<BM, BN, STAGES>::kSmemBytes))
     conv_int8_wgmma_kernel(const __grid_constant__ ConvInt8Params p, const __grid_constant__ CUtensorMap map_a,
                            const __grid_constant__ CUtensorMap map_b) {
@@ -82,7 +104,7 @@ __global__ void __launch_bounds__(BM * 2, wgmma_min_blocks(BM, BN, WgmmaTile<BM,
   const TileWalk walk(p, BM, BN);
   StepLoader<ConvLoader<BM, BN, Tile::kThreads, S2D, false>, BM, BN, STAGES, Tile::kStageBytes> loads(
       p, tid);
-  TmaSteps<BM, BN, STAGES, Tile::kStageBytes, kTmaA> tma;
+  TmaSteps<BM, BN, STAGES, Tile::kStageBytes, kAMode> tma;
   float* stage = reinterpret_cast<float*>(smem + STAGES * Tile::kStageBytes) +
                  warp * epilogue_stage_floats<BN>();
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + STAGES * Tile::kStageBytes + Tile::kEpilogueBytes);
@@ -102,7 +124,7 @@ __global__ void __launch_bounds__(BM * 2, wgmma_min_blocks(BM, BN, WgmmaTile<BM,
 
 #pragma unroll
   for (int s = 0; s < STAGES - 2; ++s) {
-    if constexpr (!kTmaA) {
+    if constexpr (kAMode == kACopies) {
       loads.issue(p, walk, smem);
       ptx::cp_async_commit();
     }
@@ -112,12 +134,12 @@ __global__ void __launch_bounds__(BM * 2, wgmma_min_blocks(BM, BN, WgmmaTile<BM,
   for (int tile = 0; tile < walk.tiles; ++tile) {
     for (int kt = 0; kt < walk.k_steps; ++kt, ++step) {
       const int s = step % STAGES;
-      if constexpr (!kTmaA) ptx::cp_async_wait<STAGES - 3>();
+      if constexpr (kAMode == kACopies) ptx::cp_async_wait<STAGES - 3>();
       ptx::mbarrier_wait(&full[s], (step / STAGES) & 1);
-      if constexpr (!kTmaA) ptx::fence_proxy_async();  // copies visible to the tensor cores
+      if constexpr (kAMode == kACopies) ptx::fence_proxy_async();  // copies visible to the tensor cores
       ptx::wgmma_wait<1>();  // the wgmmas of step-2 are done reading their stage...
       __syncthreads();       // ...in every warpgroup, so that stage can be refilled
-      if constexpr (!kTmaA) {
+      if constexpr (kAMode == kACopies) {
         loads.issue(p, walk, smem);
         ptx::cp_async_commit();
       }
@@ -138,15 +160,15 @@ __global__ void __launch_bounds__(BM * 2, wgmma_min_blocks(BM, BN, WgmmaTile<BM,
     epilogue_warp(p, acc, stage, m0 + warp * 16, n0, lane, channels_of);
     ptx::fence_operands(acc[0]);
   }
-  if constexpr (!kTmaA) ptx::cp_async_wait<0>();
+  if constexpr (kAMode == kACopies) ptx::cp_async_wait<0>();
 #endif
 }
 
-template <int BM, int BN, int STAGES, bool S2D, bool kTmaA>
+template <int BM, int BN, int STAGES, bool S2D, int kAMode>
 cudaError_t launch_wgmma_kernel(const ConvInt8Params& p, const CUtensorMap& map_a,
                                 const CUtensorMap& map_b, cudaStream_t stream) {
   using Tile = WgmmaTile<BM, BN, STAGES>;
-  auto* kernel = conv_int8_wgmma_kernel<BM, BN, STAGES, S2D, kTmaA>;
+  auto* kernel = conv_int8_wgmma_kernel<BM, BN, STAGES, S2D, kAMode>;
   static std::atomic<uint64_t> opted_in{0};
   static std::atomic<uint64_t> slots[64];
   if (cudaError_t e = opt_in_shared_memory(kernel, Tile::kSmemBytes, opted_in); e != cudaSuccess)
@@ -176,10 +198,23 @@ cudaError_t launch_conv_int8_wgmma(const ConvInt8Params& p, cudaStream_t stream)
                                         kTileK, BM);
           e != cudaSuccess)
         return e;
-      return launch_wgmma_kernel<BM, BN, STAGES, S2D, true>(p, map_a, map_b, stream);
+      return launch_wgmma_kernel<BM, BN, STAGES, S2D, kATma2d>(p, map_a, map_b, stream);
     }
   }
-  return launch_wgmma_kernel<BM, BN, STAGES, S2D, false>(p, map_a, map_b, stream);
+  return launch_wgmma_kernel<BM, BN, STAGES, S2D, kACopies>(p, map_a, map_b, stream);
+}
+
+// The im2col variants (conv_int8_params.h): A and B both by the copy engine.
+template <int BM, int BN, int STAGES>
+cudaError_t launch_conv_int8_wgmma_im2col(const ConvInt8Params& p, cudaStream_t stream) {
+  CUtensorMap map_a{}, map_b{};
+  if (cudaError_t e = encode_tma_2d(&map_b, p.weights, p.k_total, p.cout, p.k_total, kTileK, BN);
+      e != cudaSuccess)
+    return e;
+  if (p.taps_channels % kTileK != 0 || p.k_total != p.kernel * p.kernel * p.taps_channels)
+    return cudaErrorInvalidValue;
+  if (cudaError_t e = encode_tma_im2col(&map_a, p, BM); e != cudaSuccess) return e;
+  return launch_wgmma_kernel<BM, BN, STAGES, false, kATmaIm2col>(p, map_a, map_b, stream);
 }
 
 }  // namespace qyolo::cuda
