@@ -33,6 +33,7 @@
 #include "qyolo/coco.h"
 #include "qyolo/cuda.h"
 #include "qyolo/cuda_ops.h"
+#include "qyolo/detect_pipeline.h"
 #include "qyolo/runtime.h"
 #include "time_graph.h"
 
@@ -89,137 +90,15 @@ struct Options {
   double seconds = 1.0;
 };
 
-// The pipeline's device state for one engine at its max batch.
-class Pipeline {
- public:
-  static Expected<std::unique_ptr<Pipeline>> create(runtime::Device& device,
-                                                    const std::string& path, int max_batch) {
-    std::unique_ptr<Pipeline> p(new Pipeline());
-    QYOLO_ASSIGN_OR_RETURN(p->module_, runtime::Module::load_file(device, path));
-    const runtime::Module& m = *p->module_;
-    if (max_batch > m.max_batch())
-      return invalid_argument(path, ": batch ", max_batch, " above its max batch ", m.max_batch());
-    if (m.inputs().size() != 1 || m.inputs()[0].channels != 3)
-      return invalid_argument(path, ": expected one 3-channel image input");
-    const EngineIo& in = m.inputs()[0];
-    if (in.format == IoFormat::kInt8Hwc4) {
-      p->input_format_ = cuda::PreprocessOutput::kInt8Hwc4;
-    } else if (in.format == IoFormat::kFp32Chw) {
-      p->input_format_ = cuda::PreprocessOutput::kFloat32Nchw;
-    } else {
-      return invalid_argument(path, ": input '", in.name, "' is ", io_format_name(in.format),
-                              "; the GPU preprocess writes int8:hwc4 or fp32:chw");
-    }
-    p->canvas_ = in.height;
-    p->input_scale_ = in.scale;
-    if (m.outputs().size() != 3)
-      return invalid_argument(path, ": expected the three head outputs, got ", m.outputs().size());
-    // Heads by grid size, largest (stride 8) first.
-    std::vector<int> order = {0, 1, 2};
-    std::sort(order.begin(), order.end(),
-              [&](int a, int b) { return m.outputs()[a].height > m.outputs()[b].height; });
-    cuda::HeadsArgs& h = p->detect_.heads;
-    const IoFormat head_format = m.outputs()[0].format;
-    for (const EngineIo& io : m.outputs())
-      if (io.format != head_format || (io.format != IoFormat::kFp16Chw16 &&
-                                       io.format != IoFormat::kInt8Chw32))
-        return invalid_argument(path, ": output '", io.name, "' is ", io_format_name(io.format),
-                                "; GPU detect reads fp16:chw16 or int8:chw32 heads, all alike");
-    h.type = head_format == IoFormat::kInt8Chw32 ? cuda::HeadType::kInt8 : cuda::HeadType::kFloat16;
-    h.classes = m.outputs()[0].channels / 3 - 5;
-    cuda::set_default_anchors(h);
-
-    runtime::Task& t = p->task_;
-    t.module = p->module_.get();
-    QYOLO_ASSIGN_OR_RETURN(p->input_, cuda::DeviceBuffer::allocate(size_t(in.image_bytes()) * max_batch));
-    QYOLO_ASSIGN_OR_RETURN(auto r, device.register_memory(p->input_.data(), p->input_.size()));
-    t.inputs.push_back(r.get());
-    p->registered_.push_back(std::move(r));
-    for (int l = 0; l < 3; ++l) {
-      const EngineIo& io = m.outputs()[order[l]];
-      QYOLO_ASSIGN_OR_RETURN(auto b, cuda::DeviceBuffer::allocate(size_t(io.image_bytes()) * max_batch));
-      h.heads[l].data = b.data();
-      h.heads[l].height = io.height;
-      h.heads[l].width = io.width;
-      h.heads[l].channel_block = head_format == IoFormat::kInt8Chw32 ? 32 : 16;
-      h.scales[l] = io.scale;
-      p->outputs_[order[l]] = std::move(b);
-    }
-    for (auto& b : p->outputs_) {
-      QYOLO_ASSIGN_OR_RETURN(auto reg, device.register_memory(b.data(), b.size()));
-      t.outputs.push_back(reg.get());
-      p->registered_.push_back(std::move(reg));
-    }
-    cuda::DetectArgs& d = p->detect_;
-    d.heads.batch = max_batch;
-    QYOLO_ASSIGN_OR_RETURN(p->plans_, cuda::DeviceBuffer::allocate(sizeof(cuda::LetterboxPlan) * max_batch));
-    QYOLO_ASSIGN_OR_RETURN(p->workspace_, cuda::DeviceBuffer::allocate(cuda::detect_workspace_bytes(d)));
-    QYOLO_ASSIGN_OR_RETURN(p->boxes_, cuda::DeviceBuffer::allocate(sizeof(cuda::DetectionBox) * d.max_det * max_batch));
-    QYOLO_ASSIGN_OR_RETURN(p->counts_, cuda::DeviceBuffer::allocate(2 * sizeof(int) * max_batch));
-    d.plans = p->plans_.as<cuda::LetterboxPlan>();
-    d.workspace = p->workspace_.data();
-    d.detections = p->boxes_.as<cuda::DetectionBox>();
-    d.counts = p->counts_.as<int>();
-    d.candidate_counts = p->counts_.as<int>() + max_batch;
-    return p;
-  }
-
-  const runtime::Module& module() const { return *module_; }
-  int canvas() const { return canvas_; }
-  int max_det() const { return detect_.max_det; }
-  int max_candidates() const { return detect_.max_candidates; }
-  const cuda::DeviceBuffer& boxes() const { return boxes_; }
-  const cuda::DeviceBuffer& counts() const { return counts_; }
-
-  // Sets the batch's images (device pixels) and uploads their letterbox plans (synchronously,
-  // outside any capture).
-  Status set_batch(const std::vector<cuda::PreprocessImage>& images) {
-    batch_ = images;
-    std::vector<cuda::LetterboxPlan> plans;
-    for (const auto& im : images) plans.push_back(im.plan);
-    return plans_.upload(plans.data(), plans.size() * sizeof(plans[0]));
-  }
-
-  Status enqueue_network(runtime::Device& device, cudaStream_t stream) {
-    task_.batch = int(batch_.size());
-    return device.submit(task_, stream);
-  }
-
-  Status enqueue_preprocess(cudaStream_t stream) {
-    cuda::PreprocessArgs a;
-    a.images = batch_.data();
-    a.count = int(batch_.size());
-    a.canvas = canvas_;
-    a.output_format = input_format_;
-    a.input_scale = input_scale_;
-    a.output = input_.data();
-    return cuda::preprocess(a, stream);
-  }
-
-  Status enqueue_detect(cudaStream_t stream) {
-    cuda::DetectArgs d = detect_;
-    d.heads.batch = int(batch_.size());
-    return cuda::detect(d, stream);
-  }
-
-  Status enqueue_pipeline(runtime::Device& device, cudaStream_t stream) {
-    QYOLO_RETURN_IF_ERROR(enqueue_preprocess(stream));
-    QYOLO_RETURN_IF_ERROR(enqueue_network(device, stream));
-    return enqueue_detect(stream);
-  }
-
- private:
-  Pipeline() = default;
-  std::unique_ptr<runtime::Module> module_;
-  std::vector<std::unique_ptr<runtime::RegisteredMemory>> registered_;
-  runtime::Task task_;
-  int canvas_ = 640;
-  cuda::PreprocessOutput input_format_ = cuda::PreprocessOutput::kInt8Hwc4;
-  float input_scale_ = 1.0f;
-  cuda::DeviceBuffer input_, outputs_[3], plans_, workspace_, boxes_, counts_;
-  cuda::DetectArgs detect_;
-  std::vector<cuda::PreprocessImage> batch_;
-};
+// The pipeline at --batch for one engine: qyolo/detect_pipeline.h on a module of its own.
+using runtime::DetectPipeline;
+Expected<std::unique_ptr<DetectPipeline>> make_pipeline(runtime::Device& device,
+                                                        const std::string& path, int batch) {
+  QYOLO_ASSIGN_OR_RETURN(auto module, runtime::Module::load_file(device, path));
+  auto pipeline = DetectPipeline::create(device, std::move(module), batch);
+  if (!pipeline) return with_context(pipeline.status(), path);
+  return pipeline;
+}
 
 // One JSON object per detection, as qyolo's write_coco_results (bbox to 3 decimals, score 5).
 void append_results(std::string& out, const PackedImage& im, const cuda::DetectionBox* boxes,
@@ -243,12 +122,12 @@ void append_results(std::string& out, const PackedImage& im, const cuda::Detecti
 // Wall time of N launches until both streams are idle.
 Expected<double> pipelined_images_per_second(runtime::Device& device, const Options& o,
                                              const std::vector<cuda::PreprocessImage>& batch) {
-  std::unique_ptr<Pipeline> pipes[2];
+  std::unique_ptr<DetectPipeline> pipes[2];
   cuda::Stream streams[2];
   cudaGraphExec_t execs[2] = {nullptr, nullptr};
   Status status;
   for (int k = 0; k < 2 && status.is_ok(); ++k) {
-    auto p = Pipeline::create(device, o.engine, o.batch);
+    auto p = make_pipeline(device, o.engine, o.batch);
     auto s = cuda::Stream::create();
     if (!p) status = p.status();
     else if (!s) status = s.status();
@@ -258,7 +137,7 @@ Expected<double> pipelined_images_per_second(runtime::Device& device, const Opti
     status = pipes[k]->set_batch(batch);
     if (!status.is_ok()) break;
     const cudaStream_t st = streams[k].get();
-    auto exec = bench::capture_graph(st, [&] { return pipes[k]->enqueue_pipeline(device, st); });
+    auto exec = bench::capture_graph(st, [&] { return pipes[k]->enqueue_pipeline(st); });
     if (exec) execs[k] = *exec;
     else status = exec.status();
   }
@@ -294,7 +173,7 @@ Expected<double> pipelined_images_per_second(runtime::Device& device, const Opti
 Status run(const Options& o) {
   QYOLO_ASSIGN_OR_RETURN(Pack pack, read_pack(o.images));
   QYOLO_ASSIGN_OR_RETURN(auto device, runtime::Device::create(EngineTarget::kCuda));
-  QYOLO_ASSIGN_OR_RETURN(auto pipeline, Pipeline::create(*device, o.engine, o.batch));
+  QYOLO_ASSIGN_OR_RETURN(auto pipeline, make_pipeline(*device, o.engine, o.batch));
   if (o.imgsz > pipeline->canvas())
     return invalid_argument("--imgsz ", o.imgsz, " does not fit the engine's ", pipeline->canvas(),
                             "-pixel input");
@@ -320,7 +199,7 @@ Status run(const Options& o) {
     std::vector<cuda::PreprocessImage> batch;
     for (size_t i = 0; i < count; ++i) batch.push_back(image_at(pack.images[first + i]));
     QYOLO_RETURN_IF_ERROR(pipeline->set_batch(batch));
-    QYOLO_RETURN_IF_ERROR(pipeline->enqueue_pipeline(*device, stream.get()));
+    QYOLO_RETURN_IF_ERROR(pipeline->enqueue_pipeline(stream.get()));
     QYOLO_RETURN_IF_ERROR(stream.synchronize());
     QYOLO_RETURN_IF_ERROR(pipeline->boxes().download(boxes.data(), boxes.size() * sizeof(boxes[0])));
     QYOLO_RETURN_IF_ERROR(pipeline->counts().download(counts.data(), counts.size() * sizeof(int)));
@@ -370,17 +249,17 @@ Status run(const Options& o) {
     if (t) post = *t;
   }
   if (status.is_ok()) {
-    auto t = time_graph(s, o.seconds, [&] { return pipeline->enqueue_network(dev, s); });
+    auto t = time_graph(s, o.seconds, [&] { return pipeline->enqueue_network(s); });
     status = t.status();
     if (t) network = *t;
   }
   if (status.is_ok() && std::getenv("QYOLO_E2E_PAIRS")) {  // debugging: two stages at a time
     auto a = time_graph(s, o.seconds, [&]() -> Status {
       QYOLO_RETURN_IF_ERROR(pipeline->enqueue_preprocess(s));
-      return pipeline->enqueue_network(dev, s);
+      return pipeline->enqueue_network(s);
     });
     auto b = time_graph(s, o.seconds, [&]() -> Status {
-      QYOLO_RETURN_IF_ERROR(pipeline->enqueue_network(dev, s));
+      QYOLO_RETURN_IF_ERROR(pipeline->enqueue_network(s));
       return pipeline->enqueue_detect(s);
     });
     if (a && b)
@@ -388,7 +267,7 @@ Status run(const Options& o) {
                    a->median_ms, b->median_ms);
   }
   if (status.is_ok()) {
-    auto t = time_graph(s, o.seconds, [&] { return pipeline->enqueue_pipeline(dev, s); });
+    auto t = time_graph(s, o.seconds, [&] { return pipeline->enqueue_pipeline(s); });
     status = t.status();
     if (t) e2e = *t;
   }
@@ -396,7 +275,7 @@ Status run(const Options& o) {
     auto t = time_graph(s, o.seconds, [&]() -> Status {
       QYOLO_RETURN_IF_ERROR(cuda::check(
           cudaMemcpyAsync(pixels.data(), host_pixels, bytes, cudaMemcpyHostToDevice, s), "H2D"));
-      QYOLO_RETURN_IF_ERROR(pipeline->enqueue_pipeline(dev, s));
+      QYOLO_RETURN_IF_ERROR(pipeline->enqueue_pipeline(s));
       QYOLO_RETURN_IF_ERROR(cuda::check(cudaMemcpyAsync(host_boxes, pipeline->boxes().data(),
                                                         pipeline->boxes().size(),
                                                         cudaMemcpyDeviceToHost, s),

@@ -7,6 +7,10 @@
 # travels to the GPU machine (this folder goes instead of prepare.sh's, not beside it).
 #
 #   bash bench/cuda_engine/prepare_cli.sh <prepare.sh folder> <dir> [build]
+#
+# [build] must be a QYOLO_CUDA=ON build without QAT: LibTorch's libraries alone are ~70 MB packed.
+#   cmake -S . -B build-cli -G Ninja -DCMAKE_BUILD_TYPE=Release -DQYOLO_CUDA=ON -DQYOLO_QAT=OFF \
+#     -DCMAKE_CUDA_COMPILER=$(command -v nvcc) && cmake --build build-cli --target qyolo
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 gpu=${1:?usage: prepare_cli.sh <prepare.sh folder> <dir> [build]}
@@ -15,6 +19,8 @@ build=${3:-build}
 data=${QYOLO_DATA:-../shared/data}
 grep -q "QYOLO_CUDA:BOOL=ON" "$build/CMakeCache.txt" ||
   { echo "prepare_cli.sh: $build was not configured with QYOLO_CUDA=ON" >&2; exit 1; }
+ldd "$build/qyolo" | grep -q libtorch &&
+  { echo "prepare_cli.sh: $build/qyolo links LibTorch (too large to carry): build it with -DQYOLO_QAT=OFF" >&2; exit 1; }
 mkdir -p "$dir"
 stage=$(mktemp -d)
 mkdir -p "$stage/cli/lib"

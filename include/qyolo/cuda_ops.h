@@ -199,7 +199,14 @@ struct HeadsArgs {
   HeadType type = HeadType::kFloat16;
   float scales[3] = {1.0f, 1.0f, 1.0f};  // int8 heads
   HeadTensor heads[3];                   // strides 8, 16, 32 in order
+  // fp16 heads: a device table of the sigmoid of every half value (65536 floats,
+  // half_sigmoid_table()) as the CPU's decode_heads() computes it, so the decoded values equal
+  // the CPU's bit for bit; null computes the sigmoid in double precision, which the CPU's
+  // single-precision expf misses by an ulp on a few values in ten thousand.
+  const float* half_sigmoid = nullptr;
 };
+// The table for HeadsArgs::half_sigmoid, indexed by the half's bits, computed on the host.
+std::vector<float> half_sigmoid_table();
 // The standard YOLOv5 strides and anchors filled into `args.heads` (data and layout untouched).
 void set_default_anchors(HeadsArgs& args);
 int64_t head_rows(const HeadsArgs& args);  // 3 * sum(H * W)
@@ -215,6 +222,9 @@ struct DetectArgs {
   HeadsArgs heads;
   float conf_threshold = 0.001f, iou_threshold = 0.6f;
   int max_det = 300, max_nms = 30000;
+  // true: every class above conf is a candidate (validation); false: only the box's best class
+  // (the first of the highest obj * cls), as detect.py and NmsOptions::multi_label = false.
+  bool multi_label = true;
   // Candidates (box x class above conf) one image may produce before the max_nms cut; more are
   // counted but dropped, and the image's result is then not exact (see candidate_counts).
   int max_candidates = 1 << 17;
@@ -225,7 +235,7 @@ struct DetectArgs {
   int* candidate_counts = nullptr;       // [batch] or null: candidates before the cut
 };
 size_t detect_workspace_bytes(const DetectArgs& args);
-// Decode, candidates (obj > conf, score = obj * cls > conf, every class), the max_nms best in
+// Decode, candidates (obj > conf, score = obj * cls > conf, every class or the best), the max_nms best in
 // score order (ties by candidate order), class-aware greedy NMS, max_det kept, boxes mapped back
 // to the original image and clipped when plans are given.
 Status detect(const DetectArgs& args, cudaStream_t stream);

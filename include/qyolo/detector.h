@@ -26,6 +26,9 @@ struct DetectorOptions {
   std::set<std::string> fp16_layers;
   // Engines on the cuda target: the GPU (runtime::DeviceOptions::device_index).
   int device_index = 0;
+  // Engines on the cuda target letterbox, decode and NMS on the GPU (qyolo/detect_pipeline.h)
+  // where the engine's I/O formats and these options allow; true keeps them on the host.
+  bool host_pipeline = false;
 };
 
 // Time spent per stage, accumulated over calls, in milliseconds.
@@ -56,6 +59,8 @@ class Detector {
 
   const StageTimes& times() const { return times_; }
   bool trimmed() const { return trimmed_; }
+  // Where letterbox, decode and NMS run: "host", or "gpu" for an engine's GPU pipeline.
+  std::string pipeline() const;
   // The INT8 backend's per-layer precision, empty in FP32.
   std::vector<LayerPrecision> layer_precisions() const;
   int canvas() const { return canvas_; }
@@ -69,6 +74,9 @@ class Detector {
   std::shared_ptr<EngineRunner> engine_;
   Expected<std::map<std::string, Tensor>> run_engine(const std::map<std::string, Tensor>& inputs);
   std::vector<LayerPrecision> engine_layer_precisions() const;
+  // The GPU pipeline for one image: false (and nothing in `detections`) when this detector has
+  // none, or when the image had more candidates than the GPU's buffer and must go the host way.
+  Expected<bool> detect_on_device(const Image& image, std::vector<Detection>* detections);
   DetectorOptions options_;
   std::string input_name_;
   bool trimmed_ = false;

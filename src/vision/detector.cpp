@@ -84,6 +84,11 @@ Expected<std::vector<Detection>> Detector::detect_file(const std::string& path) 
 }
 
 Expected<std::vector<Detection>> Detector::detect(const Image& image) {
+  if (engine_) {
+    std::vector<Detection> detections;
+    QYOLO_ASSIGN_OR_RETURN(const bool done, detect_on_device(image, &detections));
+    if (done) return detections;
+  }
   auto start = std::chrono::steady_clock::now();
   Letterbox placement;
   const Image boxed = letterbox(image, options_.image_size, canvas_, &placement);

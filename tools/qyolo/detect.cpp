@@ -31,6 +31,7 @@ struct DetectOptions {
   int max_det = 300;
   int image_size = 640;
   std::string anchors;
+  bool host_pipeline = false;  // --host-pipeline: a cuda engine's letterbox and NMS on the host
 };
 
 std::string lower(std::string text) {
@@ -148,6 +149,7 @@ int run_detect(const DetectOptions& options) {
   detector_options.nms.iou_threshold = options.iou;
   detector_options.nms.max_det = options.max_det;
   detector_options.nms.multi_label = false;  // the best class per box, as detect.py does
+  detector_options.host_pipeline = options.host_pipeline;
   if (!options.anchors.empty()) {
     auto anchors = parse_anchors(options.anchors);
     if (!anchors) return report_error("detect", anchors.status());
@@ -247,6 +249,8 @@ void add_detect_command(CLI::App& app, int& exit_code) {
       app.add_subcommand("detect", "Draw detected boxes onto images and write detections.json");
   cmd->add_option("--onnx", options->model, "ONNX model file");
   cmd->add_option("--loadEngine", options->engine, "Engine file from qyolo build, run on its target");
+  cmd->add_flag("--host-pipeline", options->host_pipeline,
+                "With a cuda engine: letterbox, decode and NMS on the host, not on the GPU");
   cmd->add_option("-o,--output-dir", options->output_dir, "Folder for drawn images and JSON")
       ->required();
   cmd->add_option("--conf", options->conf, "Confidence threshold")

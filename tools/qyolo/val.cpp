@@ -72,6 +72,7 @@ struct ValOptions {
   std::string save_json;
   std::string export_metrics;
   std::string devices;  // --devices all|0,1,...: one engine instance per entry
+  bool host_pipeline = false;  // --host-pipeline: a cuda engine's letterbox and NMS on the host
   PrecisionFlags precision;
 };
 
@@ -105,6 +106,7 @@ int run_val(const ValOptions& options) {
   detector_options.nms.conf_threshold = options.conf;
   detector_options.nms.iou_threshold = options.iou;
   detector_options.nms.max_det = options.max_det;
+  detector_options.host_pipeline = options.host_pipeline;
   if (!options.anchors.empty()) {
     auto anchors = parse_anchors(options.anchors);
     if (!anchors) return report_error("val", anchors.status());
@@ -135,6 +137,9 @@ int run_val(const ValOptions& options) {
     std::printf("INT8: %d layers int8; convolutions in FP16:\n%s", int8_layers,
                 fp16.empty() ? "  none\n" : fp16.c_str());
   }
+  if (!options.engine.empty())
+    std::printf("pipeline: letterbox, decode and NMS on the %s\n",
+                detectors.front()->pipeline() == "gpu" ? "GPU, with the network" : "host");
   // The images of the annotation file that are in the folder, in annotation order.
   std::vector<const CocoImage*> todo;
   int64_t missing = 0;
@@ -268,6 +273,7 @@ int run_val(const ValOptions& options) {
     metrics["detections"] = detections.size();
     metrics["model"] = options.engine.empty() ? options.model : options.engine;
     metrics["devices"] = devices;
+    metrics["pipeline"] = detectors.front()->pipeline();
     metrics["images_per_s"] = double(todo.size()) / std::max(wall, 1e-9);
     metrics["time_per_image_ms"] = {{"decode", t.decode / n},
                                     {"preprocess", t.preprocess / n},
@@ -314,6 +320,8 @@ void add_val_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--devices", o->devices,
                   "With --loadEngine: all, or device indices (0,1; repeats = instances on one "
                   "device); images are sharded across one engine instance per entry");
+  cmd->add_flag("--host-pipeline", o->host_pipeline,
+                "With a cuda engine: letterbox, decode and NMS on the host, not on the GPU");
   add_precision_flags(cmd, o->precision);
   cmd->callback([o, &exit_code] { exit_code = run_val(*o); });
 }

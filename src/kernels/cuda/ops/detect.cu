@@ -30,6 +30,16 @@ void set_default_anchors(HeadsArgs& args) {
   }
 }
 
+std::vector<float> half_sigmoid_table() {
+  std::vector<float> table(65536);
+  for (uint32_t bits = 0; bits < 65536; ++bits) {
+    // decode_heads() on the unpacked (half -> float) value, as the CPU path computes it.
+    const float v = half_bits_to_float(static_cast<uint16_t>(bits));
+    table[bits] = 1.0f / (1.0f + std::exp(-v));
+  }
+  return table;
+}
+
 int64_t head_rows(const HeadsArgs& args) {
   int64_t rows = 0;
   for (const HeadTensor& h : args.heads) rows += 3 * int64_t{h.height} * h.width;
@@ -97,7 +107,9 @@ __device__ __forceinline__ float field_sigmoid(const Heads& h, int n, const RowR
   if (h.args.type == HeadType::kInt8) {
     return h.tables.values[r.level][static_cast<const int8_t*>(t.data)[at] + 128];
   }
-  const float v = ops::from_half_bits(static_cast<const uint16_t*>(t.data)[at]);
+  const uint16_t bits = static_cast<const uint16_t*>(t.data)[at];
+  if (h.args.half_sigmoid) return __ldg(h.args.half_sigmoid + bits);
+  const float v = ops::from_half_bits(bits);
   const float e = static_cast<float>(exp(-static_cast<double>(v)));
   return __fdiv_rn(1.0f, __fadd_rn(1.0f, e));
 }
@@ -134,13 +146,28 @@ __device__ __forceinline__ uint64_t candidate_key(float score, uint32_t index) {
   return (uint64_t{0x7fffffffu - __float_as_uint(score)} << 32) | index;
 }
 
-__global__ void candidates_kernel(Heads h, float conf, int capacity, int* counts, uint64_t* keys) {
+__global__ void candidates_kernel(Heads h, float conf, bool multi_label, int capacity, int* counts,
+                                  uint64_t* keys) {
   const int n = blockIdx.y;
   const int64_t row = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
   if (row >= h.rows) return;
   const RowRef r = locate(h, row);
   const float obj = field_sigmoid(h, n, r, 4);
   if (!(obj > conf)) return;
+  if (!multi_label) {  // the first class with the highest obj * cls, as the CPU picks it
+    int best = 0;
+    float best_score = __fmul_rn(field_sigmoid(h, n, r, 5), obj);
+    for (int c = 1; c < h.args.classes; ++c) {
+      const float score = __fmul_rn(field_sigmoid(h, n, r, 5 + c), obj);
+      if (score > best_score) best = c, best_score = score;
+    }
+    if (!(best_score > conf)) return;
+    const int slot = atomicAdd(&counts[n], 1);
+    if (slot < capacity)
+      keys[int64_t{n} * capacity + slot] =
+          candidate_key(best_score, static_cast<uint32_t>(row * h.args.classes + best));
+    return;
+  }
   for (int c = 0; c < h.args.classes; ++c) {
     const float score = __fmul_rn(field_sigmoid(h, n, r, 5 + c), obj);
     if (!(score > conf)) continue;
@@ -614,7 +641,7 @@ Status detect(const DetectArgs& a, cudaStream_t stream) {
 
   QYOLO_RETURN_IF_ERROR(check(cudaMemsetAsync(counts, 0, batch * sizeof(int), stream), kOp));
   candidates_kernel<<<dim3(ops::blocks_for(h.rows, 128), batch), 128, 0, stream>>>(
-      h, a.conf_threshold, a.max_candidates, counts, keys_in);
+      h, a.conf_threshold, a.multi_label, a.max_candidates, counts, keys_in);
   QYOLO_RETURN_IF_ERROR(ops::launched(kOp));
   segments_kernel<<<ops::blocks_for(batch, 128), 128, 0, stream>>>(
       counts, batch, a.max_candidates, a.max_nms, begin, end, begin2, end2, a.candidate_counts);
