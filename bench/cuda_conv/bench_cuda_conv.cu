@@ -131,7 +131,8 @@ struct QyoloResult {
 };
 
 // The epilogue a real engine would run for this layer: SiLU into int8 everywhere, plus the
-// residual add in the backbone's Bottlenecks (model.2/4/6/8, shortcut=True); the three detect
+// residual add in the backbone's Bottlenecks (model.2/4/6/8, shortcut=True), the SiLU's output
+// rounded at its own scale before the add as the engine's fused layer does; the three detect
 // head convolutions write float16 without activation into 256-channel rows.
 Expected<QyoloResult> bench_qyolo(const std::string& node, const ConvInt8Shape& s,
                                   cudaStream_t stream, bool all_tiles, const std::string& force_tile) {
@@ -172,6 +173,8 @@ Expected<QyoloResult> bench_qyolo(const std::string& node, const ConvInt8Shape& 
   args.epilogue.residual = residual ? res.as<int8_t>() : nullptr;
   args.epilogue.residual_layout = out_layout;
   args.epilogue.residual_scale = 0.03f;
+  // As the engine builds a fused Conv+SiLU+Add: the SiLU output rounded at its own scale first.
+  args.epilogue.conv_scale = residual ? 0.04f : 0.0f;
   args.epilogue.output_scale = 0.05f;
   args.epilogue.output = head ? ConvOutput::kFloat16 : ConvOutput::kInt8;
   args.output = output.data();

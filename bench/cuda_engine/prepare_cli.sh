@@ -19,7 +19,7 @@ build=${3:-build}
 data=${QYOLO_DATA:-../shared/data}
 grep -q "QYOLO_CUDA:BOOL=ON" "$build/CMakeCache.txt" ||
   { echo "prepare_cli.sh: $build was not configured with QYOLO_CUDA=ON" >&2; exit 1; }
-ldd "$build/qyolo" | grep -q libtorch &&
+ldd "$build/qyolo" | grep libtorch >/dev/null &&
   { echo "prepare_cli.sh: $build/qyolo links LibTorch (too large to carry): build it with -DQYOLO_QAT=OFF" >&2; exit 1; }
 mkdir -p "$dir"
 stage=$(mktemp -d)

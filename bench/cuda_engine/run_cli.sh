@@ -58,7 +58,7 @@ sys.exit(runs[0] != runs[1])' "$1/detections.json" "$2/detections.json"
 done
 for e in "$dir"/bench/*.engine "$dir"/accuracy/*.engine; do
   name=$(basename "$e" .engine)
-  "$qyolo" bench --loadEngine "$e" --useCudaGraph --duration 2 --devices "$all" \
+  "$qyolo" bench --loadEngine "$e" --useCudaGraph --streams 2 --duration 2 --devices "$all" \
     --exportProfile "$out/$name.profile.json" >"$out/$name.bench.log" 2>&1 || status=1
   echo "== bench $name --devices $all"
   grep -E "^Throughput|^Latency|^instance|^Total:" "$out/$name.bench.log" | head -12

@@ -14,6 +14,12 @@
 #include "qyolo/commands.h"
 #include "qyolo/runtime.h"
 
+#if defined(QYOLO_WITH_CUDA)
+#include <cuda_runtime_api.h>
+
+#include "qyolo/cuda.h"
+#endif
+
 namespace qyolo::cli {
 namespace {
 
@@ -135,7 +141,44 @@ struct Instance {
   bool host_memory = true;
   size_t input_count = 0;
   double h2d_ms = 0, d2h_ms = 0;  // of the last iteration
+#if defined(QYOLO_WITH_CUDA)
+  // --useCudaGraph: each stream's task captured once (hybrid submission) and replayed.
+  std::vector<cuda::Stream> streams;
+  std::vector<cudaGraphExec_t> graphs;
+  ~Instance() {
+    for (cudaGraphExec_t g : graphs) cudaGraphExecDestroy(g);
+  }
+#endif
 };
+
+// --useCudaGraph: a stream per task and the task's whole network captured into a CUDA graph on
+// it, as trtexec captures its enqueue.
+Status capture_graphs(Instance& inst) {
+#if defined(QYOLO_WITH_CUDA)
+  for (const runtime::Task& task : inst.tasks) {
+    QYOLO_ASSIGN_OR_RETURN(cuda::Stream stream, cuda::Stream::create());
+    cudaStream_t s = stream.get();
+    QYOLO_RETURN_IF_ERROR(cuda::check(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal),
+                                      "--useCudaGraph: begin capture"));
+    const Status submitted = inst.device->submit(task, s);
+    cudaGraph_t graph = nullptr;
+    const Status ended = cuda::check(cudaStreamEndCapture(s, &graph), "--useCudaGraph: end capture");
+    QYOLO_RETURN_IF_ERROR(submitted);
+    QYOLO_RETURN_IF_ERROR(ended);
+    cudaGraphExec_t exec = nullptr;
+    const Status made =
+        cuda::check(cudaGraphInstantiate(&exec, graph, 0), "--useCudaGraph: instantiate");
+    cudaGraphDestroy(graph);
+    QYOLO_RETURN_IF_ERROR(made);
+    inst.graphs.push_back(exec);
+    inst.streams.push_back(std::move(stream));
+  }
+  return Status::ok();
+#else
+  (void)inst;
+  return unsupported("--useCudaGraph: qyolo was built without QYOLO_CUDA");
+#endif
+}
 
 Expected<std::unique_ptr<Instance>> make_instance(const Engine& engine, const std::string& path,
                                                   int device_index, int streams, int batch) {
@@ -192,16 +235,33 @@ Status copy(Instance& inst, bool in) {
   return Status::ok();
 }
 
+bool graphs_ran(const Instance& inst) {
+#if defined(QYOLO_WITH_CUDA)
+  return !inst.graphs.empty();
+#else
+  (void)inst;
+  return false;
+#endif
+}
+
 // One iteration: the inputs copied in, every stream runs one task (through fences, so the
-// streams overlap), the outputs copied out.
+// streams overlap; with --useCudaGraph, its graph on its own stream), the outputs copied out.
 Status iterate(Instance& inst) {
   const auto t0 = Clock::now();
   QYOLO_RETURN_IF_ERROR(copy(inst, true));
   const auto t1 = Clock::now();
+#if defined(QYOLO_WITH_CUDA)
+  if (!inst.graphs.empty()) {  // --useCudaGraph: every stream's graph launched, then waited for
+    for (size_t k = 0; k < inst.graphs.size(); ++k)
+      QYOLO_RETURN_IF_ERROR(cuda::check(cudaGraphLaunch(inst.graphs[k], inst.streams[k].get()),
+                                        "--useCudaGraph: graph launch"));
+    for (const cuda::Stream& stream : inst.streams) QYOLO_RETURN_IF_ERROR(stream.synchronize());
+  }
+#endif
   std::vector<runtime::FencePtr> done;
-  for (const runtime::Task& task : inst.tasks) {
+  for (size_t k = 0; k < inst.tasks.size() && !graphs_ran(inst); ++k) {
     done.push_back(runtime::Fence::create());
-    QYOLO_RETURN_IF_ERROR(inst.device->submit(task, {}, {done.back()}));
+    QYOLO_RETURN_IF_ERROR(inst.device->submit(inst.tasks[k], {}, {done.back()}));
   }
   for (auto& f : done) QYOLO_RETURN_IF_ERROR(f->wait());
   const auto t2 = Clock::now();
@@ -248,12 +308,6 @@ int run_bench(const BenchFlags& flags) {
   if (!engine) return report_error("bench", engine.status());
   if (flags.cuda_graph && engine->target != EngineTarget::kCuda)
     return report_error("bench", invalid_argument("--useCudaGraph needs a cuda engine"));
-  // The CUDA graph replay lives in bench/cuda_engine (bench_cuda_engine) for now; the CLI would
-  // need CUDA's API itself for it.
-  if (flags.cuda_graph)
-    return report_error("bench", unsupported("--useCudaGraph is not in qyolo bench yet; "
-                                             "bench/cuda_engine's bench_cuda_engine replays a "
-                                             "CUDA graph"));
   if (flags.streams < 1 || flags.iterations < 1 || flags.duration_s < 0 || flags.warm_up_ms < 0)
     return report_error("bench", invalid_argument("--streams and --iterations must be positive"));
   const int batch = flags.batch ? flags.batch : engine->max_batch;
@@ -266,6 +320,8 @@ int run_bench(const BenchFlags& flags) {
   for (int index : *device_indices) {
     auto inst = make_instance(*engine, flags.engine, index, flags.streams, batch);
     if (!inst) return report_error("bench", inst.status());
+    if (flags.cuda_graph)
+      if (Status st = capture_graphs(**inst); !st.is_ok()) return report_error("bench", st);
     instances.push_back(std::move(*inst));
   }
   Instance& first = *instances[0];
@@ -275,8 +331,9 @@ int run_bench(const BenchFlags& flags) {
               engine->qyolo_version.c_str(), engine->source.c_str());
   std::printf(
       "=== Inference Options ===\nBatch: %d\nStreams: %d\nWarmup: %.0f ms\nDuration: %.1f s "
-      "(+ at least %d iterations)\nDevice: %s\n",
+      "(+ at least %d iterations)\nCUDA graph: %s\nDevice: %s\n",
       batch, flags.streams, flags.warm_up_ms, flags.duration_s, flags.iterations,
+      flags.cuda_graph ? "yes (each stream's task captured once, then replayed)" : "no",
       device.describe().c_str());
 
   const auto warm_start = Clock::now();
