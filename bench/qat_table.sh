@@ -12,6 +12,9 @@
 #        STAGES (default "calib finetune"), CONFIGS (default "1 2 3"), CALIB_EXTRA and EXTRA
 #        (more `qyolo qat` flags for calibration, e.g. --percentile 99.999, and for fine-tuning)
 set -euo pipefail
+# oneDNN's FP32 kernels (qyolo's and LibTorch's) differ in the last bits by CPU instruction set,
+# and val2017-mini's mAP moves with them (README, Table 1): AVX2 everywhere.
+export ONEDNN_MAX_CPU_ISA=${ONEDNN_MAX_CPU_ISA:-AVX2}
 qyolo="${1:-build/qyolo}"
 out="${2:-qat_table}"
 data="${QYOLO_DATA:-../shared/data}"

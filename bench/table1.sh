@@ -6,6 +6,9 @@
 #
 # usage: bench/table1.sh [build/qyolo] [out-dir]     (QYOLO_DATA: the data folder)
 set -euo pipefail
+# Calibration's FP32 activations come from oneDNN, whose kernels differ by CPU instruction set
+# in the last bits, and val2017-mini's mAP moves with them (README, Table 1): AVX2 everywhere.
+export ONEDNN_MAX_CPU_ISA=${ONEDNN_MAX_CPU_ISA:-AVX2}
 qyolo="${1:-build/qyolo}"
 out="${2:-table1}"
 data="${QYOLO_DATA:-../shared/data}"

@@ -11,6 +11,9 @@
 #
 # The accuracy references are printed at the end: `qyolo val --int8` with the same cache.
 set -euo pipefail
+# Calibration's FP32 activations come from oneDNN, whose kernels differ by CPU instruction set
+# in the last bits, and val2017-mini's mAP moves with them (README, Table 1): AVX2 everywhere.
+export ONEDNN_MAX_CPU_ISA=${ONEDNN_MAX_CPU_ISA:-AVX2}
 cd "$(dirname "$0")/../.."
 dir=${1:?usage: prepare.sh <dir> [build]}
 build=${2:-build}
