@@ -23,6 +23,10 @@ struct ConvInt8Args {
   ConvInt8Epilogue epilogue;        // weight_scales, bias, residual on the device
   void* output = nullptr;           // int8, half or int32 per epilogue.output
   ChannelSlice output_layout;
+  // 32: int8 output in the engine's int8:chw32 format instead of output_layout, N x
+  // ceil(C/32) x H x W x 32 with the padded channels written zero (an engine's head written in
+  // place of its output reformat). Needs int8 output and round_up(C, 16) == round_up(C, 32).
+  int output_block = 0;
   // Tile variant (conv_int8_tile_name); -1 lets conv_int8_pick_tile choose.
   int tile = -1;
 };

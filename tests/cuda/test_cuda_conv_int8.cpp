@@ -29,6 +29,12 @@ namespace {
 
 using cuda::DeviceBuffer;
 
+#define CONV_ASSERT_OK(expr)                        \
+  do {                                              \
+    const ::qyolo::Status conv_status_ = (expr);    \
+    ASSERT_TRUE(conv_status_.is_ok()) << conv_status_.message(); \
+  } while (0)
+
 #define SKIP_WITHOUT_GPU()                                                                 \
   if (cuda::device_count() == 0)                                                           \
   GTEST_SKIP() << "no CUDA device (cudaGetDeviceCount reports none): GPU test not run"
@@ -351,6 +357,92 @@ TEST(ConvInt8Cuda, EveryTileVariantOnEdgeShapes) {
   EXPECT_EQ(all.untouched_violations, 0);
 }
 
+// output_block 32 (an engine head written straight into int8:chw32): the same values as the
+// NHWC output, every tile variant, with and without a residual; the padded channels zero in a
+// buffer poisoned first.
+TEST(ConvInt8Cuda, BlockedChw32OutputEqualsTheNhwcOutput) {
+  SKIP_WITHOUT_GPU();
+  // batch, cin, h, w, cout, kernel, stride, pad
+  const std::vector<ConvInt8Shape> shapes = {
+      {3, 64, 20, 23, 255, 1, 1, 0}, {2, 64, 9, 7, 255, 3, 1, 1}, {1, 128, 16, 16, 32, 1, 1, 0}};
+  std::mt19937 rng(11);
+  int64_t compared = 0, runs = 0;
+  for (size_t k = 0; k < shapes.size(); ++k) {
+    const ConvInt8Shape& s = shapes[k];
+    const bool with_residual = k == 1;
+    const int cout = s.out_channels, stride = round_up(cout, 16), blocks = (cout + 31) / 32;
+    const int64_t pixels = s.out_pixels(), hw = int64_t{s.out_h()} * s.out_w();
+    std::vector<int8_t> input(size_t(s.batch) * s.in_h * s.in_w * round_up(s.in_channels, 16));
+    std::vector<int8_t> weights(size_t(cout) * s.kernel * s.kernel * s.in_channels);
+    std::vector<int8_t> residual(size_t(pixels) * stride);
+    fill_int8(input, rng);
+    fill_int8(weights, rng);
+    fill_int8(residual, rng);
+    std::vector<float> scales(cout, 2e-4f), bias(cout, 0.25f);
+    const ChannelSlice in_layout{round_up(s.in_channels, 16), 0};
+    const auto packed =
+        pack_conv_int8_weights(s, conv_int8_weight_format(s, in_layout), weights.data());
+    auto d_in = DeviceBuffer::allocate(input.size());
+    auto d_w = DeviceBuffer::allocate(packed.size());
+    auto d_scales = DeviceBuffer::allocate(cout * 4);
+    auto d_bias = DeviceBuffer::allocate(cout * 4);
+    auto d_res = DeviceBuffer::allocate(residual.size());
+    auto d_nhwc = DeviceBuffer::allocate(size_t(pixels) * stride);
+    auto d_blocked = DeviceBuffer::allocate(size_t(s.batch) * blocks * hw * 32);
+    ASSERT_TRUE(d_in && d_w && d_scales && d_bias && d_res && d_nhwc && d_blocked);
+    CONV_ASSERT_OK(d_in->upload(input.data(), input.size()));
+    CONV_ASSERT_OK(d_w->upload(packed.data(), packed.size()));
+    CONV_ASSERT_OK(d_scales->upload(scales.data(), cout * 4));
+    CONV_ASSERT_OK(d_bias->upload(bias.data(), cout * 4));
+    CONV_ASSERT_OK(d_res->upload(residual.data(), residual.size()));
+    cuda::ConvInt8Args a;
+    a.shape = s;
+    a.input = d_in->as<int8_t>();
+    a.input_layout = in_layout;
+    a.weights = d_w->as<int8_t>();
+    a.epilogue.input_scale = 0.05f;
+    a.epilogue.weight_scales = d_scales->as<float>();
+    a.epilogue.bias = d_bias->as<float>();
+    a.epilogue.silu = true;
+    a.epilogue.output_scale = 0.04f;
+    if (with_residual) {
+      a.epilogue.residual = d_res->as<int8_t>();
+      a.epilogue.residual_layout = {stride, 0};
+      a.epilogue.residual_scale = 0.03f;
+      a.epilogue.conv_scale = 0.05f;
+    }
+    a.output_layout = {stride, 0};
+    for (int tile = 0; tile < cuda::conv_int8_tile_count(); ++tile) {
+      if (!cuda::conv_int8_tile_supports(tile, a)) continue;
+      a.tile = tile;
+      a.output = d_nhwc->data();
+      a.output_block = 0;
+      CONV_ASSERT_OK(cuda::conv_int8(a, nullptr));
+      CONV_ASSERT_OK(d_blocked->fill(0x5a));
+      a.output = d_blocked->data();
+      a.output_block = 32;
+      CONV_ASSERT_OK(cuda::conv_int8(a, nullptr));
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      std::vector<int8_t> nhwc(d_nhwc->size()), blocked(d_blocked->size());
+      CONV_ASSERT_OK(d_nhwc->download(nhwc.data(), nhwc.size()));
+      CONV_ASSERT_OK(d_blocked->download(blocked.data(), blocked.size()));
+      int64_t bad = 0;
+      for (int64_t m = 0; m < pixels; ++m)
+        for (int c = 0; c < blocks * 32; ++c) {
+          const int64_t image = m / hw, at = m % hw;
+          const int8_t got = blocked[((image * blocks + c / 32) * hw + at) * 32 + c % 32];
+          const int8_t want = c < cout ? nhwc[m * stride + c] : 0;
+          bad += got != want;
+          ++compared;
+        }
+      EXPECT_EQ(bad, 0) << "shape " << k << " tile " << cuda::conv_int8_tile_name(tile);
+      ++runs;
+    }
+  }
+  std::printf("int8:chw32 output: %lld values over %lld runs compared with the NHWC output\n",
+              (long long)compared, (long long)runs);
+}
+
 // Argument checks happen before anything touches the GPU, so this runs everywhere.
 TEST(ConvInt8Cuda, RejectsBadArguments) {
   alignas(16) static int8_t dummy[64];
@@ -393,6 +485,9 @@ TEST(ConvInt8Cuda, RejectsBadArguments) {
   a = good;
   a.epilogue.weight_scales = nullptr;
   expect_error(a, "weight_scales");
+  a = good;
+  a.output_block = 16;
+  expect_error(a, "output_block");
 }
 
 }  // namespace

@@ -5,9 +5,11 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <memory>
 #include <numeric>
 #include <thread>
 
@@ -127,14 +129,56 @@ std::string layer_format(const Engine& e, const EngineLayer& l) {
   return element_type_name(t.type) + ":nhwc" + std::to_string(t.layout.stride);
 }
 
+// Host side of one I/O buffer: plain memory, or on the cuda target page-locked memory
+// (cudaMallocHost), as trtexec's, so H2D / D2H run at the bus's speed.
+class HostBuffer {
+ public:
+  static Expected<HostBuffer> make(size_t bytes, bool pinned) {
+    HostBuffer b;
+    b.size_ = bytes;
+#if defined(QYOLO_WITH_CUDA)
+    if (pinned) {
+      void* p = nullptr;
+      QYOLO_RETURN_IF_ERROR(cuda::check(cudaMallocHost(&p, bytes), "bench: cudaMallocHost"));
+      std::memset(p, 0, bytes);
+      b.pinned_.reset(p);
+      return b;
+    }
+#else
+    (void)pinned;
+#endif
+    b.plain_.assign(bytes, 0);
+    return b;
+  }
+  uint8_t* data() {
+    return pinned_ ? static_cast<uint8_t*>(pinned_.get()) : plain_.data();
+  }
+  size_t size() const { return size_; }
+
+ private:
+  struct FreePinned {
+    void operator()(void* p) const {
+#if defined(QYOLO_WITH_CUDA)
+      cudaFreeHost(p);
+#else
+      (void)p;
+#endif
+    }
+  };
+  std::vector<uint8_t> plain_;
+  std::unique_ptr<void, FreePinned> pinned_;
+  size_t size_ = 0;
+};
+
 // The instances of one device: a module per stream, with its I/O buffers. On targets whose
 // memory is not the host's (cuda) the tasks use the backend's buffers, and every iteration
-// copies the inputs in (H2D) and the outputs out (D2H), as trtexec counts them.
+// copies the inputs in (H2D) and the outputs out (D2H) from page-locked host buffers, as
+// trtexec counts them.
 struct Instance {
   int device_index = 0;
   std::unique_ptr<runtime::Device> device;
   std::vector<std::unique_ptr<runtime::Module>> modules;
-  std::vector<std::vector<std::vector<uint8_t>>> buffers;  // [stream][io], host side
+  std::vector<std::vector<HostBuffer>> buffers;  // [stream][io], host side
   std::vector<std::vector<std::unique_ptr<runtime::BackendBuffer>>> device_buffers;
   std::vector<std::unique_ptr<runtime::RegisteredMemory>> registered;
   std::vector<runtime::Task> tasks;
@@ -203,7 +247,9 @@ Expected<std::unique_ptr<Instance>> make_instance(const Engine& engine, const st
     task.batch = batch;
     for (const auto* list : {&engine.inputs, &engine.outputs})
       for (const EngineIo& io : *list) {
-        inst->buffers[s].emplace_back(size_t(io.image_bytes()) * batch, uint8_t{0});
+        QYOLO_ASSIGN_OR_RETURN(HostBuffer host, HostBuffer::make(size_t(io.image_bytes()) * batch,
+                                                                 !inst->host_memory));
+        inst->buffers[s].push_back(std::move(host));
         void* data = inst->buffers[s].back().data();
         if (!inst->host_memory) {
           QYOLO_ASSIGN_OR_RETURN(auto buffer, backend.allocate(inst->buffers[s].back().size()));

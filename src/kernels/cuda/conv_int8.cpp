@@ -193,6 +193,12 @@ Status conv_int8(const ConvInt8Args& a, cudaStream_t stream) {
                             "convolution with even kernel and padding)");
   if (!aligned16(a.input) || !aligned16(a.weights))
     return invalid_argument("conv_int8: input and weights must be 16-byte aligned");
+  if (a.output_block != 0 &&
+      (a.output_block != 32 || e.output != ConvOutput::kInt8 ||
+       round_up(s.out_channels, 16) != round_up(s.out_channels, 32) || !aligned16(a.output)))
+    return invalid_argument("conv_int8: output_block ", a.output_block,
+                            " needs 32, int8 output, a 16-byte aligned output and channels whose "
+                            "last 16 reach the block's end (", s.out_channels, " channels)");
   const int64_t pixels = s.out_pixels();
   if (pixels > std::numeric_limits<int>::max() / 2)
     return invalid_argument("conv_int8: ", pixels, " output pixels is too many for one launch");
@@ -250,7 +256,17 @@ Status conv_int8(const ConvInt8Args& a, cudaStream_t stream) {
   if (p.residual)
     vector_io = vector_io && reinterpret_cast<uintptr_t>(p.residual) % vec == 0 &&
                 e.residual_layout.stride % vec == 0;
+  if (a.output_block) {  // the blocked layout: every 16 channels one aligned 16-byte run
+    p.output = a.output;
+    p.out_stride = 0;
+    vector_io = p.residual ? reinterpret_cast<uintptr_t>(p.residual) % vec == 0 &&
+                                 e.residual_layout.stride % vec == 0
+                           : true;
+  }
   p.vector_io = vector_io ? 1 : 0;
+  p.out_block = a.output_block;
+  p.out_blocks = a.output_block ? (s.out_channels + a.output_block - 1) / a.output_block : 0;
+  p.out_hw = p.out_h * p.out_w;
 
   return check(kTiles[tile].launch(p, stream), kTiles[tile].name);
 }

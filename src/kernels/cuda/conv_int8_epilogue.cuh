@@ -198,7 +198,12 @@ __device__ __forceinline__ void store_slab_items(const ConvInt8Params& p, const 
     const int m = m_base + row;
     if (m >= p.pixels || n >= p.cout) continue;
     const float* y = stage + row * kStride + (item % kPerRow) * kVec;
-    const int64_t out_at = int64_t{m} * p.out_stride + n;
+    int64_t out_at = int64_t{m} * p.out_stride + n;
+    if (kKind == kOutInt8 && p.out_block) {  // N x blocks x H x W x 32
+      int hw;
+      const int image = p.div_out_hw.divmod(m, hw);
+      out_at = ((int64_t{image} * p.out_blocks + n / 32) * p.out_hw + hw) * 32 + n % 32;
+    }
     const int8_t* residual = M::residual(p) ? p.residual + int64_t{m} * p.residual_stride + n : nullptr;
     const bool vector = p.vector_io && n + kVec <= p.cout;
 
@@ -266,6 +271,8 @@ __device__ __forceinline__ void store_slab_items(const ConvInt8Params& p, const 
           static_cast<__half*>(p.output)[out_at + i] = __float2half_rn(half_element<M>(p, y[i], r, n_i));
         near = near || n_i;
       }
+      if (kKind == kOutInt8 && p.out_block)  // the block's padded channels are zero
+        for (int i = count; i < kVec; ++i) static_cast<int8_t*>(p.output)[out_at + i] = 0;
       if (near) [[unlikely]] fix_up<kKind>(p, y, residual, out_at, count);
     }
   }

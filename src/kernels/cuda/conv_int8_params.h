@@ -37,6 +37,9 @@ struct ConvInt8Params {
   int silu;
   int output_kind;   // ConvKernelOutput
   int vector_io;     // output/residual offsets and strides allow 16-byte accesses
+  // 0: the output is an NHWC slice (out_stride). 32: int8:chw32, N x out_blocks x H x W x 32,
+  // out_hw = out_h * out_w (the engine's blocked output format, written in place of a reformat).
+  int out_block, out_blocks, out_hw;
 };
 
 // The kernel variants, in two lists. K runs in steps of 64 bytes; each variant is compiled in

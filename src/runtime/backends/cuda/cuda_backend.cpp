@@ -87,6 +87,7 @@ class CudaPrepared : public PreparedEngine {
     const size_t first = size_t(std::max(args.first_layer, 0));
     for (size_t i = first; i < end && i < engine_.layers.size(); ++i) {
       if (timing) QYOLO_RETURN_IF_ERROR(events_[i].record(stream));
+      if (skipped(int(i), args)) continue;  // written by its conv (find_direct_outputs)
       QYOLO_RETURN_IF_ERROR(
           with_context(run_layer(int(i), args, stream), "layer '" + engine_.layers[i].name + "'"));
     }
@@ -174,7 +175,54 @@ class CudaPrepared : public PreparedEngine {
     if (scratch) {
       QYOLO_ASSIGN_OR_RETURN(scratch_, DeviceBuffer::allocate(scratch));
     }
+    find_direct_outputs();
     return Status::ok();
+  }
+
+  // An int8 conv whose output only an int8:chw32 output reformat reads, at the same scale (a
+  // copy), writes the engine output itself in that layout (conv_int8's output_block) and the
+  // reformat is skipped: in a whole-network run only, since per-layer runs read the tensor.
+  // QYOLO_CUDA_DIRECT_OUTPUTS=0 keeps the reformats.
+  void find_direct_outputs() {
+    direct_output_.assign(engine_.layers.size(), -1);
+    const char* env = std::getenv("QYOLO_CUDA_DIRECT_OUTPUTS");
+    if (env && std::strcmp(env, "0") == 0) return;
+    std::vector<int> readers(engine_.tensors.size(), 0);
+    for (const EngineLayer& l : engine_.layers) {
+      if (l.kind == LayerKind::kInputReformat) continue;
+      for (int t : l.inputs) ++readers[t];
+      if (l.residual >= 0) ++readers[l.residual];
+    }
+    std::vector<int> producer(engine_.tensors.size(), -1);
+    for (size_t i = 0; i < engine_.layers.size(); ++i)
+      if (engine_.layers[i].kind != LayerKind::kOutputReformat && engine_.layers[i].output >= 0)
+        producer[engine_.layers[i].output] = int(i);
+    for (size_t r = 0; r < engine_.layers.size(); ++r) {
+      const EngineLayer& reformat = engine_.layers[r];
+      if (reformat.kind != LayerKind::kOutputReformat) continue;
+      const EngineIo& io = engine_.outputs[reformat.output];
+      const int t = reformat.inputs[0];
+      const int c = producer[t];
+      if (c < 0 || int(r) < c || readers[t] != 1) continue;
+      const EngineLayer& conv = engine_.layers[c];
+      const EngineTensor& tensor = engine_.tensors[t];
+      if (conv.kind != LayerKind::kConv || conv.precision != ElementType::kInt8 ||
+          needs_scratch(conv) || io.format != IoFormat::kInt8Chw32 ||
+          tensor.type != ElementType::kInt8 || tensor.scale != io.scale ||
+          round_up(io.channels, 16) != round_up(io.channels, 32))
+        continue;
+      direct_output_[c] = int(r);
+      direct_reformat_.push_back(int(r));
+    }
+  }
+  bool skipped(int layer, const ExecuteArgs& args) const {
+    if (!whole_run(args)) return false;
+    for (int r : direct_reformat_)
+      if (r == layer) return true;
+    return false;
+  }
+  bool whole_run(const ExecuteArgs& args) const {
+    return args.first_layer <= 0 && (args.end_layer < 0 || size_t(args.end_layer) >= engine_.layers.size());
   }
 
   // A Conv whose output goes through a table (Conv + Sigmoid at the conv's own scale) runs into
@@ -224,15 +272,21 @@ class CudaPrepared : public PreparedEngine {
       case LayerKind::kOutputReformat:
         return output_reformat(l, args, stream);
       case LayerKind::kConv:
-        return l.precision == ElementType::kInt8 ? conv_int8(index, args.batch, stream)
+        return l.precision == ElementType::kInt8 ? conv_int8(index, args, stream)
                                                  : conv_fp16(index, args.batch, stream);
       default:
         return pointwise(l, args.batch, stream);
     }
   }
 
-  Status conv_int8(int index, int batch, cudaStream_t stream) {
+  Status conv_int8(int index, const ExecuteArgs& args, cudaStream_t stream) {
+    const int batch = args.batch;
     const EngineLayer& l = engine_.layers[index];
+    // The engine output in int8:chw32, written here instead of by its reformat.
+    const int direct = whole_run(args) ? direct_output_[index] : -1;
+    void* direct_dst = direct >= 0 ? args.outputs[engine_.layers[direct].output] : nullptr;
+    const uint64_t direct_image =
+        direct >= 0 ? uint64_t(engine_.outputs[engine_.layers[direct].output].image_bytes()) : 0;
     const EngineTensor& in = engine_.tensors[l.inputs[0]];
     const EngineTensor& out = engine_.tensors[l.output];
     const EngineTensor* res = l.residual >= 0 ? &engine_.tensors[l.residual] : nullptr;
@@ -254,6 +308,10 @@ class CudaPrepared : public PreparedEngine {
       a.epilogue.output_scale = out.scale;
       a.output = image_base(out, n);
       a.output_layout = out.layout;
+      if (direct_dst) {
+        a.output = static_cast<uint8_t*>(direct_dst) + n * direct_image;
+        a.output_block = 32;
+      }
       if (res && !scratch) {  // the residual Add in the epilogue
         a.epilogue.residual = static_cast<const int8_t*>(image_base(*res, n));
         a.epilogue.residual_layout = res->layout;
@@ -479,6 +537,8 @@ class CudaPrepared : public PreparedEngine {
   DeviceBuffer weights_, arena_, scratch_;
   std::vector<LayerState> layers_;
   std::vector<cuda::Event> events_;
+  std::vector<int> direct_output_;    // per layer: the output reformat its conv replaces, or -1
+  std::vector<int> direct_reformat_;  // those reformat layers
 };
 
 class CudaBackend : public Backend {
