@@ -108,6 +108,11 @@ TEST_F(CliEngine, BuildPrintsItsPassesAndValEqualsTheReference) {
   EXPECT_EQ(read_json(a)["stats"], read_json(b)["stats"]);
   EXPECT_EQ(read_json(a)["detections"], read_json(b)["detections"]);
   EXPECT_GT(read_json(a)["detections"].get<int>(), 100);
+  // A cpu engine letterboxes and runs NMS on the host; val says so.
+  EXPECT_NE(with_engine.output.find("pipeline: letterbox, decode and NMS on the host"),
+            std::string::npos)
+      << with_engine.output;
+  EXPECT_EQ(read_json(a)["pipeline"], "host");
   // Sharded over two instances: the same results, merged in order.
   const fs::path c = files().dir / "two.json", ra = files().dir / "one.res.json",
                  rc = files().dir / "two.res.json";
@@ -210,6 +215,9 @@ TEST_F(CliEngine, MistakesAreOneLineErrors) {
   r = run_qyolo("bench --loadEngine " + cpu + " --devices 1");
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("the cpu target has one device, 0"), std::string::npos) << r.output;
+  r = run_qyolo("bench --loadEngine " + cpu + " --useCudaGraph");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("--useCudaGraph needs a cuda engine"), std::string::npos) << r.output;
   // Truncated on disk.
   ASSERT_EQ(run_command("head -c 1000 " + cuda + " > " + e).exit_code, 0);
   r = run_qyolo("bench --loadEngine " + e);
