@@ -21,18 +21,7 @@ grep -q "QYOLO_CUDA:BOOL=ON" "$build/CMakeCache.txt" ||
   { echo "prepare_cli.sh: $build was not configured with QYOLO_CUDA=ON" >&2; exit 1; }
 ldd "$build/qyolo" | grep libtorch >/dev/null &&
   { echo "prepare_cli.sh: $build/qyolo links LibTorch (too large to carry): build it with -DQYOLO_QAT=OFF" >&2; exit 1; }
-mkdir -p "$dir"
-stage=$(mktemp -d)
-mkdir -p "$stage/cli/lib"
-strip -o "$stage/cli/qyolo" "$build/qyolo"
-ldd "$build/qyolo" | awk '/=> \// {print $3}' | while read -r lib; do
-  case $(basename "$lib") in
-    libc.so*|libm.so*|libdl.so*|libpthread.so*|librt.so*|libgcc_s.so*|libstdc++.so*|ld-linux*) ;;
-    *) cp -L "$lib" "$stage/cli/lib/" ;;
-  esac
-done
-tar -C "$stage" -cJf "$dir/cli.tar.xz" cli
-rm -rf "$stage"
+bash bench/cuda_engine/pack_cli.sh "$build/qyolo" "$dir"
 rm -rf "$dir/images" "$dir/accuracy" "$dir/bench"
 cp -r "$gpu/images" "$gpu/accuracy" "$gpu/bench" "$dir/"
 cp "$data/coco/val2017-mini/annotations/instances_val2017.json" "$dir/"

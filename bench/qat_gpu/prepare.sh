@@ -17,20 +17,7 @@ data=${QYOLO_DATA:-../shared/data}
 ldd "$build/qyolo" | grep libtorch_cuda >/dev/null ||
   { echo "prepare.sh: $build/qyolo does not link libtorch_cuda.so (see the header)" >&2; exit 1; }
 rm -rf "$dir" && mkdir -p "$dir"
-stage=$(mktemp -d)
-mkdir -p "$stage/cli/lib"
-strip -o "$stage/cli/qyolo" "$build/qyolo"
-ldd "$build/qyolo" | awk '/=> \// {print $3}' | while read -r lib; do
-  case $(basename "$lib") in
-    libc.so*|libm.so*|libdl.so*|libpthread.so*|librt.so*|libgcc_s.so*|libstdc++.so*|ld-linux*) ;;
-    libtorch*|libc10*|libcud*|libcu*|libnccl*|libnv*|libcupti*) ;;  # the torch install's
-    *) cp -L "$lib" "$stage/cli/lib/" ;;
-  esac
-done
-# The CUDA runtime qyolo's own kernels were linked against (13.x), in case torch's lies elsewhere.
-cp -L "$(ldd "$build/qyolo" | awk '/libcudart.so/ {print $3}')" "$stage/cli/lib/"
-tar -C "$stage" -cJf "$dir/cli.tar.xz" cli
-rm -rf "$stage"
+bash bench/cuda_engine/pack_cli.sh "$build/qyolo" "$dir" --without-torch
 cp -r "$data/coco/calib2017/images" "$dir/calib"
 cp -r "$data/coco/val2017-mini/images" "$dir/val"
 cp "$data/coco/val2017-mini/annotations/instances_val2017.json" "$data/models/yolov5n.onnx" "$dir/"

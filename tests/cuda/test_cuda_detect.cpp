@@ -142,7 +142,9 @@ void compare(std::vector<ImageHeads> batch, Kind kind, int max_nms, int max_det,
     totals.row_values_different += row_bad;
     // Without the table, fp16 heads' sigmoid is computed in double: an ulp off the CPU's expf on
     // a few values, which the real heads' boxes do not feel.
-    if (kind == Kind::kInt8 || half_table) EXPECT_EQ(row_bad, 0) << "image " << i << ": decoded values";
+    if (kind == Kind::kInt8 || half_table) {
+      EXPECT_EQ(row_bad, 0) << "image " << i << ": decoded values";
+    }
     std::vector<Detection> cpu = non_max_suppression(r, rows, 85, options);
     if (map_back) {
       Letterbox placement;

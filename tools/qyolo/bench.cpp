@@ -281,35 +281,30 @@ Status copy(Instance& inst, bool in) {
   return Status::ok();
 }
 
-bool graphs_ran(const Instance& inst) {
-#if defined(QYOLO_WITH_CUDA)
-  return !inst.graphs.empty();
-#else
-  (void)inst;
-  return false;
-#endif
-}
-
 // One iteration: the inputs copied in, every stream runs one task (through fences, so the
 // streams overlap; with --useCudaGraph, its graph on its own stream), the outputs copied out.
 Status iterate(Instance& inst) {
   const auto t0 = Clock::now();
   QYOLO_RETURN_IF_ERROR(copy(inst, true));
   const auto t1 = Clock::now();
+  bool graphs = false;
 #if defined(QYOLO_WITH_CUDA)
   if (!inst.graphs.empty()) {  // --useCudaGraph: every stream's graph launched, then waited for
+    graphs = true;
     for (size_t k = 0; k < inst.graphs.size(); ++k)
       QYOLO_RETURN_IF_ERROR(cuda::check(cudaGraphLaunch(inst.graphs[k], inst.streams[k].get()),
                                         "--useCudaGraph: graph launch"));
     for (const cuda::Stream& stream : inst.streams) QYOLO_RETURN_IF_ERROR(stream.synchronize());
   }
 #endif
-  std::vector<runtime::FencePtr> done;
-  for (size_t k = 0; k < inst.tasks.size() && !graphs_ran(inst); ++k) {
-    done.push_back(runtime::Fence::create());
-    QYOLO_RETURN_IF_ERROR(inst.device->submit(inst.tasks[k], {}, {done.back()}));
+  if (!graphs) {
+    std::vector<runtime::FencePtr> done;
+    for (const runtime::Task& task : inst.tasks) {
+      done.push_back(runtime::Fence::create());
+      QYOLO_RETURN_IF_ERROR(inst.device->submit(task, {}, {done.back()}));
+    }
+    for (auto& f : done) QYOLO_RETURN_IF_ERROR(f->wait());
   }
-  for (auto& f : done) QYOLO_RETURN_IF_ERROR(f->wait());
   const auto t2 = Clock::now();
   QYOLO_RETURN_IF_ERROR(copy(inst, false));
   inst.h2d_ms = std::chrono::duration<double, std::milli>(t1 - t0).count();

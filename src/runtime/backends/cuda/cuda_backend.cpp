@@ -185,6 +185,7 @@ class CudaPrepared : public PreparedEngine {
   // QYOLO_CUDA_DIRECT_OUTPUTS=0 keeps the reformats.
   void find_direct_outputs() {
     direct_output_.assign(engine_.layers.size(), -1);
+    replaced_.assign(engine_.layers.size(), 0);
     const char* env = std::getenv("QYOLO_CUDA_DIRECT_OUTPUTS");
     if (env && std::strcmp(env, "0") == 0) return;
     std::vector<int> readers(engine_.tensors.size(), 0);
@@ -212,14 +213,11 @@ class CudaPrepared : public PreparedEngine {
           round_up(io.channels, 16) != round_up(io.channels, 32))
         continue;
       direct_output_[c] = int(r);
-      direct_reformat_.push_back(int(r));
+      replaced_[r] = 1;
     }
   }
   bool skipped(int layer, const ExecuteArgs& args) const {
-    if (!whole_run(args)) return false;
-    for (int r : direct_reformat_)
-      if (r == layer) return true;
-    return false;
+    return replaced_[layer] && whole_run(args);
   }
   bool whole_run(const ExecuteArgs& args) const {
     return args.first_layer <= 0 && (args.end_layer < 0 || size_t(args.end_layer) >= engine_.layers.size());
@@ -538,7 +536,7 @@ class CudaPrepared : public PreparedEngine {
   std::vector<LayerState> layers_;
   std::vector<cuda::Event> events_;
   std::vector<int> direct_output_;    // per layer: the output reformat its conv replaces, or -1
-  std::vector<int> direct_reformat_;  // those reformat layers
+  std::vector<char> replaced_;        // per layer: an output reformat a conv writes instead
 };
 
 class CudaBackend : public Backend {
