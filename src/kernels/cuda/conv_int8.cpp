@@ -23,6 +23,7 @@ struct TileInfo {
   bool s2d;    // runs kHwc4S2d weights (the stem), else kOhwi16
   cudaError_t (*launch)(const ConvInt8Params&, cudaStream_t);
   bool im2col = false;  // A by the copy engine's im2col mode (taps_channels % 64 == 0)
+  bool stem = false;    // the direct 6x6/2 stem kernel: block_n channels at most
 };
 
 #define QYOLO_MMA_TILE(name, bm, bn, wm, wn, stages, s2d) \
@@ -31,12 +32,16 @@ struct TileInfo {
   TileInfo{#name, bm, bn, true, s2d, &launch_conv_int8_wgmma<bm, bn, stages, s2d>},
 #define QYOLO_IM2COL_TILE(name, bm, bn, stages) \
   TileInfo{#name, bm, bn, true, false, &launch_conv_int8_wgmma_im2col<bm, bn, stages>, true},
+#define QYOLO_STEM_TILE(name, bn) \
+  TileInfo{#name, 128, bn, false, true, &launch_conv_int8_stem<bn>, false, true},
 const TileInfo kTiles[] = {QYOLO_CONV_INT8_MMA_TILES(QYOLO_MMA_TILE)
                                QYOLO_CONV_INT8_WGMMA_TILES(QYOLO_WGMMA_TILE)
-                                   QYOLO_CONV_INT8_WGMMA_IM2COL_TILES(QYOLO_IM2COL_TILE)};
+                                   QYOLO_CONV_INT8_WGMMA_IM2COL_TILES(QYOLO_IM2COL_TILE)
+                                       QYOLO_CONV_INT8_STEM_TILES(QYOLO_STEM_TILE)};
 #undef QYOLO_MMA_TILE
 #undef QYOLO_WGMMA_TILE
 #undef QYOLO_IM2COL_TILE
+#undef QYOLO_STEM_TILE
 constexpr int kTileCount = sizeof(kTiles) / sizeof(kTiles[0]);
 
 bool aligned16(const void* pointer) { return reinterpret_cast<uintptr_t>(pointer) % 16 == 0; }
@@ -117,6 +122,8 @@ bool conv_int8_tile_supports(int tile, const ConvInt8Args& args) {
   const bool s2d =
       conv_int8_weight_format(args.shape, args.input_layout) == ConvWeightFormat::kHwc4S2d;
   if (kTiles[tile].s2d != s2d) return false;
+  if (kTiles[tile].stem && (args.shape.kernel != 6 || args.shape.out_channels > kTiles[tile].block_n))
+    return false;
   return !kTiles[tile].im2col || im2col_fits(args);
 }
 
@@ -136,7 +143,10 @@ int conv_int8_pick_tile(const ConvInt8Args& args) {
   const bool small = tiles_128 < device.sms;
   const char* name;
   if (conv_int8_weight_format(s, args.input_layout) == ConvWeightFormat::kHwc4S2d) {
-    name = cout <= 32 ? "mma_s2d_128x32_w4x1_s4" : "mma_s2d_128x64_w2x2_s4";
+    // The stem (6x6/2): the direct kernel, which copies each input patch once.
+    if (s.kernel == 6 && cout <= 32) name = "stem_s2d_4x32_n32";
+    else if (s.kernel == 6 && cout <= 64) name = "stem_s2d_4x32_n64";
+    else name = cout <= 32 ? "mma_s2d_128x32_w4x1_s4" : "mma_s2d_128x64_w2x2_s4";
   } else if (device.wgmma) {
     if (small) name = pointwise ? "wgmma_128x32_s4" : "mma_64x64_w2x2_s4";
     else if (cout <= 32) name = pointwise ? "wgmma_128x32_s4" : "mma_128x32_w4x1_s4";

@@ -16,6 +16,7 @@
 
 #include <cuda_fp16.h>
 
+#include <climits>
 #include <cstdint>
 
 #include "conv_int8_params.h"
@@ -189,14 +190,14 @@ __device__ __forceinline__ int8_t int8_at(uint32_t word, int byte) {
 // Stores one staged 16-row slab (floats, or int32 bits for kOutInt32), kVec channels per item.
 template <int kCols, int kStride, int kKind, class M = AnyMode>
 __device__ __forceinline__ void store_slab_items(const ConvInt8Params& p, const float* stage, int m_base,
-                                           int n_base, int lane) {
+                                           int n_base, int lane, int m_end) {
   constexpr int kVec = kKind == kOutInt8 ? 16 : kKind == kOutFloat16 ? 8 : 4;
   constexpr int kPerRow = kCols / kVec;
   for (int item = lane; item < 16 * kPerRow; item += 32) {
     const int row = item / kPerRow;
     const int n = n_base + (item % kPerRow) * kVec;
     const int m = m_base + row;
-    if (m >= p.pixels || n >= p.cout) continue;
+    if (m >= m_end || n >= p.cout) continue;
     const float* y = stage + row * kStride + (item % kPerRow) * kVec;
     int64_t out_at = int64_t{m} * p.out_stride + n;
     if (kKind == kOutInt8 && p.out_block) {  // N x blocks x H x W x 32
@@ -283,22 +284,22 @@ __device__ __forceinline__ void store_slab_items(const ConvInt8Params& p, const 
 // parameters say.
 template <int kCols, int kStride, int kKind>
 __device__ __forceinline__ void store_slab(const ConvInt8Params& p, const float* stage, int m_base,
-                                           int n_base, int lane) {
+                                           int n_base, int lane, int m_end) {
   if constexpr (kKind == kOutInt8) {
     const int steps = int(p.silu) | int(p.conv_scale > 0.0f) << 1 | int(p.residual != nullptr) << 2;
     switch (steps) {
-      case 0: return store_slab_items<kCols, kStride, kKind, Mode<0, 0, 0>>(p, stage, m_base, n_base, lane);
-      case 1: return store_slab_items<kCols, kStride, kKind, Mode<1, 0, 0>>(p, stage, m_base, n_base, lane);
-      case 3: return store_slab_items<kCols, kStride, kKind, Mode<1, 1, 0>>(p, stage, m_base, n_base, lane);
-      case 7: return store_slab_items<kCols, kStride, kKind, Mode<1, 1, 1>>(p, stage, m_base, n_base, lane);
-      default: return store_slab_items<kCols, kStride, kKind>(p, stage, m_base, n_base, lane);
+      case 0: return store_slab_items<kCols, kStride, kKind, Mode<0, 0, 0>>(p, stage, m_base, n_base, lane, m_end);
+      case 1: return store_slab_items<kCols, kStride, kKind, Mode<1, 0, 0>>(p, stage, m_base, n_base, lane, m_end);
+      case 3: return store_slab_items<kCols, kStride, kKind, Mode<1, 1, 0>>(p, stage, m_base, n_base, lane, m_end);
+      case 7: return store_slab_items<kCols, kStride, kKind, Mode<1, 1, 1>>(p, stage, m_base, n_base, lane, m_end);
+      default: return store_slab_items<kCols, kStride, kKind>(p, stage, m_base, n_base, lane, m_end);
     }
   } else if constexpr (kKind == kOutFloat16) {
     if (!p.silu && !p.residual)
-      return store_slab_items<kCols, kStride, kKind, Mode<0, 0, 0>>(p, stage, m_base, n_base, lane);
-    return store_slab_items<kCols, kStride, kKind>(p, stage, m_base, n_base, lane);
+      return store_slab_items<kCols, kStride, kKind, Mode<0, 0, 0>>(p, stage, m_base, n_base, lane, m_end);
+    return store_slab_items<kCols, kStride, kKind>(p, stage, m_base, n_base, lane, m_end);
   } else {
-    return store_slab_items<kCols, kStride, kKind>(p, stage, m_base, n_base, lane);
+    return store_slab_items<kCols, kStride, kKind>(p, stage, m_base, n_base, lane, m_end);
   }
 }
 
@@ -311,6 +312,7 @@ constexpr int epilogue_stage_floats() {
 
 // The epilogue of one warp's kMI x kNI m16n8 fragments: rows m_warp + 16 mi + {g, g + 8},
 // columns n_warp + 8 ni + 2 (lane % 4) + {0, 1}. `stage` is this warp's own shared memory.
+// Rows from m_end on are not stored (a tile that ends before the next rows' pixels).
 // `channels_of` is the n_warp whose scales and biases are in `stage` (-1: none yet): they are
 // read from global memory only when a warp's channel tile changes, which on YOLOv5's layers
 // (one or a few channel tiles, the grid a multiple of their count) is once per kernel. Loading
@@ -318,7 +320,7 @@ constexpr int epilogue_stage_floats() {
 template <int kMI, int kNI>
 __device__ __forceinline__ void epilogue_warp(const ConvInt8Params& p, int32_t (&acc)[kMI][kNI][4],
                                               float* stage, int m_warp, int n_warp, int lane,
-                                              int& channels_of) {
+                                              int& channels_of, int m_end = INT_MAX) {
   constexpr int kWarpN = kNI * 8;
   constexpr int kCols = kWarpN < 32 ? kWarpN : 32;  // columns staged per pass
   constexpr int kStride = kCols + 8;                // +8 floats: conflict-free float2 stores
@@ -364,12 +366,13 @@ __device__ __forceinline__ void epilogue_warp(const ConvInt8Params& p, int32_t (
         }
       __syncwarp();
       const int m_base = m_warp + mi * 16;
+      const int m_limit = m_end < p.pixels ? m_end : p.pixels;
       if (p.output_kind == kOutInt8)
-        store_slab<kCols, kStride, kOutInt8>(p, stage, m_base, n_warp + nc, lane);
+        store_slab<kCols, kStride, kOutInt8>(p, stage, m_base, n_warp + nc, lane, m_limit);
       else if (p.output_kind == kOutFloat16)
-        store_slab<kCols, kStride, kOutFloat16>(p, stage, m_base, n_warp + nc, lane);
+        store_slab<kCols, kStride, kOutFloat16>(p, stage, m_base, n_warp + nc, lane, m_limit);
       else
-        store_slab<kCols, kStride, kOutInt32>(p, stage, m_base, n_warp + nc, lane);
+        store_slab<kCols, kStride, kOutInt32>(p, stage, m_base, n_warp + nc, lane, m_limit);
       __syncwarp();
     }
   }

@@ -86,6 +86,13 @@ struct ConvInt8Params {
   X(wgmma_im2col_128x128_s5, 128, 128, 5)       \
   X(wgmma_im2col_128x256_s5, 128, 256, 5)
 
+// The stem's direct convolution (conv_int8_stem.cuh, sm_80+): a 6x6/2 convolution of an
+// int8:hwc4 input (kHwc4S2d weights) with at most BN output channels, the input patch of each
+// 4 x 32 output tile copied once. STEM(name, BN).
+#define QYOLO_CONV_INT8_STEM_TILES(X) \
+  X(stem_s2d_4x32_n32, 32)            \
+  X(stem_s2d_4x32_n64, 64)
+
 // A 2D uint8 tensor map for the copy engine, 64-byte swizzled boxes of box_inner x box_outer
 // (the kernels' shared-memory tile layout): `outer` rows of `inner` bytes, `row_bytes` apart.
 cudaError_t encode_tma_2d(CUtensorMap* map, const void* base, uint64_t inner, uint64_t outer,
@@ -103,5 +110,7 @@ template <int BM, int BN, int STAGES, bool S2D>
 cudaError_t launch_conv_int8_wgmma(const ConvInt8Params& params, cudaStream_t stream);
 template <int BM, int BN, int STAGES>
 cudaError_t launch_conv_int8_wgmma_im2col(const ConvInt8Params& params, cudaStream_t stream);
+template <int BN>
+cudaError_t launch_conv_int8_stem(const ConvInt8Params& params, cudaStream_t stream);
 
 }  // namespace qyolo::cuda
