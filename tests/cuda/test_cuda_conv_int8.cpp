@@ -319,8 +319,8 @@ TEST(ConvInt8Cuda, EveryYolov5ShapeMatchesReference) {
 
 // Every tile variant on shapes that hit the edges: pixel counts that are not a multiple of any
 // tile, 255 and 520 output channels, 16- and 48-channel taps (K steps that straddle taps), odd
-// widths for the hwc4 stem path, 64- to 192-channel taps for the im2col variants, and every
-// epilogue variant.
+// widths for the hwc4 stem path, 64- to 192-channel taps for the im2col variants, 32-channel
+// taps for the direct 3x3 kernels, and every epilogue variant.
 TEST(ConvInt8Cuda, EveryTileVariantOnEdgeShapes) {
   SKIP_WITHOUT_GPU();
   // batch, cin, h, w, cout, kernel, stride, pad
@@ -333,6 +333,10 @@ TEST(ConvInt8Cuda, EveryTileVariantOnEdgeShapes) {
       // that run past the last image, several K steps per tap.
       {2, 64, 17, 19, 96, 3, 2, 1},  {1, 128, 13, 11, 255, 3, 1, 1}, {3, 64, 9, 7, 40, 3, 1, 1},
       {1, 192, 6, 10, 64, 3, 2, 1},
+      // For the direct 3x3 kernels (K per tap 32): strides 1 and 2, padded channels, rows wider
+      // than a tile, partial tiles, no padding.
+      {2, 32, 17, 19, 64, 3, 2, 1},  {1, 24, 21, 37, 32, 3, 1, 1},  {3, 32, 9, 70, 48, 3, 1, 1},
+      {1, 32, 10, 13, 20, 3, 2, 1},  {2, 32, 11, 12, 32, 3, 1, 0},
   };
   Totals all;
   int index = 0;

@@ -24,6 +24,7 @@ struct TileInfo {
   cudaError_t (*launch)(const ConvInt8Params&, cudaStream_t);
   bool im2col = false;  // A by the copy engine's im2col mode (taps_channels % 64 == 0)
   bool stem = false;    // the direct 6x6/2 stem kernel: block_n channels at most
+  int halo_stride = 0;  // a direct 3x3 kernel of this stride: 32 bytes per tap, block_n channels
 };
 
 #define QYOLO_MMA_TILE(name, bm, bn, wm, wn, stages, s2d) \
@@ -32,16 +33,20 @@ struct TileInfo {
   TileInfo{#name, bm, bn, true, s2d, &launch_conv_int8_wgmma<bm, bn, stages, s2d>},
 #define QYOLO_IM2COL_TILE(name, bm, bn, stages) \
   TileInfo{#name, bm, bn, true, false, &launch_conv_int8_wgmma_im2col<bm, bn, stages>, true},
-#define QYOLO_STEM_TILE(name, bn) \
-  TileInfo{#name, 128, bn, false, true, &launch_conv_int8_stem<bn>, false, true},
+#define QYOLO_STEM_TILE(name, bn, tw) \
+  TileInfo{#name, 4 * tw, bn, false, true, &launch_conv_int8_stem<bn, tw>, false, true},
+#define QYOLO_HALO_TILE(name, bn, s, tw) \
+  TileInfo{#name, 4 * tw, bn, false, false, &launch_conv_int8_halo<bn, s, tw>, false, false, s},
 const TileInfo kTiles[] = {QYOLO_CONV_INT8_MMA_TILES(QYOLO_MMA_TILE)
                                QYOLO_CONV_INT8_WGMMA_TILES(QYOLO_WGMMA_TILE)
                                    QYOLO_CONV_INT8_WGMMA_IM2COL_TILES(QYOLO_IM2COL_TILE)
-                                       QYOLO_CONV_INT8_STEM_TILES(QYOLO_STEM_TILE)};
+                                       QYOLO_CONV_INT8_STEM_TILES(QYOLO_STEM_TILE)
+                                           QYOLO_CONV_INT8_HALO_TILES(QYOLO_HALO_TILE)};
 #undef QYOLO_MMA_TILE
 #undef QYOLO_WGMMA_TILE
 #undef QYOLO_IM2COL_TILE
 #undef QYOLO_STEM_TILE
+#undef QYOLO_HALO_TILE
 constexpr int kTileCount = sizeof(kTiles) / sizeof(kTiles[0]);
 
 bool aligned16(const void* pointer) { return reinterpret_cast<uintptr_t>(pointer) % 16 == 0; }
@@ -92,6 +97,14 @@ bool im2col_fits(const ConvInt8Args& a) {
          s.pad - (s.kernel - 1) >= -128;
 }
 
+// The direct 3x3 kernels: 32 bytes of K per tap (17 to 32 input channels), the tile's stride,
+// at most its channels.
+bool halo_fits(const ConvInt8Args& a, int stride, int block_n) {
+  const ConvInt8Shape& s = a.shape;
+  return s.kernel == 3 && s.stride == stride && round_up(s.in_channels, 16) == 32 &&
+         s.out_channels <= block_n;
+}
+
 // The heuristic's choice of an im2col variant where one fits; QYOLO_CUDA_IM2COL_TMA=0 keeps
 // the cp.async variants (for comparison; explicit tiles are not affected).
 bool im2col_preferred() {
@@ -124,6 +137,8 @@ bool conv_int8_tile_supports(int tile, const ConvInt8Args& args) {
   if (kTiles[tile].s2d != s2d) return false;
   if (kTiles[tile].stem && (args.shape.kernel != 6 || args.shape.out_channels > kTiles[tile].block_n))
     return false;
+  if (kTiles[tile].halo_stride && !halo_fits(args, kTiles[tile].halo_stride, kTiles[tile].block_n))
+    return false;
   return !kTiles[tile].im2col || im2col_fits(args);
 }
 
@@ -141,12 +156,21 @@ int conv_int8_pick_tile(const ConvInt8Args& args) {
   const bool pointwise = s.kernel == 1 && s.stride == 1 && s.pad == 0;
   const int64_t tiles_128 = ((pixels + 127) / 128) * ((cout + 127) / 128);
   const bool small = tiles_128 < device.sms;
+  // Enough 128-pixel tiles for several waves of the direct kernels' blocks: below that (yolov5s's
+  // first layers at batch 1) their 4 x 32 tiles leave SMs short of work.
+  const bool many = pixels / 128 >= 8 * int64_t{device.sms};
   const char* name;
   if (conv_int8_weight_format(s, args.input_layout) == ConvWeightFormat::kHwc4S2d) {
     // The stem (6x6/2): the direct kernel, which copies each input patch once.
-    if (s.kernel == 6 && cout <= 32) name = "stem_s2d_4x32_n32";
-    else if (s.kernel == 6 && cout <= 64) name = "stem_s2d_4x32_n64";
+    if (s.kernel == 6 && cout <= 32) name = many ? "stem_s2d_4x32_n32" : "stem_s2d_4x16_n32";
+    else if (s.kernel == 6 && cout <= 64) name = "stem_s2d_4x16_n64";
     else name = cout <= 32 ? "mma_s2d_128x32_w4x1_s4" : "mma_s2d_128x64_w2x2_s4";
+  } else if (many && s.kernel == 3 && (s.stride == 1 || s.stride == 2) &&
+             round_up(s.in_channels, 16) == 32 && cout <= 64) {
+    // 3x3 layers of 32-channel inputs: the direct kernel, which copies each input patch once
+    // (at batch 1 the implicit-GEMM tiles below were faster).
+    name = s.stride == 1 ? (cout <= 32 ? "halo3x3_s1_4x32_n32" : "halo3x3_s1_4x32_n64")
+                         : (cout <= 32 ? "halo3x3_s2_4x32_n32" : "halo3x3_s2_4x32_n64");
   } else if (device.wgmma) {
     if (small) name = pointwise ? "wgmma_128x32_s4" : "mma_64x64_w2x2_s4";
     else if (cout <= 32) name = pointwise ? "wgmma_128x32_s4" : "mma_128x32_w4x1_s4";

@@ -88,10 +88,22 @@ struct ConvInt8Params {
 
 // The stem's direct convolution (conv_int8_stem.cuh, sm_80+): a 6x6/2 convolution of an
 // int8:hwc4 input (kHwc4S2d weights) with at most BN output channels, the input patch of each
-// 4 x 32 output tile copied once. STEM(name, BN).
+// 4 x TW output tile copied once (16 columns: more tiles for small batches, fewer registers
+// for 64 channels). STEM(name, BN, TW).
 #define QYOLO_CONV_INT8_STEM_TILES(X) \
-  X(stem_s2d_4x32_n32, 32)            \
-  X(stem_s2d_4x32_n64, 64)
+  X(stem_s2d_4x32_n32, 32, 32)        \
+  X(stem_s2d_4x16_n32, 32, 16)        \
+  X(stem_s2d_4x16_n64, 64, 16)
+
+// 3x3 convolutions of 32-channel inputs (K per tap 32 bytes) with at most BN output channels,
+// stride S, as direct convolutions (conv_int8_halo.cuh, sm_80+), 4 x TW output tiles (16
+// columns measured no faster than 32 on an H200 for YOLOv5's layers).
+// HALO(name, BN, S, TW).
+#define QYOLO_CONV_INT8_HALO_TILES(X)   \
+  X(halo3x3_s1_4x32_n32, 32, 1, 32)     \
+  X(halo3x3_s1_4x32_n64, 64, 1, 32)     \
+  X(halo3x3_s2_4x32_n32, 32, 2, 32)     \
+  X(halo3x3_s2_4x32_n64, 64, 2, 32)
 
 // A 2D uint8 tensor map for the copy engine, 64-byte swizzled boxes of box_inner x box_outer
 // (the kernels' shared-memory tile layout): `outer` rows of `inner` bytes, `row_bytes` apart.
@@ -110,7 +122,9 @@ template <int BM, int BN, int STAGES, bool S2D>
 cudaError_t launch_conv_int8_wgmma(const ConvInt8Params& params, cudaStream_t stream);
 template <int BM, int BN, int STAGES>
 cudaError_t launch_conv_int8_wgmma_im2col(const ConvInt8Params& params, cudaStream_t stream);
-template <int BN>
+template <int BN, int TW>
 cudaError_t launch_conv_int8_stem(const ConvInt8Params& params, cudaStream_t stream);
+template <int BN, int S, int TW>
+cudaError_t launch_conv_int8_halo(const ConvInt8Params& params, cudaStream_t stream);
 
 }  // namespace qyolo::cuda

@@ -11,7 +11,7 @@
 // at K offset 4 (l % 4) of both taps, i.e. input pixel (2Y + dy, 2X + dx) with dy = (l % 4) / 2,
 // dx = l % 2. One 32-bit shared-memory load per register, no im2col at all.
 //
-// Block: 4 warps over 4 output rows x 32 columns, each warp one row (two m16 fragments) and
+// Block: 4 warps over 4 output rows x TW (32 or 16) columns, each warp one row and
 // all BN channels (the layer's output channels, at most BN). Blocks are persistent and copy the
 // next tile's patch (cp.async, double-buffered) while computing the current one.
 #pragma once
@@ -29,12 +29,12 @@
 
 namespace qyolo::cuda {
 
-template <int BN>
+template <int BN, int TW>
 struct StemTile {
   static constexpr int kWarps = 4;
   static constexpr int kThreads = kWarps * 32;
   static constexpr int kTileH = kWarps;  // output rows: one per warp
-  static constexpr int kTileW = 32;      // output columns: two m16 fragments
+  static constexpr int kTileW = TW;      // output columns: TW / 16 m16 fragments
   static constexpr int kMI = kTileW / 16, kNI = BN / 8;
   static constexpr int kView = 3;        // the 3x3/1 view of the 6x6/2 stem
   static constexpr int kTaps = kView * kView;
@@ -43,22 +43,23 @@ struct StemTile {
   // Input rows and pixels the tile reads: 2 per view row / column, plus up to 2 pixels by which
   // the patch's first column is moved back to a multiple of 4 (16-byte copies).
   static constexpr int kHaloRows = 2 * (kTileH + kView - 1);
-  static constexpr int kHaloPixels = 2 * (kTileW + kView - 1) + 4;  // 72: 18 copies of 16 bytes
-  // Bytes from one patch row to the next: 320 = 64 mod 128, so the lanes of one load (8 pixel
-  // pairs of one row, dy 0 and 1) cover all 32 banks once.
-  static constexpr int kPitch = 80 * 4;
+  static constexpr int kHaloPixels = 2 * (kTileW + kView - 1) + 4;  // 72 for 32 columns
+  // Bytes from one patch row to the next, 64 mod 128 (320 for 32 columns), so the lanes of one
+  // load (8 pixel pairs of one row, dy 0 and 1) cover all 32 banks once.
+  static constexpr int kPitch = (kHaloPixels * 4 - 64 + 127) / 128 * 128 + 64;
   static constexpr int kHaloBytes = kHaloRows * kPitch;
   static constexpr int kEpilogueBytes = kWarps * epilogue_stage_floats<BN>() * 4;
   static constexpr int kSmemBytes = 2 * kHaloBytes + kEpilogueBytes;
   static_assert(BN % 16 == 0 && BN <= 64, "the weights of at most 64 channels fit in registers");
   static_assert(kHaloPixels * 4 <= kPitch, "a patch row fits its pitch");
+  static_assert(TW % 16 == 0, "whole m16 fragments");
 };
 
 // Copies the input patch of output tile (image, oy0, ox0) into `halo`, zeros outside the image.
-template <int BN>
+template <int BN, int TW>
 __device__ __forceinline__ void stem_load_halo(const ConvInt8Params& p, uint8_t* halo, int image,
                                                int oy0, int ox0, int tid) {
-  using Tile = StemTile<BN>;
+  using Tile = StemTile<BN, TW>;
   const int iy0 = 2 * (oy0 - p.pad);
   const int x = 2 * (ox0 - p.pad);
   const int ix0 = x - (x & 3);  // down to a multiple of 4 (x may be negative); x & 3: the shift
@@ -84,10 +85,10 @@ __device__ __forceinline__ void stem_load_halo(const ConvInt8Params& p, uint8_t*
   }
 }
 
-template <int BN>
-__global__ void __launch_bounds__(StemTile<BN>::kThreads)
+template <int BN, int TW>
+__global__ void __launch_bounds__(StemTile<BN, TW>::kThreads)
     conv_int8_stem_kernel(const __grid_constant__ ConvInt8Params p) {
-  using Tile = StemTile<BN>;
+  using Tile = StemTile<BN, TW>;
   extern __shared__ __align__(128) uint8_t smem[];
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int group = lane >> 2, quad = lane & 3;
@@ -128,7 +129,7 @@ __global__ void __launch_bounds__(StemTile<BN>::kThreads)
   if (t < tiles) {
     int image, oy0, ox0;
     tile_origin(t, image, oy0, ox0);
-    stem_load_halo<BN>(p, smem, image, oy0, ox0, tid);
+    stem_load_halo<BN, TW>(p, smem, image, oy0, ox0, tid);
   }
   ptx::cp_async_commit();
   for (int i = 0; t < tiles; ++i, t += gridDim.x) {
@@ -136,7 +137,7 @@ __global__ void __launch_bounds__(StemTile<BN>::kThreads)
     if (next < tiles) {
       int image, oy0, ox0;
       tile_origin(next, image, oy0, ox0);
-      stem_load_halo<BN>(p, smem + ((i + 1) & 1) * Tile::kHaloBytes, image, oy0, ox0, tid);
+      stem_load_halo<BN, TW>(p, smem + ((i + 1) & 1) * Tile::kHaloBytes, image, oy0, ox0, tid);
     }
     ptx::cp_async_commit();
     ptx::cp_async_wait<1>();
@@ -187,10 +188,10 @@ __global__ void __launch_bounds__(StemTile<BN>::kThreads)
   ptx::cp_async_wait<0>();
 }
 
-template <int BN>
+template <int BN, int TW>
 cudaError_t launch_conv_int8_stem(const ConvInt8Params& p, cudaStream_t stream) {
-  using Tile = StemTile<BN>;
-  auto* kernel = conv_int8_stem_kernel<BN>;
+  using Tile = StemTile<BN, TW>;
+  auto* kernel = conv_int8_stem_kernel<BN, TW>;
   static std::atomic<uint64_t> opted_in{0};
   static std::atomic<uint64_t> slots[64];
   if (cudaError_t e = opt_in_shared_memory(kernel, Tile::kSmemBytes, opted_in); e != cudaSuccess)

@@ -3,5 +3,5 @@
 #include "../conv_int8_stem.cuh"
 
 namespace qyolo::cuda {
-template cudaError_t launch_conv_int8_stem<32>(const ConvInt8Params&, cudaStream_t);
+template cudaError_t launch_conv_int8_stem<32, 32>(const ConvInt8Params&, cudaStream_t);
 }  // namespace qyolo::cuda
