@@ -33,15 +33,15 @@ __device__ __forceinline__ float dequantize(int32_t acc, float channel_scale, fl
 // relative error, folded into the constant): ex2 (2 ulp) and the rounded argument (a relative
 // error of |y| ulp in e = 2^(..)) reach 1 + e scaled by e / (1 + e) = 1 - r; the sum, rcp
 // (1 ulp) and the product add about 2 ulp. Twice that, for margin.
-// That bound is (1.2e-7 |y| + 5e-7) (1 - r) + 5e-7 with 1 - r = 1 / (1 + e^y); computed more
-// simply, one instruction fewer: for y < 0, 1 - r < 1; for y >= 0 the first term is at most
-// 1.2e-7 y / (1 + e^y) + 2.5e-7 < 2.9e-7. So relative <= 1.2e-7 max(-y, 0) + 1.05e-6.
+// That bound is (1.2e-7 |y| + 5e-7) (1 - r) + 5e-7 with 1 - r = 1 / (1 + e^y) < 1, so
+// relative <= 1.2e-7 |y| + 1.05e-6: one multiply-add with |y| as its operand (for y >= 0 it is
+// looser than need be, which only sends a few more elements through fix_up).
 template <int kExtraE9 = 0>  // kExtra in units of 1e-9
 __device__ __forceinline__ float silu(float y, float& relative) {
   float e, r;
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(e) : "f"(y * -1.4426950408889634f));
   asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(1.0f + e));
-  relative = fmaf(1.2e-7f, fmaxf(-y, 0.0f), 1.05e-6f + kExtraE9 * 1e-9f);
+  relative = fmaf(1.2e-7f, fabsf(y), 1.05e-6f + kExtraE9 * 1e-9f);
   return y * r;
 }
 
@@ -65,8 +65,10 @@ __device__ __forceinline__ float exact_value(const ConvInt8Params& p, float y, i
 constexpr float kRoundMagic = 12582912.0f;  // 1.5 * 2^23: x + it rounds x to an integer, half to even
 
 // t clamped to the int8 range and rounded half to even, in the low byte of a word and as a
-// float, and whether t might round differently from the reference's value: when it lies
-// within `tolerance` of a half-step (t - rounded is then about +-1/2). The clamp comes first:
+// float, and a score of whether t might round differently from the reference's value: it
+// might when t lies within `tolerance` of a half-step (t - rounded is then about +-1/2), which
+// is when score = |t - rounded| + tolerance >= 1/2. Callers keep the largest score of a
+// vector and compare once. The clamp comes first:
 // the half-steps that matter lie inside the range, and past its ends both round to the end.
 // Adding 1.5 * 2^23 rounds (an already rounded value passes through unchanged) and leaves the
 // integer in the sum's low mantissa bits: no quarter-rate conversion instruction.
@@ -74,14 +76,23 @@ struct Rounded {
   uint32_t word;
   float value;
 };
-// The tolerance is |t| * relative + absolute.
-__device__ __forceinline__ Rounded round_int8(float t, float relative, float absolute, bool& near) {
+// The tolerance is |t| * relative (+ absolute).
+__device__ __forceinline__ Rounded round_int8(float t, float relative, float& score) {
   const float clamped = fminf(fmaxf(t, -128.0f), 127.0f);
   const float sum = __fadd_rn(clamped, kRoundMagic);
   const float value = __fsub_rn(sum, kRoundMagic);
-  near = fmaf(fabsf(t), relative, fabsf(__fsub_rn(clamped, value)) + absolute) >= 0.5f;
+  score = fmaf(fabsf(t), relative, fabsf(__fsub_rn(clamped, value)));
   return {__float_as_uint(sum), value};
 }
+__device__ __forceinline__ Rounded round_int8(float t, float relative, float absolute, float& score) {
+  const float clamped = fminf(fmaxf(t, -128.0f), 127.0f);
+  const float sum = __fadd_rn(clamped, kRoundMagic);
+  const float value = __fsub_rn(sum, kRoundMagic);
+  score = fmaf(fabsf(t), relative, fabsf(__fsub_rn(clamped, value)) + absolute);
+  return {__float_as_uint(sum), value};
+}
+
+constexpr float kNear = 0.5f;  // a score from here on: recompute exactly
 
 // Which epilogue steps run, fixed at compile time for the common combinations so the
 // unrolled store loop has no per-element branches: 0 off, 1 on, 2 as the parameters say.
@@ -99,20 +110,20 @@ struct Mode {
 };
 using AnyMode = Mode<2, 2, 2>;
 
-// One int8 output element from the staged (dequantized, biased) value y, fast; `near` is set
+// One int8 output element from the staged (dequantized, biased) value y, fast; `score` >= kNear
 // when the fast value is too close to a rounding boundary to be trusted (fix_up then
 // recomputes the element with exact_int8). The bounds are relative, so the tolerance is
 // |t| * relative: one multiply-add per rounding.
 template <class M>
 __device__ __forceinline__ uint32_t int8_element(const ConvInt8Params& p, float y, int residual,
-                                                 bool& near) {
-  // A bound on |t - the reference's t|: |t| * relative + absolute.
-  float v = y, relative = kReciprocalE9 * 1e-9f, absolute = 0.0f;
+                                                 float& score) {
+  // A bound on |t - the reference's t|: |t| * relative (+ absolute).
+  float v = y, relative = kReciprocalE9 * 1e-9f;
   if (M::silu(p)) v = silu<kReciprocalE9>(y, relative);
-  bool near_conv = false;
+  float score_conv = 0.0f, absolute = 0.0f;
   if (M::conv_scale(p)) {
     const float t = v * p.inv_conv_scale;
-    v = __fmul_rn(round_int8(t, relative, 0.0f, near_conv).value, p.conv_scale);
+    v = __fmul_rn(round_int8(t, relative, score_conv).value, p.conv_scale);
     if (M::residual(p)) v = __fadd_rn(v, __fmul_rn(static_cast<float>(residual), p.residual_scale));
     relative = kReciprocalE9 * 1e-9f;  // v is now the reference's value exactly
   } else if (M::residual(p)) {
@@ -122,11 +133,21 @@ __device__ __forceinline__ uint32_t int8_element(const ConvInt8Params& p, float 
     relative = kReciprocalE9 * 1e-9f;
   }
   const float t = v * p.inv_output_scale;
-  const uint32_t word = round_int8(t, relative, absolute, near).word;
-  near = near || near_conv;
+  const uint32_t word = !M::conv_scale(p) && M::residual(p)
+                            ? round_int8(t, relative, absolute, score).word
+                            : round_int8(t, relative, score).word;
+  if (M::conv_scale(p)) score = fmaxf(score, score_conv);
 #if defined(QYOLO_EPILOGUE_FAST)  // timing experiments: the fast values only
-  near = false;
+  score = 0.0f;
 #endif
+  return word;
+}
+template <class M>
+__device__ __forceinline__ uint32_t int8_element(const ConvInt8Params& p, float y, int residual,
+                                                 bool& near) {
+  float score;
+  const uint32_t word = int8_element<M>(p, y, residual, score);
+  near = score >= kNear;
   return word;
 }
 
@@ -230,18 +251,21 @@ __device__ __forceinline__ void store_slab_items(const ConvInt8Params& p, const 
       }
       uint32_t packed[4];
       bool near = false;  // some element to recompute exactly
+      float worst = 0.0f;  // int8: the largest score
 #pragma unroll
       for (int g = 0; g < kVec / 4; ++g) {
         const float4 f = *reinterpret_cast<const float4*>(y + 4 * g);
         const uint32_t w = words[g];
-        bool n0, n1, n2, n3;
         if constexpr (kKind == kOutInt8) {
-          const uint32_t b0 = int8_element<M>(p, f.x, int8_at(w, 0), n0);
-          const uint32_t b1 = int8_element<M>(p, f.y, int8_at(w, 1), n1);
-          const uint32_t b2 = int8_element<M>(p, f.z, int8_at(w, 2), n2);
-          const uint32_t b3 = int8_element<M>(p, f.w, int8_at(w, 3), n3);
+          float s0, s1, s2, s3;
+          const uint32_t b0 = int8_element<M>(p, f.x, int8_at(w, 0), s0);
+          const uint32_t b1 = int8_element<M>(p, f.y, int8_at(w, 1), s1);
+          const uint32_t b2 = int8_element<M>(p, f.z, int8_at(w, 2), s2);
+          const uint32_t b3 = int8_element<M>(p, f.w, int8_at(w, 3), s3);
           packed[g] = pack_low_bytes(b0, b1, b2, b3);
+          worst = fmaxf(fmaxf(worst, fmaxf(s0, s1)), fmaxf(s2, s3));
         } else {
+          bool n0, n1, n2, n3;
           const float h0 = half_element<M>(p, f.x, int8_at(w, 0), n0);
           const float h1 = half_element<M>(p, f.y, int8_at(w, 1), n1);
           const float h2 = half_element<M>(p, f.z, int8_at(w, 2), n2);
@@ -249,9 +273,10 @@ __device__ __forceinline__ void store_slab_items(const ConvInt8Params& p, const 
           const __half2 lo = __floats2half2_rn(h0, h1), hi = __floats2half2_rn(h2, h3);
           packed[2 * g] = *reinterpret_cast<const uint32_t*>(&lo);
           packed[2 * g + 1] = *reinterpret_cast<const uint32_t*>(&hi);
+          near = near || n0 || n1 || n2 || n3;
         }
-        near = near || n0 || n1 || n2 || n3;
       }
+      if constexpr (kKind == kOutInt8) near = worst >= kNear;
       if constexpr (kKind == kOutInt8)
         *reinterpret_cast<uint4*>(static_cast<int8_t*>(p.output) + out_at) =
             make_uint4(packed[0], packed[1], packed[2], packed[3]);
