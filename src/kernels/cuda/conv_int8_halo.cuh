@@ -13,8 +13,6 @@
 
 #include <cuda_runtime.h>
 
-#include <atomic>
-#include <climits>
 #include <cstdint>
 
 #include "common.cuh"
@@ -85,16 +83,7 @@ __global__ void __launch_bounds__(HaloTile<BN, S, TW>::kThreads)
   uint8_t* halos = smem + Tile::kBBytes;
   float* stage = reinterpret_cast<float*>(halos + 2 * Tile::kHaloBytes) +
                  warp * epilogue_stage_floats<BN>();
-  const int tiles_x = (p.out_w + Tile::kTileW - 1) / Tile::kTileW;
-  const int tiles_y = (p.out_h + Tile::kTileH - 1) / Tile::kTileH;
-  const int tiles = (p.pixels / (p.out_h * p.out_w)) * tiles_y * tiles_x;
-  auto tile_origin = [&](int t, int& image, int& oy0, int& ox0) {
-    const int tx = t % tiles_x, rest = t / tiles_x;
-    const int ty = rest % tiles_y;
-    image = rest / tiles_y;
-    oy0 = ty * Tile::kTileH, ox0 = tx * Tile::kTileW;
-  };
-
+  const RowTiles<Tile::kTileH, Tile::kTileW> walk(p);
   // The weights, once: BN rows of K bytes (zero past the layer's channels).
   {
     const uint32_t b_base = ptx::smem_address(b_tile);
@@ -106,9 +95,9 @@ __global__ void __launch_bounds__(HaloTile<BN, S, TW>::kThreads)
     }
   }
   int t = blockIdx.x;
-  if (t < tiles) {
+  if (t < walk.tiles) {
     int image, oy0, ox0;
-    tile_origin(t, image, oy0, ox0);
+    walk.origin(t, image, oy0, ox0);
     halo_load<BN, S, TW>(p, halos, image, oy0, ox0, tid);
   }
   ptx::cp_async_commit();
@@ -119,11 +108,11 @@ __global__ void __launch_bounds__(HaloTile<BN, S, TW>::kThreads)
   const uint32_t b_lane = ptx::smem_address(b_tile) +
                           ((lane & 7) + ((lane >> 4) << 3)) * Tile::kBPitch + ((lane >> 3) & 1) * 16;
   int channels_of = -1;
-  for (int i = 0; t < tiles; ++i, t += gridDim.x) {
+  for (int i = 0; t < walk.tiles; ++i, t += gridDim.x) {
     const int next = t + gridDim.x;
-    if (next < tiles) {
+    if (next < walk.tiles) {
       int image, oy0, ox0;
-      tile_origin(next, image, oy0, ox0);
+      walk.origin(next, image, oy0, ox0);
       halo_load<BN, S, TW>(p, halos + ((i + 1) & 1) * Tile::kHaloBytes, image, oy0, ox0, tid);
     }
     ptx::cp_async_commit();
@@ -131,7 +120,7 @@ __global__ void __launch_bounds__(HaloTile<BN, S, TW>::kThreads)
     __syncthreads();  // this tile's patch (and, the first time, the weights) visible to all
 
     int image, oy0, ox0;
-    tile_origin(t, image, oy0, ox0);
+    walk.origin(t, image, oy0, ox0);
     const int oy = oy0 + warp;
     if (oy < p.out_h) {
       const uint32_t halo = ptx::smem_address(halos + (i & 1) * Tile::kHaloBytes);
@@ -173,21 +162,8 @@ __global__ void __launch_bounds__(HaloTile<BN, S, TW>::kThreads)
 template <int BN, int S, int TW>
 cudaError_t launch_conv_int8_halo(const ConvInt8Params& p, cudaStream_t stream) {
   using Tile = HaloTile<BN, S, TW>;
-  auto* kernel = conv_int8_halo_kernel<BN, S, TW>;
-  static std::atomic<uint64_t> opted_in{0};
-  static std::atomic<uint64_t> slots[64];
-  if (cudaError_t e = opt_in_shared_memory(kernel, Tile::kSmemBytes, opted_in); e != cudaSuccess)
-    return e;
-  const int64_t tiles = int64_t{p.pixels / (p.out_h * p.out_w)} *
-                        ((p.out_h + Tile::kTileH - 1) / Tile::kTileH) *
-                        ((p.out_w + Tile::kTileW - 1) / Tile::kTileW);
-  if (tiles > INT_MAX) return cudaErrorInvalidConfiguration;
-  int64_t blocks = 0;
-  if (cudaError_t e = persistent_blocks(kernel, Tile::kThreads, Tile::kSmemBytes, tiles, slots, blocks);
-      e != cudaSuccess)
-    return e;
-  kernel<<<unsigned(blocks), Tile::kThreads, Tile::kSmemBytes, stream>>>(p);
-  return cudaGetLastError();
+  return launch_persistent<conv_int8_halo_kernel<BN, S, TW>>(Tile::kThreads, Tile::kSmemBytes,
+                                 RowTiles<Tile::kTileH, Tile::kTileW>(p).tiles, p, stream);
 }
 
 }  // namespace qyolo::cuda

@@ -196,22 +196,45 @@ inline int64_t conv_tiles(const ConvInt8Params& p, int bm, int bn) {
   return int64_t{(p.pixels + bm - 1) / bm} * ((p.cout + bn - 1) / bn);
 }
 
+// Launches a persistent kernel of `threads` threads and `smem_bytes` of shared memory over
+// `tiles` tiles: the shared-memory opt-in and the occupancy query once per device and kernel
+// (the kernel is a template argument so that each has its own cache).
+template <auto kernel>
+cudaError_t launch_persistent(int threads, int smem_bytes, int64_t tiles, const ConvInt8Params& p,
+                              cudaStream_t stream) {
+  static std::atomic<uint64_t> opted_in{0};
+  static std::atomic<uint64_t> slots[64];
+  if (cudaError_t e = opt_in_shared_memory(kernel, smem_bytes, opted_in); e != cudaSuccess) return e;
+  if (tiles > INT_MAX) return cudaErrorInvalidConfiguration;
+  int64_t blocks = 0;
+  if (cudaError_t e = persistent_blocks(kernel, threads, smem_bytes, tiles, slots, blocks);
+      e != cudaSuccess)
+    return e;
+  kernel<<<unsigned(blocks), threads, smem_bytes, stream>>>(p);
+  return cudaGetLastError();
+}
+
+// The output tiles of the direct kernels (conv_int8_stem.cuh, conv_int8_halo.cuh): kTileH rows x
+// kTileW columns of one image, columns fastest, then rows, then images.
+template <int kTileH, int kTileW>
+struct RowTiles {
+  int tiles_x, tiles_y, tiles;
+  __host__ __device__ explicit RowTiles(const ConvInt8Params& p)
+      : tiles_x((p.out_w + kTileW - 1) / kTileW), tiles_y((p.out_h + kTileH - 1) / kTileH),
+        tiles((p.pixels / (p.out_h * p.out_w)) * tiles_x * tiles_y) {}
+  __device__ __forceinline__ void origin(int t, int& image, int& oy0, int& ox0) const {
+    const int tx = t % tiles_x, rest = t / tiles_x;
+    const int ty = rest % tiles_y;
+    image = rest / tiles_y;
+    oy0 = ty * kTileH, ox0 = tx * kTileW;
+  }
+};
+
 template <int BM, int BN, int WARPS_M, int WARPS_N, int STAGES, bool S2D>
 cudaError_t launch_conv_int8_mma(const ConvInt8Params& p, cudaStream_t stream) {
   using Tile = MmaTile<BM, BN, WARPS_M, WARPS_N, STAGES>;
-  auto* kernel = conv_int8_mma_kernel<BM, BN, WARPS_M, WARPS_N, STAGES, S2D>;
-  static std::atomic<uint64_t> opted_in{0};
-  static std::atomic<uint64_t> slots[64];
-  if (cudaError_t e = opt_in_shared_memory(kernel, Tile::kSmemBytes, opted_in); e != cudaSuccess)
-    return e;
-  const int64_t tiles = conv_tiles(p, BM, BN);
-  if (tiles > INT_MAX) return cudaErrorInvalidConfiguration;
-  int64_t blocks = 0;
-  if (cudaError_t e = persistent_blocks(kernel, Tile::kThreads, Tile::kSmemBytes, tiles, slots, blocks);
-      e != cudaSuccess)
-    return e;
-  kernel<<<unsigned(blocks), Tile::kThreads, Tile::kSmemBytes, stream>>>(p);
-  return cudaGetLastError();
+  return launch_persistent<conv_int8_mma_kernel<BM, BN, WARPS_M, WARPS_N, STAGES, S2D>>(
+      Tile::kThreads, Tile::kSmemBytes, conv_tiles(p, BM, BN), p, stream);
 }
 
 }  // namespace qyolo::cuda

@@ -18,8 +18,6 @@
 
 #include <cuda_runtime.h>
 
-#include <atomic>
-#include <climits>
 #include <cstdint>
 
 #include "common.cuh"
@@ -96,9 +94,7 @@ __global__ void __launch_bounds__(StemTile<BN, TW>::kThreads, BN <= 32 ? 4 : 1)
   const int group = lane >> 2, quad = lane & 3;
   float* stage = reinterpret_cast<float*>(smem + 2 * Tile::kHaloBytes) +
                  warp * epilogue_stage_floats<BN>();
-  const int tiles_x = (p.out_w + Tile::kTileW - 1) / Tile::kTileW;
-  const int tiles_y = (p.out_h + Tile::kTileH - 1) / Tile::kTileH;
-  const int tiles = (p.pixels / (p.out_h * p.out_w)) * tiles_y * tiles_x;
+  const RowTiles<Tile::kTileH, Tile::kTileW> walk(p);
 
   // The weights, in the B fragment layout: register j of k step ks, n8 fragment ni holds
   // channel 8 ni + group, K bytes 32 ks + 16 j + 4 quad (zero past the nine taps).
@@ -119,26 +115,19 @@ __global__ void __launch_bounds__(StemTile<BN, TW>::kThreads, BN <= 32 ? 4 : 1)
   // the tile's alignment shift: input row 2 warp + dy, pixel 2 group + dx.
   const int lane_offset = (2 * warp + (quad >> 1)) * Tile::kPitch + (2 * group + (quad & 1)) * 4;
 
-  auto tile_origin = [&](int t, int& image, int& oy0, int& ox0) {
-    const int tx = t % tiles_x, rest = t / tiles_x;
-    const int ty = rest % tiles_y;
-    image = rest / tiles_y;
-    oy0 = ty * Tile::kTileH, ox0 = tx * Tile::kTileW;
-  };
-
   int channels_of = -1;
   int t = blockIdx.x;
-  if (t < tiles) {
+  if (t < walk.tiles) {
     int image, oy0, ox0;
-    tile_origin(t, image, oy0, ox0);
+    walk.origin(t, image, oy0, ox0);
     stem_load_halo<BN, TW>(p, smem, image, oy0, ox0, tid);
   }
   ptx::cp_async_commit();
-  for (int i = 0; t < tiles; ++i, t += gridDim.x) {
+  for (int i = 0; t < walk.tiles; ++i, t += gridDim.x) {
     const int next = t + gridDim.x;
-    if (next < tiles) {
+    if (next < walk.tiles) {
       int image, oy0, ox0;
-      tile_origin(next, image, oy0, ox0);
+      walk.origin(next, image, oy0, ox0);
       stem_load_halo<BN, TW>(p, smem + ((i + 1) & 1) * Tile::kHaloBytes, image, oy0, ox0, tid);
     }
     ptx::cp_async_commit();
@@ -146,7 +135,7 @@ __global__ void __launch_bounds__(StemTile<BN, TW>::kThreads, BN <= 32 ? 4 : 1)
     __syncthreads();  // this tile's patch is visible to all
 
     int image, oy0, ox0;
-    tile_origin(t, image, oy0, ox0);
+    walk.origin(t, image, oy0, ox0);
     const int oy = oy0 + warp;
     if (oy < p.out_h) {
       const uint8_t* halo = smem + (i & 1) * Tile::kHaloBytes;
@@ -193,21 +182,8 @@ __global__ void __launch_bounds__(StemTile<BN, TW>::kThreads, BN <= 32 ? 4 : 1)
 template <int BN, int TW>
 cudaError_t launch_conv_int8_stem(const ConvInt8Params& p, cudaStream_t stream) {
   using Tile = StemTile<BN, TW>;
-  auto* kernel = conv_int8_stem_kernel<BN, TW>;
-  static std::atomic<uint64_t> opted_in{0};
-  static std::atomic<uint64_t> slots[64];
-  if (cudaError_t e = opt_in_shared_memory(kernel, Tile::kSmemBytes, opted_in); e != cudaSuccess)
-    return e;
-  const int64_t tiles = int64_t{p.pixels / (p.out_h * p.out_w)} *
-                        ((p.out_h + Tile::kTileH - 1) / Tile::kTileH) *
-                        ((p.out_w + Tile::kTileW - 1) / Tile::kTileW);
-  if (tiles > INT_MAX) return cudaErrorInvalidConfiguration;
-  int64_t blocks = 0;
-  if (cudaError_t e = persistent_blocks(kernel, Tile::kThreads, Tile::kSmemBytes, tiles, slots, blocks);
-      e != cudaSuccess)
-    return e;
-  kernel<<<unsigned(blocks), Tile::kThreads, Tile::kSmemBytes, stream>>>(p);
-  return cudaGetLastError();
+  return launch_persistent<conv_int8_stem_kernel<BN, TW>>(Tile::kThreads, Tile::kSmemBytes,
+                                 RowTiles<Tile::kTileH, Tile::kTileW>(p).tiles, p, stream);
 }
 
 }  // namespace qyolo::cuda
