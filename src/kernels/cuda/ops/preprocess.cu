@@ -36,6 +36,7 @@ LetterboxPlan letterbox_plan(int width, int height, int size, int canvas) {
 namespace {
 
 constexpr int kMaxImagesPerLaunch = 64;  // keeps the by-value batch under 4 KB of parameters
+constexpr int kPixelsPerThread = 4;      // amortizes the block's level table
 
 enum Mode : int { kCopy = 0, kLinear = 1, kAreaInteger = 2, kArea = 3 };
 
@@ -53,7 +54,9 @@ __device__ __forceinline__ int to_coef(float weight) {
   return min(max(v, -32768), 32767);
 }
 
-__device__ int linear_pixel(const ImageDesc& im, int dx, int dy, int c) {
+// The three channels of one resized pixel: each mode computes its source coordinates and
+// weights once (double divisions among them) and then reads the channels.
+__device__ void linear_pixel(const ImageDesc& im, int dx, int dy, int (&rgb)[3]) {
   const double scale_x = __ddiv_rn(im.width, im.resized_width);
   const double scale_y = __ddiv_rn(im.height, im.resized_height);
   float fx = static_cast<float>(__dadd_rn(__dmul_rn(dx + 0.5, scale_x), -0.5));
@@ -67,26 +70,37 @@ __device__ int linear_pixel(const ImageDesc& im, int dx, int dy, int c) {
   fy = __fsub_rn(fy, static_cast<float>(sy));
   const int b0 = to_coef(__fsub_rn(1.0f, fy)), b1 = to_coef(fy);
   const int next = min(sx + 1, im.width - 1);
-  auto horizontal = [&](int y) {
-    const uint8_t* s =
-        im.pixels + static_cast<size_t>(min(max(y, 0), im.height - 1)) * im.row_bytes;
-    return s[sx * 3 + c] * a0 + s[next * 3 + c] * a1;
+  auto source_row = [&](int y) {
+    return im.pixels + static_cast<size_t>(min(max(y, 0), im.height - 1)) * im.row_bytes;
   };
-  const int row0 = horizontal(sy), row1 = horizontal(sy + 1);
-  const int v = (((b0 * (row0 >> 4)) >> 16) + ((b1 * (row1 >> 4)) >> 16) + 2) >> 2;
-  return min(max(v, 0), 255);
+  const uint8_t* s0 = source_row(sy);
+  const uint8_t* s1 = source_row(sy + 1);
+#pragma unroll
+  for (int c = 0; c < 3; ++c) {
+    const int row0 = s0[sx * 3 + c] * a0 + s0[next * 3 + c] * a1;
+    const int row1 = s1[sx * 3 + c] * a0 + s1[next * 3 + c] * a1;
+    const int v = (((b0 * (row0 >> 4)) >> 16) + ((b1 * (row1 >> 4)) >> 16) + 2) >> 2;
+    rgb[c] = min(max(v, 0), 255);
+  }
 }
 
-__device__ int area_integer_pixel(const ImageDesc& im, int dx, int dy, int c) {
-  int sum = 0;
+__device__ void area_integer_pixel(const ImageDesc& im, int dx, int dy, int (&rgb)[3]) {
+  int sum[3] = {0, 0, 0};
   for (int y = 0; y < im.ky; ++y) {
     const uint8_t* s =
-        im.pixels + static_cast<size_t>(dy * im.ky + y) * im.row_bytes + (dx * im.kx) * 3 + c;
-    for (int x = 0; x < im.kx; ++x) sum += s[x * 3];
+        im.pixels + static_cast<size_t>(dy * im.ky + y) * im.row_bytes + (dx * im.kx) * 3;
+    for (int x = 0; x < im.kx; ++x)
+#pragma unroll
+      for (int c = 0; c < 3; ++c) sum[c] += s[x * 3 + c];
   }
-  if (im.kx == 2 && im.ky == 2) return (sum + 2) >> 2;
   const float scale = __fdiv_rn(1.0f, static_cast<float>(im.kx * im.ky));
-  return min(max(static_cast<int>(rintf(__fmul_rn(static_cast<float>(sum), scale))), 0), 255);
+#pragma unroll
+  for (int c = 0; c < 3; ++c)
+    rgb[c] = im.kx == 2 && im.ky == 2
+                 ? (sum[c] + 2) >> 2
+                 : min(max(static_cast<int>(rintf(__fmul_rn(static_cast<float>(sum[c]), scale))),
+                           0),
+                       255);
 }
 
 // OpenCV's computeResizeAreaTab for one destination index: a partial first cell, whole cells,
@@ -124,62 +138,90 @@ __device__ float area_row(const uint8_t* s, const AreaSpan& a, int c) {
   return buf;
 }
 
-__device__ int area_pixel(const ImageDesc& im, int dx, int dy, int c) {
+__device__ void area_pixel(const ImageDesc& im, int dx, int dy, int (&rgb)[3]) {
   const AreaSpan ax = area_span(dx, im.width, __ddiv_rn(im.width, im.resized_width));
   const AreaSpan ay = area_span(dy, im.height, __ddiv_rn(im.height, im.resized_height));
   auto row = [&](int y) { return im.pixels + static_cast<size_t>(y) * im.row_bytes; };
-  float sum = 0.0f;
-  if (ay.first_partial >= 0)
-    sum = __fadd_rn(sum, __fmul_rn(ay.first_alpha, area_row(row(ay.first_partial), ax, c)));
-  for (int y = ay.sx1; y < ay.sx2; ++y)
-    sum = __fadd_rn(sum, __fmul_rn(ay.full_alpha, area_row(row(y), ax, c)));
-  if (ay.last_partial >= 0)
-    sum = __fadd_rn(sum, __fmul_rn(ay.last_alpha, area_row(row(ay.last_partial), ax, c)));
-  return min(max(static_cast<int>(rintf(sum)), 0), 255);
+  for (int c = 0; c < 3; ++c) {
+    float sum = 0.0f;
+    if (ay.first_partial >= 0)
+      sum = __fadd_rn(sum, __fmul_rn(ay.first_alpha, area_row(row(ay.first_partial), ax, c)));
+    for (int y = ay.sx1; y < ay.sx2; ++y)
+      sum = __fadd_rn(sum, __fmul_rn(ay.full_alpha, area_row(row(y), ax, c)));
+    if (ay.last_partial >= 0)
+      sum = __fadd_rn(sum, __fmul_rn(ay.last_alpha, area_row(row(ay.last_partial), ax, c)));
+    rgb[c] = min(max(static_cast<int>(rintf(sum)), 0), 255);
+  }
 }
 
-__device__ int resized_pixel(const ImageDesc& im, int dx, int dy, int c) {
+__device__ void resized_pixel(const ImageDesc& im, int dx, int dy, int (&rgb)[3]) {
   switch (im.mode) {
     case kLinear:
-      return linear_pixel(im, dx, dy, c);
+      return linear_pixel(im, dx, dy, rgb);
     case kAreaInteger:
-      return area_integer_pixel(im, dx, dy, c);
+      return area_integer_pixel(im, dx, dy, rgb);
     case kArea:
-      return area_pixel(im, dx, dy, c);
-    default:
-      return im.pixels[static_cast<size_t>(dy) * im.row_bytes + dx * 3 + c];
+      return area_pixel(im, dx, dy, rgb);
+    default: {
+      const uint8_t* s = im.pixels + static_cast<size_t>(dy) * im.row_bytes + dx * 3;
+#pragma unroll
+      for (int c = 0; c < 3; ++c) rgb[c] = s[c];
+    }
+  }
+}
+
+// The output value of every 8-bit level p: p / 255 (IEEE division), then quantized with the
+// input scale for int8:hwc4, as bits for fp16, as a float for fp32. One table per block in
+// shared memory instead of two divisions per channel and pixel.
+template <PreprocessOutput kFormat>
+__device__ __forceinline__ uint32_t level_value(int p, float input_scale) {
+  const float v = __fdiv_rn(static_cast<float>(p), 255.0f);
+  if constexpr (kFormat == PreprocessOutput::kInt8Hwc4)
+    return static_cast<uint8_t>(ops::quantize_rne(v, input_scale));
+  else if constexpr (kFormat == PreprocessOutput::kFloat16Nchw)
+    return ops::half_bits(v);
+  else
+    return __float_as_uint(v);
+}
+
+// One canvas pixel: letterbox padding or the resized image, through the level table.
+template <PreprocessOutput kFormat>
+__device__ __forceinline__ void write_pixel(const ImageDesc& im, int pixel, int canvas, size_t slot,
+                                            size_t plane, const uint32_t* table, void* output) {
+  const int y = pixel / canvas, x = pixel - y * canvas;
+  const int dx = x - im.left, dy = y - im.top;
+  const bool inside = dx >= 0 && dy >= 0 && dx < im.resized_width && dy < im.resized_height;
+  int rgb[3] = {114, 114, 114};
+  if (inside) resized_pixel(im, dx, dy, rgb);
+  if constexpr (kFormat == PreprocessOutput::kInt8Hwc4) {
+    static_cast<uint32_t*>(output)[slot * plane + pixel] =
+        table[rgb[0]] | table[rgb[1]] << 8 | table[rgb[2]] << 16;
+  } else if constexpr (kFormat == PreprocessOutput::kFloat16Nchw) {
+    for (int c = 0; c < 3; ++c)
+      static_cast<uint16_t*>(output)[(slot * 3 + c) * plane + pixel] =
+          static_cast<uint16_t>(table[rgb[c]]);
+  } else {
+    for (int c = 0; c < 3; ++c)
+      static_cast<uint32_t*>(output)[(slot * 3 + c) * plane + pixel] = table[rgb[c]];
   }
 }
 
 template <PreprocessOutput kFormat>
 __global__ void preprocess_kernel(Batch batch, int first, int canvas, float input_scale,
                                   void* output) {
+  __shared__ uint32_t table[256];
+  for (int p = threadIdx.x; p < 256; p += blockDim.x)
+    table[p] = level_value<kFormat>(p, input_scale);
+  __syncthreads();
   const int image = blockIdx.y;
-  const int pixel = blockIdx.x * blockDim.x + threadIdx.x;
-  if (pixel >= canvas * canvas) return;
   const ImageDesc& im = batch.images[image];
-  const int x = pixel % canvas, y = pixel / canvas;
-  const int dx = x - im.left, dy = y - im.top;
-  const bool inside = dx >= 0 && dy >= 0 && dx < im.resized_width && dy < im.resized_height;
-  float value[3];
-  for (int c = 0; c < 3; ++c) {
-    const int p = inside ? resized_pixel(im, dx, dy, c) : 114;
-    value[c] = __fdiv_rn(static_cast<float>(p), 255.0f);
-  }
   const size_t slot = static_cast<size_t>(first + image);
   const size_t plane = static_cast<size_t>(canvas) * canvas;
-  if constexpr (kFormat == PreprocessOutput::kInt8Hwc4) {
-    uint32_t word = 0;
-    for (int c = 0; c < 3; ++c)
-      word |= static_cast<uint32_t>(static_cast<uint8_t>(ops::quantize_rne(value[c], input_scale)))
-              << (8 * c);
-    static_cast<uint32_t*>(output)[slot * plane + pixel] = word;
-  } else if constexpr (kFormat == PreprocessOutput::kFloat16Nchw) {
-    for (int c = 0; c < 3; ++c)
-      static_cast<uint16_t*>(output)[(slot * 3 + c) * plane + pixel] = ops::half_bits(value[c]);
-  } else {
-    for (int c = 0; c < 3; ++c)
-      static_cast<float*>(output)[(slot * 3 + c) * plane + pixel] = value[c];
+#pragma unroll 1
+  for (int k = 0; k < kPixelsPerThread; ++k) {
+    const int pixel = (blockIdx.x * kPixelsPerThread + k) * blockDim.x + threadIdx.x;
+    if (pixel >= canvas * canvas) return;
+    write_pixel<kFormat>(im, pixel, canvas, slot, plane, table, output);
   }
 }
 
@@ -239,7 +281,7 @@ Status preprocess(const PreprocessArgs& args, cudaStream_t stream) {
     const int n = std::min(kMaxImagesPerLaunch, args.count - first);
     Batch batch{};
     for (int i = 0; i < n; ++i) batch.images[i] = describe(args.images[first + i]);
-    const dim3 grid(ops::blocks_for(pixels, threads), n);
+    const dim3 grid(ops::blocks_for(pixels, threads * kPixelsPerThread), n);
     switch (args.output_format) {
       case PreprocessOutput::kInt8Hwc4:
         preprocess_kernel<PreprocessOutput::kInt8Hwc4><<<grid, threads, 0, stream>>>(
