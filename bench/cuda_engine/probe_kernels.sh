@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Nsight Compute (clocks not locked) on the kernels of the end-to-end pipeline around the
 # network, over e2e_cuda_engine's first batches of real images:
-#   1. durations of every kernel of cuda_ops' detect (candidates, the two segmented sorts, class
-#      keys, NMS) and the preprocess, summed per kernel;
+#   1. durations of every kernel of cuda_ops' detect (candidates, the segmented sort, the class
+#      sort, NMS) and the preprocess, summed per kernel;
 #   2. the speed-of-light, occupancy and warp-state sections of one launch each of preprocess,
 #      candidates and the class NMS: what bounds them.
 #
@@ -20,7 +20,7 @@ pack=$(mktemp -d)/images.rgb
 python3 bench/cuda_engine/pack_images.py "$dir/images" "$pack" >/dev/null
 e2e=("$build/e2e_cuda_engine" --engine "$engine" --images "$pack" --batch "$batch")
 ncu --clock-control none --metrics gpu__time_duration.sum --print-summary per-kernel \
-  -k 'regex:candidates|segments|class_keys|nms|Segmented|preprocess|decode' --launch-count 80 \
+  -k 'regex:candidates|segments|class_sort|nms|Segmented|preprocess|decode' --launch-count 80 \
   "${e2e[@]}" --seconds 0.05 2>&1 |
   grep -E "^ *[A-Za-z_:<>]+.*\(|gpu__time_duration|Invocations|rror" | head -60
 if [ "${SECTIONS:-1}" = 1 ]; then

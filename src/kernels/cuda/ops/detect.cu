@@ -3,8 +3,8 @@
 //     obj * cls) and appends (score, candidate index) keys above conf;
 //  2. a segmented sort per image, score descending, ties by candidate index (the CPU's stable
 //     sort order: row-major, then class);
-//  3. the max_nms best of each image sorted again by (class, rank), their boxes decoded in that
-//     order, and class-aware greedy NMS with an image's classes spread over several blocks
+//  3. the max_nms best of each image put in (class, rank) order (a stable counting sort by
+//     class), their boxes decoded in that order, and class-aware greedy NMS with an image's classes spread over several blocks
 //     (classes never suppress each other): a warp per small class, a block per large one;
 //  4. one block per image keeps the first max_det survivors in score order: exactly the CPU's
 //     first max_det.
@@ -146,14 +146,21 @@ __device__ __forceinline__ uint64_t candidate_key(float score, uint32_t index) {
   return (uint64_t{0x7fffffffu - __float_as_uint(score)} << 32) | index;
 }
 
-__global__ void candidates_kernel(Heads h, float conf, bool multi_label, int capacity, int* counts,
-                                  uint64_t* keys) {
-  const int n = blockIdx.y;
-  const int64_t row = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
-  if (row >= h.rows) return;
+// One candidate above conf: its (score, index) key in the image's next slot.
+__device__ __forceinline__ void append_candidate(int* counts, uint64_t* keys, int n, int capacity,
+                                                 float score, uint32_t index) {
+  const int slot = atomicAdd(&counts[n], 1);
+  if (slot < capacity) keys[int64_t{n} * capacity + slot] = candidate_key(score, index);
+}
+
+// The candidates of one row read field by field (field_sigmoid): NHWC heads, and blocked heads
+// whose data is not 16-byte aligned.
+__device__ void row_candidates(const Heads& h, int n, int64_t row, float conf, bool multi_label,
+                               int capacity, int* counts, uint64_t* keys) {
   const RowRef r = locate(h, row);
   const float obj = field_sigmoid(h, n, r, 4);
   if (!(obj > conf)) return;
+  const uint32_t index = static_cast<uint32_t>(row * h.args.classes);
   if (!multi_label) {  // the first class with the highest obj * cls, as the CPU picks it
     int best = 0;
     float best_score = __fmul_rn(field_sigmoid(h, n, r, 5), obj);
@@ -161,44 +168,160 @@ __global__ void candidates_kernel(Heads h, float conf, bool multi_label, int cap
       const float score = __fmul_rn(field_sigmoid(h, n, r, 5 + c), obj);
       if (score > best_score) best = c, best_score = score;
     }
-    if (!(best_score > conf)) return;
-    const int slot = atomicAdd(&counts[n], 1);
-    if (slot < capacity)
-      keys[int64_t{n} * capacity + slot] =
-          candidate_key(best_score, static_cast<uint32_t>(row * h.args.classes + best));
+    if (best_score > conf) append_candidate(counts, keys, n, capacity, best_score, index + best);
     return;
   }
   for (int c = 0; c < h.args.classes; ++c) {
     const float score = __fmul_rn(field_sigmoid(h, n, r, 5 + c), obj);
-    if (!(score > conf)) continue;
-    const int slot = atomicAdd(&counts[n], 1);
-    if (slot < capacity)
-      keys[int64_t{n} * capacity + slot] =
-          candidate_key(score, static_cast<uint32_t>(row * h.args.classes + c));
+    if (score > conf) append_candidate(counts, keys, n, capacity, score, index + c);
   }
 }
 
-__global__ void segments_kernel(const int* counts, int batch, int capacity, int max_nms,
-                                int* begin, int* end, int* begin2, int* end2,
+// The same for a blocked head (N x blocks x H x W x b): a row's obj and class fields are
+// consecutive channels, b of them in one contiguous run per block, so they are read 16 bytes
+// at a time (16 int8 or 8 half values; b is a multiple of that) instead of one load per field.
+// The same values, tests and candidates as row_candidates.
+template <class T>
+__device__ void blocked_row_candidates(const Heads& h, const float (*tables)[256], int n,
+                                       int64_t row, float conf, bool multi_label, int capacity,
+                                       int* counts, uint64_t* keys) {
+  constexpr int kPerLoad = 16 / sizeof(T);
+  const RowRef r = locate(h, row);
+  const HeadTensor& t = h.args.heads[r.level];
+  const int fields = 5 + h.args.classes, b = t.channel_block;
+  const int blocks = (3 * fields + b - 1) / b;
+  const int64_t plane = int64_t{t.height} * t.width * b;
+  const T* pixel = static_cast<const T*>(t.data) + int64_t{n} * blocks * plane +
+                   (int64_t{r.y} * t.width + r.x) * b;
+  const int c0 = r.anchor * fields + 4;  // obj, then the classes
+  const int c_end = r.anchor * fields + fields;
+  const uint32_t index = static_cast<uint32_t>(row * h.args.classes);
+  float obj = 0.0f, best_score = 0.0f;
+  int best = -1;
+#pragma unroll 1
+  for (int first = c0 / kPerLoad * kPerLoad; first < c_end; first += kPerLoad) {
+    const uint4 v = *reinterpret_cast<const uint4*>(pixel + first / b * plane + first % b);
+    const T* values = reinterpret_cast<const T*>(&v);
+#pragma unroll
+    for (int i = 0; i < kPerLoad; ++i) {
+      const int c = first + i;
+      if (c < c0 || c >= c_end) continue;
+      float sig;
+      if constexpr (sizeof(T) == 1) {
+        sig = tables[r.level][static_cast<int>(values[i]) + 128];
+      } else if (h.args.half_sigmoid) {
+        sig = __ldg(h.args.half_sigmoid + values[i]);
+      } else {
+        const float e = static_cast<float>(exp(-static_cast<double>(ops::from_half_bits(values[i]))));
+        sig = __fdiv_rn(1.0f, __fadd_rn(1.0f, e));
+      }
+      if (c == c0) {
+        obj = sig;
+        if (!(obj > conf)) return;
+        continue;
+      }
+      const int k = c - c0 - 1;  // the class
+      const float score = __fmul_rn(sig, obj);
+      if (multi_label) {
+        if (score > conf) append_candidate(counts, keys, n, capacity, score, index + k);
+      } else if (best < 0 || score > best_score) {
+        best = k, best_score = score;
+      }
+    }
+  }
+  if (!multi_label && best_score > conf) append_candidate(counts, keys, n, capacity, best_score, index + best);
+}
+
+// Candidates of one (image, row) a thread. `vector` (every head blocked and 16-byte aligned)
+// takes blocked_row_candidates.
+__global__ void candidates_kernel(Heads h, float conf, bool multi_label, bool vector, int capacity,
+                                  int* counts, uint64_t* keys) {
+  __shared__ float tables[3][256];  // int8 heads' sigmoid tables, read per field
+  if (h.args.type == HeadType::kInt8) {
+    for (int i = threadIdx.x; i < 3 * 256; i += blockDim.x)
+      tables[i / 256][i % 256] = h.tables.values[i / 256][i % 256];
+    __syncthreads();
+  }
+  const int n = blockIdx.y;
+  const int64_t row = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
+  if (row >= h.rows) return;
+  if (!vector)
+    row_candidates(h, n, row, conf, multi_label, capacity, counts, keys);
+  else if (h.args.type == HeadType::kInt8)
+    blocked_row_candidates<int8_t>(h, tables, n, row, conf, multi_label, capacity, counts, keys);
+  else
+    blocked_row_candidates<uint16_t>(h, tables, n, row, conf, multi_label, capacity, counts, keys);
+}
+
+__global__ void segments_kernel(const int* counts, int batch, int capacity, int* begin, int* end,
                                 int* candidate_counts) {
   const int n = blockIdx.x * blockDim.x + threadIdx.x;
   if (n >= batch) return;
   begin[n] = n * capacity;
   end[n] = n * capacity + min(counts[n], capacity);
-  begin2[n] = n * max_nms;
-  end2[n] = n * max_nms + min(min(counts[n], capacity), max_nms);
   if (candidate_counts) candidate_counts[n] = counts[n];
 }
 
-// The max_nms best candidates of each image as (class, rank) keys: sorted, they list each
-// class's candidates in score order, so NMS can run class by class.
-__global__ void class_keys_kernel(const int* counts, int capacity, int max_nms, int classes,
-                                  const uint64_t* sorted, uint64_t* class_keys) {
-  const int n = blockIdx.y;
-  const int rank = blockIdx.x * blockDim.x + threadIdx.x;
-  if (rank >= min(min(counts[n], capacity), max_nms)) return;
-  const uint32_t index = static_cast<uint32_t>(sorted[int64_t{n} * capacity + rank]);
-  class_keys[int64_t{n} * max_nms + rank] = (uint64_t{index % classes} << 32) | uint32_t(rank);
+constexpr int kClassSortThreads = 1024;
+constexpr int kClassSortWarps = kClassSortThreads / 32;
+constexpr int kMaxClasses = 255;  // check_heads' limit
+
+// The max_nms best candidates of each image as (class, rank) keys in (class, rank) order, so
+// NMS can run class by class, each class's candidates in score order. One block per image, a
+// stable counting sort by class of the score-sorted ranks: count each class, scan the counts
+// into each class's first position, then place the ranks a chunk of 1024 at a time, each at
+// its class's next position plus the number of earlier ranks of its class in the chunk (same
+// warp: the lanes below it with the same class; earlier warps: their counts, scanned per
+// class). The result equals sorting the (class, rank) keys.
+__global__ void __launch_bounds__(kClassSortThreads)
+    class_sort_kernel(const int* counts, int capacity, int max_nms, int classes,
+                      const uint64_t* sorted, uint64_t* class_keys) {
+  __shared__ int next[kMaxClasses + 1];                    // each class's next position
+  __shared__ int before[kClassSortWarps][kMaxClasses + 1];  // a warp's count, then earlier warps'
+  const int n = blockIdx.x, t = threadIdx.x, lane = t & 31, warp = t >> 5;
+  const int total = min(min(counts[n], capacity), max_nms);
+  const uint64_t* keys = sorted + int64_t{n} * capacity;
+  uint64_t* out = class_keys + int64_t{n} * max_nms;
+  auto class_of = [&](int rank) { return static_cast<int>(static_cast<uint32_t>(keys[rank]) % classes); };
+
+  for (int c = t; c <= kMaxClasses; c += kClassSortThreads) next[c] = 0;
+  __syncthreads();
+  for (int r = t; r < total; r += kClassSortThreads) atomicAdd(&next[class_of(r)], 1);
+  __syncthreads();
+  if (t == 0) {  // exclusive scan of at most 255 counts
+    int sum = 0;
+    for (int c = 0; c < classes; ++c) {
+      const int v = next[c];
+      next[c] = sum;
+      sum += v;
+    }
+  }
+  __syncthreads();
+  const unsigned below = (1u << lane) - 1;
+  for (int first = 0; first < total; first += kClassSortThreads) {
+    for (int i = t; i < kClassSortWarps * (kMaxClasses + 1); i += kClassSortThreads)
+      (&before[0][0])[i] = 0;
+    __syncthreads();
+    const int r = first + t;
+    const int c = r < total ? class_of(r) : kMaxClasses;  // kMaxClasses: no rank
+    const unsigned peers = __match_any_sync(0xffffffffu, c);
+    const int lower = __popc(peers & below);
+    if (lower == 0) before[warp][c] = __popc(peers);
+    __syncthreads();
+    int chunk = 0;  // this class's ranks in the chunk
+    if (t < classes) {
+      for (int w = 0; w < kClassSortWarps; ++w) {
+        const int v = before[w][t];
+        before[w][t] = chunk;
+        chunk += v;
+      }
+    }
+    __syncthreads();
+    if (r < total) out[next[c] + before[warp][c] + lower] = (uint64_t(c) << 32) | uint32_t(r);
+    __syncthreads();
+    if (t < classes) next[t] += chunk;
+    __syncthreads();
+  }
 }
 
 constexpr int kNmsThreads = 1024;
@@ -508,9 +631,8 @@ __global__ void __launch_bounds__(kNmsThreads) nms_select_kernel(NmsParams p) {
 
 // Workspace layout, each part 256-byte aligned.
 struct Layout {
-  size_t counts, begin, end, begin2, end2, keys_in, keys_out, class_in, class_out, boxes,
-      kept, sort, total;
-  size_t sort_bytes;  // temporary storage of the larger of the two segmented sorts
+  size_t counts, begin, end, keys_in, keys_out, class_keys, boxes, kept, sort, total;
+  size_t sort_bytes;  // temporary storage of the segmented sort
 };
 
 size_t align(size_t v) { return (v + 255) / 256 * 256; }
@@ -531,24 +653,15 @@ Layout layout(const DetectArgs& a) {
   l.counts = take(batch * sizeof(int));
   l.begin = take(batch * sizeof(int));
   l.end = take(batch * sizeof(int));
-  l.begin2 = take(batch * sizeof(int));
-  l.end2 = take(batch * sizeof(int));
   l.keys_in = take(keys * sizeof(uint64_t));
   l.keys_out = take(keys * sizeof(uint64_t));
-  l.class_in = take(nms * sizeof(uint64_t));
-  l.class_out = take(nms * sizeof(uint64_t));
+  l.class_keys = take(nms * sizeof(uint64_t));
   l.boxes = take(nms * sizeof(float4));
   l.kept = take(batch * kept_words(a) * sizeof(uint32_t));
-  size_t by_score = 0, by_class = 0;
-  cub::DeviceSegmentedSort::SortKeys(nullptr, by_score, static_cast<const uint64_t*>(nullptr),
+  cub::DeviceSegmentedSort::SortKeys(nullptr, l.sort_bytes, static_cast<const uint64_t*>(nullptr),
                                      static_cast<uint64_t*>(nullptr), static_cast<int64_t>(keys),
                                      static_cast<int64_t>(batch), static_cast<const int*>(nullptr),
                                      static_cast<const int*>(nullptr));
-  cub::DeviceSegmentedSort::SortKeys(nullptr, by_class, static_cast<const uint64_t*>(nullptr),
-                                     static_cast<uint64_t*>(nullptr), static_cast<int64_t>(nms),
-                                     static_cast<int64_t>(batch), static_cast<const int*>(nullptr),
-                                     static_cast<const int*>(nullptr));
-  l.sort_bytes = std::max(by_score, by_class);
   l.sort = take(l.sort_bytes);
   l.total = at;
   return l;
@@ -556,8 +669,8 @@ Layout layout(const DetectArgs& a) {
 
 Status check_heads(const char* op, const HeadsArgs& a) {
   if (a.batch < 1) return invalid_argument(op, ": batch ", a.batch, " is not positive");
-  if (a.classes < 1 || a.classes > 255)
-    return invalid_argument(op, ": classes ", a.classes, " (1..255 supported)");
+  if (a.classes < 1 || a.classes > kMaxClasses)
+    return invalid_argument(op, ": classes ", a.classes, " (1..", kMaxClasses, " supported)");
   for (int l = 0; l < 3; ++l) {
     const HeadTensor& t = a.heads[l];
     if (t.height < 1 || t.width < 1)
@@ -609,10 +722,7 @@ Status detect(const DetectArgs& a, cudaStream_t stream) {
   int* end = reinterpret_cast<int*>(at(l.end));
   uint64_t* keys_in = reinterpret_cast<uint64_t*>(at(l.keys_in));
   uint64_t* keys_out = reinterpret_cast<uint64_t*>(at(l.keys_out));
-  int* begin2 = reinterpret_cast<int*>(at(l.begin2));
-  int* end2 = reinterpret_cast<int*>(at(l.end2));
-  uint64_t* class_in = reinterpret_cast<uint64_t*>(at(l.class_in));
-  uint64_t* class_out = reinterpret_cast<uint64_t*>(at(l.class_out));
+  uint64_t* class_keys = reinterpret_cast<uint64_t*>(at(l.class_keys));
   const Heads h = make_heads(a.heads);
   // The suppression bits (rounded to 16 bytes, so the staged boxes are aligned), then as many
   // boxes of a large class as fit in the dynamic shared memory every GPU gives a block without
@@ -640,11 +750,14 @@ Status detect(const DetectArgs& a, cudaStream_t stream) {
   const int parts = std::clamp((2 * sms + batch - 1) / batch, 1, 16);
 
   QYOLO_RETURN_IF_ERROR(check(cudaMemsetAsync(counts, 0, batch * sizeof(int), stream), kOp));
+  bool vector = true;  // every head blocked and 16-byte aligned: 16-byte loads
+  for (const HeadTensor& t : a.heads.heads)
+    vector = vector && t.channel_block != 0 && reinterpret_cast<uintptr_t>(t.data) % 16 == 0;
   candidates_kernel<<<dim3(ops::blocks_for(h.rows, 128), batch), 128, 0, stream>>>(
-      h, a.conf_threshold, a.multi_label, a.max_candidates, counts, keys_in);
+      h, a.conf_threshold, a.multi_label, vector, a.max_candidates, counts, keys_in);
   QYOLO_RETURN_IF_ERROR(ops::launched(kOp));
   segments_kernel<<<ops::blocks_for(batch, 128), 128, 0, stream>>>(
-      counts, batch, a.max_candidates, a.max_nms, begin, end, begin2, end2, a.candidate_counts);
+      counts, batch, a.max_candidates, begin, end, a.candidate_counts);
   QYOLO_RETURN_IF_ERROR(ops::launched(kOp));
   size_t sort_bytes = l.sort_bytes;
   QYOLO_RETURN_IF_ERROR(
@@ -652,15 +765,9 @@ Status detect(const DetectArgs& a, cudaStream_t stream) {
                                                int64_t{batch} * a.max_candidates, int64_t{batch},
                                                begin, end, stream),
             "detect: segmented sort"));
-  class_keys_kernel<<<dim3(ops::blocks_for(a.max_nms, 256), batch), 256, 0, stream>>>(
-      counts, a.max_candidates, a.max_nms, h.args.classes, keys_out, class_in);
+  class_sort_kernel<<<batch, kClassSortThreads, 0, stream>>>(
+      counts, a.max_candidates, a.max_nms, h.args.classes, keys_out, class_keys);
   QYOLO_RETURN_IF_ERROR(ops::launched(kOp));
-  sort_bytes = l.sort_bytes;
-  QYOLO_RETURN_IF_ERROR(
-      check(cub::DeviceSegmentedSort::SortKeys(at(l.sort), sort_bytes, class_in, class_out,
-                                               int64_t{batch} * a.max_nms, int64_t{batch}, begin2,
-                                               end2, stream),
-            "detect: segmented sort by class"));
   NmsParams p{};
   p.h = h;
   p.iou_threshold = a.iou_threshold;
@@ -669,7 +776,7 @@ Status detect(const DetectArgs& a, cudaStream_t stream) {
   p.capacity = a.max_candidates;
   p.counts = counts;
   p.keys = keys_out;
-  p.class_keys = class_out;
+  p.class_keys = class_keys;
   p.boxes = reinterpret_cast<float4*>(at(l.boxes));
   p.kept = reinterpret_cast<uint32_t*>(at(l.kept));
   p.kept_words = kept_words(a);
