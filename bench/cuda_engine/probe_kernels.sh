@@ -20,7 +20,7 @@ pack=$(mktemp -d)/images.rgb
 python3 bench/cuda_engine/pack_images.py "$dir/images" "$pack" >/dev/null
 e2e=("$build/e2e_cuda_engine" --engine "$engine" --images "$pack" --batch "$batch")
 ncu --clock-control none --metrics gpu__time_duration.sum --print-summary per-kernel \
-  -k 'regex:candidates|segments|class_sort|nms|Segmented|preprocess|decode' --launch-count 80 \
+  -k 'regex:candidates|segments|score_sort|class_sort|nms|Segmented|preprocess|decode' --launch-count 80 \
   "${e2e[@]}" --seconds 0.05 2>&1 |
   grep -E "^ *[A-Za-z_:<>]+.*\(|gpu__time_duration|Invocations|rror" | head -60
 if [ "${SECTIONS:-1}" = 1 ]; then

@@ -177,25 +177,22 @@ __device__ __forceinline__ float half_element(const ConvInt8Params& p, float y, 
   return v;
 }
 
-// Rewrites the elements of one item (`count` consecutive channels) whose fast value is not to
-// be trusted with the exact value: one copy of the exact code per kernel, outside the
-// unrolled fast path, called for about one item in 10^3. It repeats the fast test element by
-// element to find them (each test is a valid bound on its own, so it need not agree bit for
-// bit with the caller's).
+// Rewrites the elements of one item whose fast value is not to be trusted (bit i of `near`:
+// channel i of the item) with the exact value: one copy of the exact code per kernel, outside
+// the unrolled fast path, called for a few percent of the items. The caller's fast test picks
+// the elements, so fix_up computes only those (each exact element costs a double-precision exp
+// and an IEEE division; testing all of an item's elements again here cost more than that).
 template <int kKind>
 __device__ __noinline__ void fix_up(const ConvInt8Params& p, const float* y, const int8_t* residual,
-                                    int64_t out_at, int count) {
+                                    int64_t out_at, uint32_t near) {
 #pragma unroll 1
-  for (int i = 0; i < count; ++i) {
+  for (; near; near &= near - 1) {
+    const int i = __ffs(near) - 1;
     const int r = residual ? residual[i] : 0;
-    bool near;
-    if constexpr (kKind == kOutInt8) {
-      (void)int8_element<AnyMode>(p, y[i], r, near);
-      if (near) static_cast<int8_t*>(p.output)[out_at + i] = exact_int8(p, y[i], r);
-    } else {
-      (void)half_element<AnyMode>(p, y[i], r, near);
-      if (near) static_cast<__half*>(p.output)[out_at + i] = __float2half_rn(exact_value(p, y[i], r));
-    }
+    if constexpr (kKind == kOutInt8)
+      static_cast<int8_t*>(p.output)[out_at + i] = exact_int8(p, y[i], r);
+    else
+      static_cast<__half*>(p.output)[out_at + i] = __float2half_rn(exact_value(p, y[i], r));
   }
 }
 
@@ -250,8 +247,7 @@ __device__ __forceinline__ void store_slab_items(const ConvInt8Params& p, const 
         }
       }
       uint32_t packed[4];
-      bool near = false;  // some element to recompute exactly
-      float worst = 0.0f;  // int8: the largest score
+      uint32_t near = 0;  // bit i: element i to recompute exactly
 #pragma unroll
       for (int g = 0; g < kVec / 4; ++g) {
         const float4 f = *reinterpret_cast<const float4*>(y + 4 * g);
@@ -263,7 +259,8 @@ __device__ __forceinline__ void store_slab_items(const ConvInt8Params& p, const 
           const uint32_t b2 = int8_element<M>(p, f.z, int8_at(w, 2), s2);
           const uint32_t b3 = int8_element<M>(p, f.w, int8_at(w, 3), s3);
           packed[g] = pack_low_bytes(b0, b1, b2, b3);
-          worst = fmaxf(fmaxf(worst, fmaxf(s0, s1)), fmaxf(s2, s3));
+          near |= (uint32_t(s0 >= kNear) | uint32_t(s1 >= kNear) << 1 | uint32_t(s2 >= kNear) << 2 |
+                   uint32_t(s3 >= kNear) << 3) << (4 * g);
         } else {
           bool n0, n1, n2, n3;
           const float h0 = half_element<M>(p, f.x, int8_at(w, 0), n0);
@@ -273,19 +270,18 @@ __device__ __forceinline__ void store_slab_items(const ConvInt8Params& p, const 
           const __half2 lo = __floats2half2_rn(h0, h1), hi = __floats2half2_rn(h2, h3);
           packed[2 * g] = *reinterpret_cast<const uint32_t*>(&lo);
           packed[2 * g + 1] = *reinterpret_cast<const uint32_t*>(&hi);
-          near = near || n0 || n1 || n2 || n3;
+          near |= (uint32_t(n0) | uint32_t(n1) << 1 | uint32_t(n2) << 2 | uint32_t(n3) << 3) << (4 * g);
         }
       }
-      if constexpr (kKind == kOutInt8) near = worst >= kNear;
       if constexpr (kKind == kOutInt8)
         *reinterpret_cast<uint4*>(static_cast<int8_t*>(p.output) + out_at) =
             make_uint4(packed[0], packed[1], packed[2], packed[3]);
       else
         *reinterpret_cast<uint4*>(static_cast<__half*>(p.output) + out_at) =
             make_uint4(packed[0], packed[1], packed[2], packed[3]);
-      if (near) [[unlikely]] fix_up<kKind>(p, y, residual, out_at, kVec);
+      if (near) [[unlikely]] fix_up<kKind>(p, y, residual, out_at, near);
     } else {
-      bool near = false;
+      uint32_t near = 0;
       const int count = p.cout - n < kVec ? p.cout - n : kVec;
       for (int i = 0; i < count; ++i) {
         const int r = residual ? residual[i] : 0;
@@ -295,11 +291,11 @@ __device__ __forceinline__ void store_slab_items(const ConvInt8Params& p, const 
               static_cast<int8_t>(int8_element<M>(p, y[i], r, n_i) & 0xff);
         else
           static_cast<__half*>(p.output)[out_at + i] = __float2half_rn(half_element<M>(p, y[i], r, n_i));
-        near = near || n_i;
+        near |= uint32_t(n_i) << i;
       }
       if (kKind == kOutInt8 && p.out_block)  // the block's padded channels are zero
         for (int i = count; i < kVec; ++i) static_cast<int8_t*>(p.output)[out_at + i] = 0;
-      if (near) [[unlikely]] fix_up<kKind>(p, y, residual, out_at, count);
+      if (near) [[unlikely]] fix_up<kKind>(p, y, residual, out_at, near);
     }
   }
 }

@@ -36,12 +36,14 @@ LetterboxPlan letterbox_plan(int width, int height, int size, int canvas) {
 namespace {
 
 constexpr int kMaxImagesPerLaunch = 64;  // keeps the by-value batch under 4 KB of parameters
-constexpr int kPixelsPerThread = 4;      // amortizes the block's level table
+constexpr int kGroup = 4;                 // consecutive canvas pixels of one row per thread
+constexpr int kThreads = 256;
 
 enum Mode : int { kCopy = 0, kLinear = 1, kAreaInteger = 2, kArea = 3 };
 
 struct ImageDesc {
   const uint8_t* pixels;
+  double scale_x, scale_y;  // width / resized_width, height / resized_height (IEEE, on the host)
   int row_bytes, width, height, resized_width, resized_height, left, top, mode, kx, ky;
 };
 
@@ -54,32 +56,40 @@ __device__ __forceinline__ int to_coef(float weight) {
   return min(max(v, -32768), 32767);
 }
 
-// The three channels of one resized pixel: each mode computes its source coordinates and
-// weights once (double divisions among them) and then reads the channels.
-__device__ void linear_pixel(const ImageDesc& im, int dx, int dy, int (&rgb)[3]) {
-  const double scale_x = __ddiv_rn(im.width, im.resized_width);
-  const double scale_y = __ddiv_rn(im.height, im.resized_height);
-  float fx = static_cast<float>(__dadd_rn(__dmul_rn(dx + 0.5, scale_x), -0.5));
+// INTER_LINEAR's vertical step for one destination row, shared by the row's pixels: the two
+// source rows and their weights.
+struct LinearRow {
+  const uint8_t* s0;
+  const uint8_t* s1;
+  int b0, b1;
+};
+
+__device__ __forceinline__ LinearRow linear_row(const ImageDesc& im, int dy) {
+  float fy = static_cast<float>(__dadd_rn(__dmul_rn(dy + 0.5, im.scale_y), -0.5));
+  const int sy = static_cast<int>(floorf(fy));
+  fy = __fsub_rn(fy, static_cast<float>(sy));
+  auto source_row = [&](int y) {
+    return im.pixels + static_cast<size_t>(min(max(y, 0), im.height - 1)) * im.row_bytes;
+  };
+  return {source_row(sy), source_row(sy + 1), to_coef(__fsub_rn(1.0f, fy)), to_coef(fy)};
+}
+
+// The three channels of one resized pixel: its source columns and weights once, then the
+// channels.
+__device__ __forceinline__ void linear_pixel(const ImageDesc& im, const LinearRow& r, int dx,
+                                             int (&rgb)[3]) {
+  float fx = static_cast<float>(__dadd_rn(__dmul_rn(dx + 0.5, im.scale_x), -0.5));
   int sx = static_cast<int>(floorf(fx));
   fx = __fsub_rn(fx, static_cast<float>(sx));
   if (sx < 0) fx = 0, sx = 0;
   if (sx >= im.width - 1) fx = 0, sx = im.width - 1;
   const int a0 = to_coef(__fsub_rn(1.0f, fx)), a1 = to_coef(fx);
-  float fy = static_cast<float>(__dadd_rn(__dmul_rn(dy + 0.5, scale_y), -0.5));
-  const int sy = static_cast<int>(floorf(fy));
-  fy = __fsub_rn(fy, static_cast<float>(sy));
-  const int b0 = to_coef(__fsub_rn(1.0f, fy)), b1 = to_coef(fy);
   const int next = min(sx + 1, im.width - 1);
-  auto source_row = [&](int y) {
-    return im.pixels + static_cast<size_t>(min(max(y, 0), im.height - 1)) * im.row_bytes;
-  };
-  const uint8_t* s0 = source_row(sy);
-  const uint8_t* s1 = source_row(sy + 1);
 #pragma unroll
   for (int c = 0; c < 3; ++c) {
-    const int row0 = s0[sx * 3 + c] * a0 + s0[next * 3 + c] * a1;
-    const int row1 = s1[sx * 3 + c] * a0 + s1[next * 3 + c] * a1;
-    const int v = (((b0 * (row0 >> 4)) >> 16) + ((b1 * (row1 >> 4)) >> 16) + 2) >> 2;
+    const int row0 = r.s0[sx * 3 + c] * a0 + r.s0[next * 3 + c] * a1;
+    const int row1 = r.s1[sx * 3 + c] * a0 + r.s1[next * 3 + c] * a1;
+    const int v = (((r.b0 * (row0 >> 4)) >> 16) + ((r.b1 * (row1 >> 4)) >> 16) + 2) >> 2;
     rgb[c] = min(max(v, 0), 255);
   }
 }
@@ -139,8 +149,8 @@ __device__ float area_row(const uint8_t* s, const AreaSpan& a, int c) {
 }
 
 __device__ void area_pixel(const ImageDesc& im, int dx, int dy, int (&rgb)[3]) {
-  const AreaSpan ax = area_span(dx, im.width, __ddiv_rn(im.width, im.resized_width));
-  const AreaSpan ay = area_span(dy, im.height, __ddiv_rn(im.height, im.resized_height));
+  const AreaSpan ax = area_span(dx, im.width, im.scale_x);
+  const AreaSpan ay = area_span(dy, im.height, im.scale_y);
   auto row = [&](int y) { return im.pixels + static_cast<size_t>(y) * im.row_bytes; };
   for (int c = 0; c < 3; ++c) {
     float sum = 0.0f;
@@ -151,22 +161,6 @@ __device__ void area_pixel(const ImageDesc& im, int dx, int dy, int (&rgb)[3]) {
     if (ay.last_partial >= 0)
       sum = __fadd_rn(sum, __fmul_rn(ay.last_alpha, area_row(row(ay.last_partial), ax, c)));
     rgb[c] = min(max(static_cast<int>(rintf(sum)), 0), 255);
-  }
-}
-
-__device__ void resized_pixel(const ImageDesc& im, int dx, int dy, int (&rgb)[3]) {
-  switch (im.mode) {
-    case kLinear:
-      return linear_pixel(im, dx, dy, rgb);
-    case kAreaInteger:
-      return area_integer_pixel(im, dx, dy, rgb);
-    case kArea:
-      return area_pixel(im, dx, dy, rgb);
-    default: {
-      const uint8_t* s = im.pixels + static_cast<size_t>(dy) * im.row_bytes + dx * 3;
-#pragma unroll
-      for (int c = 0; c < 3; ++c) rgb[c] = s[c];
-    }
   }
 }
 
@@ -184,44 +178,84 @@ __device__ __forceinline__ uint32_t level_value(int p, float input_scale) {
     return __float_as_uint(v);
 }
 
-// One canvas pixel: letterbox padding or the resized image, through the level table.
+// kGroup consecutive pixels of one canvas row a thread: the row's letterbox test and vertical
+// resize step once, each inside pixel's source values, the group's output through the level
+// table in one vector store per channel plane where the canvas row allows it (`vector`: canvas
+// a multiple of kGroup and the output 16-byte aligned).
 template <PreprocessOutput kFormat>
-__device__ __forceinline__ void write_pixel(const ImageDesc& im, int pixel, int canvas, size_t slot,
-                                            size_t plane, const uint32_t* table, void* output) {
-  const int y = pixel / canvas, x = pixel - y * canvas;
-  const int dx = x - im.left, dy = y - im.top;
-  const bool inside = dx >= 0 && dy >= 0 && dx < im.resized_width && dy < im.resized_height;
-  int rgb[3] = {114, 114, 114};
-  if (inside) resized_pixel(im, dx, dy, rgb);
-  if constexpr (kFormat == PreprocessOutput::kInt8Hwc4) {
-    static_cast<uint32_t*>(output)[slot * plane + pixel] =
-        table[rgb[0]] | table[rgb[1]] << 8 | table[rgb[2]] << 16;
-  } else if constexpr (kFormat == PreprocessOutput::kFloat16Nchw) {
-    for (int c = 0; c < 3; ++c)
-      static_cast<uint16_t*>(output)[(slot * 3 + c) * plane + pixel] =
-          static_cast<uint16_t>(table[rgb[c]]);
-  } else {
-    for (int c = 0; c < 3; ++c)
-      static_cast<uint32_t*>(output)[(slot * 3 + c) * plane + pixel] = table[rgb[c]];
-  }
-}
-
-template <PreprocessOutput kFormat>
-__global__ void preprocess_kernel(Batch batch, int first, int canvas, float input_scale,
-                                  void* output) {
+__global__ void __launch_bounds__(kThreads)
+    preprocess_kernel(Batch batch, int first, int canvas, int groups_per_row, bool vector,
+                      float input_scale, void* output) {
   __shared__ uint32_t table[256];
   for (int p = threadIdx.x; p < 256; p += blockDim.x)
     table[p] = level_value<kFormat>(p, input_scale);
   __syncthreads();
   const int image = blockIdx.y;
+  const int group = blockIdx.x * blockDim.x + threadIdx.x;
+  if (group >= canvas * groups_per_row) return;
   const ImageDesc& im = batch.images[image];
+  const int y = group / groups_per_row, x0 = (group - y * groups_per_row) * kGroup;
+  const int count = min(kGroup, canvas - x0);
+  const int dy = y - im.top;
+  const bool row_inside = dy >= 0 && dy < im.resized_height;
+  int rgb[kGroup][3];
+#pragma unroll
+  for (int k = 0; k < kGroup; ++k) rgb[k][0] = rgb[k][1] = rgb[k][2] = 114;
+  if (row_inside) {
+    const int mode = im.mode;
+    LinearRow lr{};
+    if (mode == kLinear) lr = linear_row(im, dy);
+    const uint8_t* copy_row = im.pixels + static_cast<size_t>(dy) * im.row_bytes;
+#pragma unroll
+    for (int k = 0; k < kGroup; ++k) {
+      const int dx = x0 + k - im.left;
+      if (k >= count || dx < 0 || dx >= im.resized_width) continue;
+      if (mode == kCopy) {
+#pragma unroll
+        for (int c = 0; c < 3; ++c) rgb[k][c] = copy_row[dx * 3 + c];
+      } else if (mode == kLinear) {
+        linear_pixel(im, lr, dx, rgb[k]);
+      } else if (mode == kAreaInteger) {
+        area_integer_pixel(im, dx, dy, rgb[k]);
+      } else {
+        area_pixel(im, dx, dy, rgb[k]);
+      }
+    }
+  }
   const size_t slot = static_cast<size_t>(first + image);
   const size_t plane = static_cast<size_t>(canvas) * canvas;
-#pragma unroll 1
-  for (int k = 0; k < kPixelsPerThread; ++k) {
-    const int pixel = (blockIdx.x * kPixelsPerThread + k) * blockDim.x + threadIdx.x;
-    if (pixel >= canvas * canvas) return;
-    write_pixel<kFormat>(im, pixel, canvas, slot, plane, table, output);
+  const size_t at = static_cast<size_t>(y) * canvas + x0;
+  if constexpr (kFormat == PreprocessOutput::kInt8Hwc4) {
+    uint32_t v[kGroup];
+#pragma unroll
+    for (int k = 0; k < kGroup; ++k)
+      v[k] = table[rgb[k][0]] | table[rgb[k][1]] << 8 | table[rgb[k][2]] << 16;
+    uint32_t* out = static_cast<uint32_t*>(output) + slot * plane + at;
+    if (vector) {
+      *reinterpret_cast<uint4*>(out) = make_uint4(v[0], v[1], v[2], v[3]);
+    } else {
+      for (int k = 0; k < count; ++k) out[k] = v[k];
+    }
+  } else {
+#pragma unroll
+    for (int c = 0; c < 3; ++c) {
+      uint32_t v[kGroup];
+#pragma unroll
+      for (int k = 0; k < kGroup; ++k) v[k] = table[rgb[k][c]];
+      if constexpr (kFormat == PreprocessOutput::kFloat16Nchw) {
+        uint16_t* out = static_cast<uint16_t*>(output) + (slot * 3 + c) * plane + at;
+        if (vector)
+          *reinterpret_cast<uint2*>(out) = make_uint2(v[0] | v[1] << 16, v[2] | v[3] << 16);
+        else
+          for (int k = 0; k < count; ++k) out[k] = static_cast<uint16_t>(v[k]);
+      } else {
+        uint32_t* out = static_cast<uint32_t*>(output) + (slot * 3 + c) * plane + at;
+        if (vector)
+          *reinterpret_cast<uint4*>(out) = make_uint4(v[0], v[1], v[2], v[3]);
+        else
+          for (int k = 0; k < count; ++k) out[k] = v[k];
+      }
+    }
   }
 }
 
@@ -236,18 +270,19 @@ ImageDesc describe(const PreprocessImage& image) {
   d.resized_height = p.resized_height;
   d.left = p.left;
   d.top = p.top;
+  // The CPU resize's scales (src/vision/resize.cpp): IEEE double divisions, here as there.
+  d.scale_x = static_cast<double>(p.width) / p.resized_width;
+  d.scale_y = static_cast<double>(p.height) / p.resized_height;
   const double r = static_cast<double>(p.size) / std::max(p.width, p.height);
   d.mode = kCopy;
   if (r > 1.0) {
     d.mode = kLinear;
   } else if (r < 1.0) {
     // resize_area's test for whole-number shrink factors (OpenCV's resizeAreaFast).
-    const double sx = static_cast<double>(p.width) / p.resized_width;
-    const double sy = static_cast<double>(p.height) / p.resized_height;
-    d.kx = static_cast<int>(sx);
-    d.ky = static_cast<int>(sy);
-    const bool integer = d.kx >= 1 && d.ky >= 1 && std::abs(sx - d.kx) < DBL_EPSILON &&
-                         std::abs(sy - d.ky) < DBL_EPSILON;
+    d.kx = static_cast<int>(d.scale_x);
+    d.ky = static_cast<int>(d.scale_y);
+    const bool integer = d.kx >= 1 && d.ky >= 1 && std::abs(d.scale_x - d.kx) < DBL_EPSILON &&
+                         std::abs(d.scale_y - d.ky) < DBL_EPSILON;
     d.mode = integer ? kAreaInteger : kArea;
   }
   return d;
@@ -275,25 +310,26 @@ Status preprocess(const PreprocessArgs& args, cudaStream_t stream) {
                               p.resized_height, ") does not fit the ", args.canvas,
                               " canvas; plan it with letterbox_plan(..., canvas)");
   }
-  const int threads = 256;
-  const int pixels = args.canvas * args.canvas;
+  const int groups_per_row = (args.canvas + kGroup - 1) / kGroup;
+  const bool vector =
+      args.canvas % kGroup == 0 && reinterpret_cast<uintptr_t>(args.output) % 16 == 0;
   for (int first = 0; first < args.count; first += kMaxImagesPerLaunch) {
     const int n = std::min(kMaxImagesPerLaunch, args.count - first);
     Batch batch{};
     for (int i = 0; i < n; ++i) batch.images[i] = describe(args.images[first + i]);
-    const dim3 grid(ops::blocks_for(pixels, threads * kPixelsPerThread), n);
+    const dim3 grid(ops::blocks_for(int64_t{args.canvas} * groups_per_row, kThreads), n);
     switch (args.output_format) {
       case PreprocessOutput::kInt8Hwc4:
-        preprocess_kernel<PreprocessOutput::kInt8Hwc4><<<grid, threads, 0, stream>>>(
-            batch, first, args.canvas, args.input_scale, args.output);
+        preprocess_kernel<PreprocessOutput::kInt8Hwc4><<<grid, kThreads, 0, stream>>>(
+            batch, first, args.canvas, groups_per_row, vector, args.input_scale, args.output);
         break;
       case PreprocessOutput::kFloat16Nchw:
-        preprocess_kernel<PreprocessOutput::kFloat16Nchw><<<grid, threads, 0, stream>>>(
-            batch, first, args.canvas, args.input_scale, args.output);
+        preprocess_kernel<PreprocessOutput::kFloat16Nchw><<<grid, kThreads, 0, stream>>>(
+            batch, first, args.canvas, groups_per_row, vector, args.input_scale, args.output);
         break;
       case PreprocessOutput::kFloat32Nchw:
-        preprocess_kernel<PreprocessOutput::kFloat32Nchw><<<grid, threads, 0, stream>>>(
-            batch, first, args.canvas, args.input_scale, args.output);
+        preprocess_kernel<PreprocessOutput::kFloat32Nchw><<<grid, kThreads, 0, stream>>>(
+            batch, first, args.canvas, groups_per_row, vector, args.input_scale, args.output);
         break;
     }
     QYOLO_RETURN_IF_ERROR(ops::launched(kOp));
