@@ -8,8 +8,9 @@
 // bound on how far that can be from the reference's value; only where the result lies within
 // that bound of a rounding boundary (an int8 half-step, or a half-precision midpoint) is the
 // element recomputed as the reference does (IEEE division, exp in double rounded to float).
-// That happens for about one element in 10^4, so the exact path costs nothing measurable, and
-// the engine's output equals the CPU backend's. The one difference left: exp in double,
+// That happens for about one element in 10^4, but with 512 elements a warp per slab, a few
+// percent of the slabs have one: the fast test therefore marks the elements (a bit each) and
+// fix_up recomputes only those. The engine's output equals the CPU backend's. The one difference left: exp in double,
 // rounded, is the correctly rounded expf, which glibc's expf (0.502 ulp) misses in rare
 // last-bit cases, and a one-ulp difference there changes an int8 output far more rarely still.
 #pragma once
