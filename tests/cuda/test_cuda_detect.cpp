@@ -236,6 +236,24 @@ TEST(CudaDetect, RealHeadsGiveTheCpuBoxesBitForBit) {
               (long long)totals.row_values_different, (long long)(totals.rows * 85));
 }
 
+// From 16 images on, each image's candidates are sorted by one block (detect.cu's block radix
+// sort) instead of the segmented sort: the fixture images repeated to a batch of 16.
+TEST(CudaDetect, ABatchOfSixteenGivesTheCpuBoxes) {
+  QYOLO_SKIP_WITHOUT_GPU();
+  const auto fixtures = load_fixtures();
+  ASSERT_FALSE(fixtures.empty()) << "no fixtures in " << fixtures_dir();
+  std::vector<ImageHeads> batch;
+  while (batch.size() < 16) batch.push_back(fixtures[batch.size() % fixtures.size()]);
+  for (Kind kind : {Kind::kFloat16, Kind::kInt8}) {
+    Compared totals;
+    compare(batch, kind, 30000, 300, true, totals, kind == Kind::kInt8 ? 32 : 16);
+    EXPECT_EQ(totals.different, 0);
+    std::printf("detect, batch 16 (%s heads): %lld/%lld detections identical\n",
+                kind == Kind::kInt8 ? "int8:chw32" : "fp16:chw16",
+                (long long)(totals.detections - totals.different), (long long)totals.detections);
+  }
+}
+
 // detect.py's settings: each box's best class only, conf 0.25, IoU 0.45; and single-label at the
 // validation thresholds, where many boxes' best classes tie or sit just above conf.
 TEST(CudaDetect, SingleLabelGivesTheCpuBoxes) {

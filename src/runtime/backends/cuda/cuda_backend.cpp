@@ -87,7 +87,7 @@ class CudaPrepared : public PreparedEngine {
     const size_t first = size_t(std::max(args.first_layer, 0));
     for (size_t i = first; i < end && i < engine_.layers.size(); ++i) {
       if (timing) QYOLO_RETURN_IF_ERROR(events_[i].record(stream));
-      if (skipped(int(i), args)) continue;  // written by its conv (find_direct_outputs)
+      if (skipped(int(i), args)) continue;  // find_direct_outputs / find_direct_inputs
       QYOLO_RETURN_IF_ERROR(
           with_context(run_layer(int(i), args, stream), "layer '" + engine_.layers[i].name + "'"));
     }
@@ -176,6 +176,7 @@ class CudaPrepared : public PreparedEngine {
       QYOLO_ASSIGN_OR_RETURN(scratch_, DeviceBuffer::allocate(scratch));
     }
     find_direct_outputs();
+    find_direct_inputs();
     return Status::ok();
   }
 
@@ -216,8 +217,51 @@ class CudaPrepared : public PreparedEngine {
       replaced_[r] = 1;
     }
   }
+  // An int8:hwc4 input whose tensor has the same layout and scale (the input reformat a plain
+  // copy) and which only int8 convs read (the stem): those convs read the caller's input
+  // buffer itself and the copy is skipped, in a whole-network run only (as the direct outputs).
+  void find_direct_inputs() {
+    direct_input_.assign(engine_.tensors.size(), -1);
+    const char* env = std::getenv("QYOLO_CUDA_DIRECT_OUTPUTS");
+    if (env && std::strcmp(env, "0") == 0) return;
+    for (size_t r = 0; r < engine_.layers.size(); ++r) {
+      const EngineLayer& reformat = engine_.layers[r];
+      if (reformat.kind != LayerKind::kInputReformat || reformat.output < 0) continue;
+      const EngineIo& io = engine_.inputs[reformat.inputs[0]];
+      const int t = reformat.output;
+      const EngineTensor& tensor = engine_.tensors[t];
+      if (!plain_input_copy(io, tensor)) continue;
+      bool convs_only = true;
+      for (const EngineLayer& l : engine_.layers) {
+        if (l.kind == LayerKind::kInputReformat) continue;
+        const bool reads = l.residual == t ||
+                           std::find(l.inputs.begin(), l.inputs.end(), t) != l.inputs.end();
+        if (reads && (l.kind != LayerKind::kConv || l.precision != ElementType::kInt8 ||
+                      l.residual == t || l.inputs.size() != 1))
+          convs_only = false;
+      }
+      if (!convs_only) continue;
+      direct_input_[t] = reformat.inputs[0];
+      replaced_[r] = 1;
+    }
+  }
+  // int8:hwc4 into a tensor of the same layout and scale is a plain copy.
+  bool plain_input_copy(const EngineIo& io, const EngineTensor& t) const {
+    return io.format == IoFormat::kInt8Hwc4 && t.type == ElementType::kInt8 &&
+           t.layout.stride == 4 && t.layout.offset == 0 && t.scale == io.scale &&
+           batch_contiguous(engine_, t);
+  }
   bool skipped(int layer, const ExecuteArgs& args) const {
-    return replaced_[layer] && whole_run(args);
+    if (!replaced_[layer] || !whole_run(args)) return false;
+    const EngineLayer& l = engine_.layers[layer];
+    return l.kind != LayerKind::kInputReformat || direct_input(l.output, args) >= 0;
+  }
+  // The engine input the convs reading tensor t take in place of it in this run, or -1: whole
+  // runs only, and a buffer aligned as the arena's (the kernels' vector and TMA reads).
+  int direct_input(int t, const ExecuteArgs& args) const {
+    const int io = t >= 0 && whole_run(args) ? direct_input_[t] : -1;
+    if (io < 0 || reinterpret_cast<uintptr_t>(args.inputs[io]) % 256 != 0) return -1;
+    return io;
   }
   bool whole_run(const ExecuteArgs& args) const {
     return args.first_layer <= 0 && (args.end_layer < 0 || size_t(args.end_layer) >= engine_.layers.size());
@@ -296,6 +340,8 @@ class CudaPrepared : public PreparedEngine {
       a.shape = l.shape;
       a.shape.batch = count;
       a.input = static_cast<const int8_t*>(image_base(in, n));
+      if (const int io = direct_input(l.inputs[0], args); io >= 0)
+        a.input = static_cast<const int8_t*>(args.inputs[io]) + n * engine_.inputs[io].image_bytes();
       a.input_layout = in.layout;
       a.weights = static_cast<const int8_t*>(weight(l.weights));
       a.epilogue.input_scale = in.scale;
@@ -481,9 +527,7 @@ class CudaPrepared : public PreparedEngine {
     a.src_scale = io.scale;
     a.y = view(t, 0);
     a.zero_padding = t.layout.offset == 0;
-    // int8:hwc4 into a tensor of the same layout and scale is a plain copy.
-    if (io.format == IoFormat::kInt8Hwc4 && t.type == ElementType::kInt8 &&
-        t.layout.stride == 4 && t.scale == io.scale && batch_contiguous(engine_, t))
+    if (plain_input_copy(io, t))
       return check(cudaMemcpyAsync(at(t, 0), a.src, size_t(io.image_bytes()) * args.batch,
                                    cudaMemcpyDeviceToDevice, stream),
                    "input cudaMemcpyAsync");
@@ -536,7 +580,8 @@ class CudaPrepared : public PreparedEngine {
   std::vector<LayerState> layers_;
   std::vector<cuda::Event> events_;
   std::vector<int> direct_output_;    // per layer: the output reformat its conv replaces, or -1
-  std::vector<char> replaced_;        // per layer: an output reformat a conv writes instead
+  std::vector<char> replaced_;        // per layer: a reformat the convs make unnecessary
+  std::vector<int> direct_input_;     // per tensor: the engine input its convs read instead, or -1
 };
 
 class CudaBackend : public Backend {
