@@ -10,9 +10,10 @@
 // element recomputed as the reference does (IEEE division, exp in double rounded to float).
 // That happens for about one element in 10^4, but with 512 elements a warp per slab, a few
 // percent of the slabs have one: the fast test therefore marks the elements (a bit each) and
-// fix_up recomputes only those. The engine's output equals the CPU backend's. The one difference left: exp in double,
-// rounded, is the correctly rounded expf, which glibc's expf (0.502 ulp) misses in rare
-// last-bit cases, and a one-ulp difference there changes an int8 output far more rarely still.
+// fix_up recomputes only those. The engine's output equals the CPU backend's. The one
+// difference left: exp in double, rounded, is the correctly rounded expf, which glibc's expf
+// (0.502 ulp) misses in rare last-bit cases, and a one-ulp difference there changes an int8
+// output far more rarely still.
 #pragma once
 
 #include <cuda_fp16.h>

@@ -20,6 +20,7 @@
 #include "conv_int8_epilogue.cuh"
 #include "conv_int8_loader.cuh"
 #include "conv_int8_params.h"
+#include "shared_memory.h"
 
 namespace qyolo::cuda {
 
@@ -153,19 +154,6 @@ __global__ void __launch_bounds__(WARPS_M* WARPS_N * 32, 1)
     }
   }
   ptx::cp_async_wait<0>();
-}
-
-// Opts a kernel in to more than 48 KB of dynamic shared memory, once per device.
-template <typename Kernel>
-cudaError_t opt_in_shared_memory(Kernel* kernel, int bytes, std::atomic<uint64_t>& done) {
-  if (bytes <= 48 * 1024) return cudaSuccess;
-  int device = 0;
-  if (cudaError_t e = cudaGetDevice(&device); e != cudaSuccess) return e;
-  const uint64_t bit = uint64_t{1} << (device & 63);
-  if (done.load(std::memory_order_relaxed) & bit) return cudaSuccess;
-  const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
-  if (e == cudaSuccess) done.fetch_or(bit, std::memory_order_relaxed);
-  return e;
 }
 
 // Blocks to launch for a persistent kernel: every SM filled as far as occupancy allows, never

@@ -19,6 +19,7 @@
 #include <cub/block/block_scan.cuh>
 #include <cub/device/device_segmented_sort.cuh>
 
+#include "../shared_memory.h"
 #include "ops_common.cuh"
 
 namespace qyolo::cuda {
@@ -301,20 +302,15 @@ __global__ void __launch_bounds__(kScoreSortThreads)
   }
 }
 
-// Whether this device gave score_sort_kernel its shared memory (beyond 48 KB: sm_80, sm_90);
-// asked once per device. Where it did not, every image goes to the segmented sort.
-bool score_sort_available(int device) {
-  static std::atomic<uint64_t> asked{0}, granted{0};
-  const uint64_t bit = uint64_t{1} << (device & 63);
-  if (!(asked.load(std::memory_order_acquire) & bit)) {
-    if (cudaFuncSetAttribute(score_sort_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             static_cast<int>(sizeof(ScoreSort::TempStorage))) == cudaSuccess)
-      granted.fetch_or(bit, std::memory_order_relaxed);
-    else
-      (void)cudaGetLastError();  // not an error of the next launch
-    asked.fetch_or(bit, std::memory_order_release);
-  }
-  return granted.load(std::memory_order_relaxed) & bit;
+// Whether the current device gives score_sort_kernel its shared memory (beyond 48 KB: sm_80,
+// sm_90). Where it does not, every image goes to the segmented sort.
+bool score_sort_available() {
+  static std::atomic<uint64_t> opted_in{0};
+  if (opt_in_shared_memory(score_sort_kernel, static_cast<int>(sizeof(ScoreSort::TempStorage)),
+                           opted_in) == cudaSuccess)
+    return true;
+  (void)cudaGetLastError();  // not an error of the next launch
+  return false;
 }
 
 constexpr int kClassSortThreads = 1024;
@@ -816,7 +812,7 @@ Status detect(const DetectArgs& a, cudaStream_t stream) {
   // The block sort takes one SM an image: it pays from about 16 images on. yolov5s on an H200,
   // detect with the block sort / the segmented sort alone: batch 1 0.249 / 0.165 ms, 8 0.470 /
   // 0.449, 16 0.527 / 0.524, 32 0.628 / 0.661, 64 0.744 / 0.776.
-  const bool block_sort = batch >= kBlockSortMinBatch && score_sort_available(device);
+  const bool block_sort = batch >= kBlockSortMinBatch && score_sort_available();
   segments_kernel<<<ops::blocks_for(batch, 128), 128, 0, stream>>>(
       counts, batch, a.max_candidates, block_sort ? kBlockSortMax : 0, begin, end,
       a.candidate_counts);

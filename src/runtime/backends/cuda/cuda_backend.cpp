@@ -180,6 +180,11 @@ class CudaPrepared : public PreparedEngine {
     return Status::ok();
   }
 
+  // QYOLO_CUDA_DIRECT_OUTPUTS=0 keeps every I/O reformat (find_direct_outputs / _inputs).
+  static bool direct_io_enabled() {
+    const char* env = std::getenv("QYOLO_CUDA_DIRECT_OUTPUTS");
+    return !(env && std::strcmp(env, "0") == 0);
+  }
   // An int8 conv whose output only an int8:chw32 output reformat reads, at the same scale (a
   // copy), writes the engine output itself in that layout (conv_int8's output_block) and the
   // reformat is skipped: in a whole-network run only, since per-layer runs read the tensor.
@@ -187,8 +192,7 @@ class CudaPrepared : public PreparedEngine {
   void find_direct_outputs() {
     direct_output_.assign(engine_.layers.size(), -1);
     replaced_.assign(engine_.layers.size(), 0);
-    const char* env = std::getenv("QYOLO_CUDA_DIRECT_OUTPUTS");
-    if (env && std::strcmp(env, "0") == 0) return;
+    if (!direct_io_enabled()) return;
     std::vector<int> readers(engine_.tensors.size(), 0);
     for (const EngineLayer& l : engine_.layers) {
       if (l.kind == LayerKind::kInputReformat) continue;
@@ -222,8 +226,7 @@ class CudaPrepared : public PreparedEngine {
   // buffer itself and the copy is skipped, in a whole-network run only (as the direct outputs).
   void find_direct_inputs() {
     direct_input_.assign(engine_.tensors.size(), -1);
-    const char* env = std::getenv("QYOLO_CUDA_DIRECT_OUTPUTS");
-    if (env && std::strcmp(env, "0") == 0) return;
+    if (!direct_io_enabled()) return;
     for (size_t r = 0; r < engine_.layers.size(); ++r) {
       const EngineLayer& reformat = engine_.layers[r];
       if (reformat.kind != LayerKind::kInputReformat || reformat.output < 0) continue;
