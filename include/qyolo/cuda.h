@@ -27,6 +27,23 @@ Expected<std::string> describe_device(int device);
 // not order qyolo's non-blocking streams; this waits for that stream too.
 Status copy_to_device(void* device, const void* host, size_t bytes);
 
+// Whether the kernels this host thread launches may overlap the previous kernel of their
+// stream (programmatic dependent launch, sm_90 and later: src/kernels/cuda/launch.cuh). On by
+// default; a scope turns it off or on for the thread until it ends. Short kernels gain (a
+// batch-1 network is ~80 of them back to back), long ones lose a little: the CUDA engine
+// overlaps below batch 32 (docs/runtime.md).
+bool launch_overlap_allowed();
+class LaunchOverlapScope {
+ public:
+  explicit LaunchOverlapScope(bool allowed);
+  ~LaunchOverlapScope();
+  LaunchOverlapScope(const LaunchOverlapScope&) = delete;
+  LaunchOverlapScope& operator=(const LaunchOverlapScope&) = delete;
+
+ private:
+  bool saved_;
+};
+
 // Owns one cudaMalloc allocation. Move-only; freed on destruction.
 class DeviceBuffer {
  public:

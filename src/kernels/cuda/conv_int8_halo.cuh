@@ -94,6 +94,7 @@ __global__ void __launch_bounds__(HaloTile<BN, S, TW>::kThreads)
                        ok ? p.weights + int64_t{n} * p.k_total + chunk * 16 : p.weights, ok);
     }
   }
+  wait_for_previous_kernel();  // the weights' loads issued before it, overlapping the last kernel
   int t = blockIdx.x;
   if (t < walk.tiles) {
     int image, oy0, ox0;

@@ -20,6 +20,7 @@
 #include "conv_int8_epilogue.cuh"
 #include "conv_int8_loader.cuh"
 #include "conv_int8_params.h"
+#include "launch.cuh"
 #include "shared_memory.h"
 
 namespace qyolo::cuda {
@@ -89,6 +90,7 @@ __global__ void __launch_bounds__(WARPS_M* WARPS_N * 32, 1)
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int warp_m = warp / WARPS_N, warp_n = warp % WARPS_N;
   const TileWalk walk(p, BM, BN);
+  wait_for_previous_kernel();
   StepLoader<ConvLoader<BM, BN, Tile::kThreads, S2D>, BM, BN, STAGES, Tile::kStageBytes> loads(p, tid);
   float* stage = reinterpret_cast<float*>(smem + STAGES * Tile::kStageBytes) +
                  warp * epilogue_stage_floats<Tile::kWarpN>();
@@ -198,8 +200,7 @@ cudaError_t launch_persistent(int threads, int smem_bytes, int64_t tiles, const 
   if (cudaError_t e = persistent_blocks(kernel, threads, smem_bytes, tiles, slots, blocks);
       e != cudaSuccess)
     return e;
-  kernel<<<unsigned(blocks), threads, smem_bytes, stream>>>(p);
-  return cudaGetLastError();
+  return launch_kernel(kernel, dim3(unsigned(blocks)), dim3(threads), smem_bytes, stream, p);
 }
 
 // The output tiles of the direct kernels (conv_int8_stem.cuh, conv_int8_halo.cuh): kTileH rows x

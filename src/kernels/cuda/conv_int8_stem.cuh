@@ -111,6 +111,8 @@ __global__ void __launch_bounds__(StemTile<BN, TW>::kThreads, BN <= 32 ? 4 : 1)
                            : 0u;
       }
 
+  wait_for_previous_kernel();  // the weights were read before it, overlapping the last kernel
+
   // This lane's byte offset in the patch for row `group` of fragment 0 at tap (0, 0), without
   // the tile's alignment shift: input row 2 warp + dy, pixel 2 group + dx.
   const int lane_offset = (2 * warp + (quad >> 1)) * Tile::kPitch + (2 * group + (quad & 1)) * 4;

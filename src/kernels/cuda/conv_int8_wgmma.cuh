@@ -102,6 +102,7 @@ __global__ void __launch_bounds__(BM * 2, wgmma_min_blocks(BM, BN, WgmmaTile<BM,
   uint8_t* smem = smem_raw + ((1024 - (ptx::smem_address(smem_raw) & 1023)) & 1023);
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, warpgroup = tid >> 7;
   const TileWalk walk(p, BM, BN);
+  wait_for_previous_kernel();
   StepLoader<ConvLoader<BM, BN, Tile::kThreads, S2D, false>, BM, BN, STAGES, Tile::kStageBytes> loads(
       p, tid);
   TmaSteps<BM, BN, STAGES, Tile::kStageBytes, kAMode> tma;
@@ -179,8 +180,8 @@ cudaError_t launch_wgmma_kernel(const ConvInt8Params& p, const CUtensorMap& map_
   if (cudaError_t e = persistent_blocks(kernel, Tile::kThreads, Tile::kSmemBytes, tiles, slots, blocks);
       e != cudaSuccess)
     return e;
-  kernel<<<unsigned(blocks), Tile::kThreads, Tile::kSmemBytes, stream>>>(p, map_a, map_b);
-  return cudaGetLastError();
+  return launch_kernel(kernel, dim3(unsigned(blocks)), dim3(Tile::kThreads), Tile::kSmemBytes, stream,
+                       p, map_a, map_b);
 }
 
 template <int BM, int BN, int STAGES, bool S2D>

@@ -145,4 +145,14 @@ Expected<float> Event::elapsed_ms(const Event& start, const Event& end) {
   return ms;
 }
 
+namespace {
+thread_local bool overlap_allowed = true;
+}  // namespace
+
+bool launch_overlap_allowed() { return overlap_allowed; }
+LaunchOverlapScope::LaunchOverlapScope(bool allowed) : saved_(overlap_allowed) {
+  overlap_allowed = allowed;
+}
+LaunchOverlapScope::~LaunchOverlapScope() { overlap_allowed = saved_; }
+
 }  // namespace qyolo::cuda

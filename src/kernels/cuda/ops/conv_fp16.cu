@@ -91,6 +91,7 @@ __device__ __forceinline__ void load_step(const Params& p, int step, int64_t pix
 
 __global__ void __launch_bounds__(kThreads) conv_fp16_kernel(Params p) {
   __shared__ __align__(16) Smem smem;
+  wait_for_previous_kernel();
   const ConvFp16Args& a = p.a;
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int64_t block_m = int64_t{blockIdx.x} * kTileM;
@@ -196,7 +197,7 @@ Status conv_fp16(const ConvFp16Args& a, cudaStream_t stream) {
   p.vector_input = a.x_layout.stride % 8 == 0 && a.x_layout.offset % 8 == 0 &&
                    reinterpret_cast<uintptr_t>(a.x) % 16 == 0;
   const dim3 grid(ops::blocks_for(p.pixels, kTileM), ops::blocks_for(s.out_channels, kTileN));
-  conv_fp16_kernel<<<grid, kThreads, 0, stream>>>(p);
+  launch_kernel(conv_fp16_kernel, grid, dim3(kThreads), 0, stream, p);
   return ops::launched(kOp);
 }
 

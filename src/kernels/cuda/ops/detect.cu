@@ -5,7 +5,8 @@
 //     sort order: row-major, then class);
 //  3. the max_nms best of each image put in (class, rank) order (a stable counting sort by
 //     class), their boxes decoded in that order, and class-aware greedy NMS with an image's classes spread over several blocks
-//     (classes never suppress each other): a warp per small class, a block per large one;
+//     (classes never suppress each other): a warp per small class, a block per large one, which
+//     stops once max_det boxes ranked before its next one are kept (they are all step 4 takes);
 //  4. one block per image keeps the first max_det survivors in score order: exactly the CPU's
 //     first max_det.
 // Every float step is written as the CPU reference computes it (_rn intrinsics, no FMA
@@ -554,6 +555,23 @@ __global__ void __launch_bounds__(kNmsThreads) nms_classes_kernel(NmsParams p) {
     }
     int kept_here = 0, cursor = 0;  // block-uniform; positions within the class
     while (kept_here < p.max_det && cursor < k) {
+      // 0. Done once max_det boxes ranked before the class's next one are kept (by any class,
+      // the other blocks' bits read as they are now: bits are only ever added, so the count
+      // is at most the final one): the first max_det kept of the image then all rank before
+      // it, and nothing later in this class can be among them.
+      if (cursor > 0) {
+        const int next_rank = static_cast<int>(static_cast<uint32_t>(class_keys[first + cursor]));
+        int below = 0;
+        for (int w = threadIdx.x; w * 32 < next_rank; w += blockDim.x) {
+          const uint32_t word = __ldcg(kept + w);
+          const int bits = next_rank - w * 32;
+          below += __popc(bits >= 32 ? word : word & ((1u << bits) - 1u));
+        }
+        int unused = 0, kept_below = 0;
+        Scan(scan_storage).ExclusiveSum(below, unused, kept_below);
+        __syncthreads();  // scan_storage again
+        if (kept_below >= p.max_det) break;
+      }
       // 1. The next kTile open positions at or after the cursor, in order.
       int found = 0;
       for (int base = (first + cursor) / 32; base * 32 < first + k && found < kTile;

@@ -31,6 +31,7 @@ __device__ __forceinline__ Element element(int64_t i, int channels) {
 }
 
 __global__ void requantize_kernel(RequantizeInt8Args a, int64_t total) {
+  wait_for_previous_kernel();
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total;
        i += int64_t{gridDim.x} * blockDim.x) {
     const Element e = element(i, a.shape.channels);
@@ -46,6 +47,7 @@ __global__ void requantize16_kernel(RequantizeInt8Args a, int64_t total, int gro
   __shared__ int8_t table[256];
   ops::fill_requantize_table(table, a.input_scale, a.output_scale);
   __syncthreads();
+  wait_for_previous_kernel();
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total;
        i += int64_t{gridDim.x} * blockDim.x) {
     const int g = static_cast<int>(i % groups);
@@ -61,6 +63,7 @@ __global__ void lookup_kernel(LookupInt8Args a, int64_t total) {
   __shared__ int8_t table[256];
   for (int k = threadIdx.x; k < 256; k += blockDim.x) table[k] = a.table.values[k];
   __syncthreads();
+  wait_for_previous_kernel();
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total;
        i += int64_t{gridDim.x} * blockDim.x) {
     const Element e = element(i, a.shape.channels);
@@ -70,6 +73,7 @@ __global__ void lookup_kernel(LookupInt8Args a, int64_t total) {
 }
 
 __global__ void convert_kernel(ConvertArgs a, int64_t total) {
+  wait_for_previous_kernel();
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total;
        i += int64_t{gridDim.x} * blockDim.x) {
     const Element e = element(i, a.shape.channels);
@@ -103,10 +107,10 @@ Status requantize_int8(const RequantizeInt8Args& a, cudaStream_t stream) {
   const int64_t total = elements(a.shape);
   if (ops::vector16(a.shape.channels, a.x_layout, a.x) &&
       ops::vector16(a.shape.channels, a.y_layout, a.y))
-    requantize16_kernel<<<grid_for(total / 16), 256, 0, stream>>>(a, total / 16,
-                                                                  a.shape.channels / 16);
+    launch_kernel(requantize16_kernel, grid_for(total / 16), dim3(256), 0, stream, a, total / 16,
+                  a.shape.channels / 16);
   else
-    requantize_kernel<<<grid_for(total), 256, 0, stream>>>(a, total);
+    launch_kernel(requantize_kernel, grid_for(total), dim3(256), 0, stream, a, total);
   return ops::launched(kOp);
 }
 
@@ -116,7 +120,7 @@ Status lookup_int8(const LookupInt8Args& a, cudaStream_t stream) {
   QYOLO_RETURN_IF_ERROR(ops::check_slice(kOp, "x", a.x_layout, a.shape.channels, a.x));
   QYOLO_RETURN_IF_ERROR(ops::check_slice(kOp, "y", a.y_layout, a.shape.channels, a.y));
   const int64_t total = elements(a.shape);
-  lookup_kernel<<<grid_for(total), 256, 0, stream>>>(a, total);
+  launch_kernel(lookup_kernel, grid_for(total), dim3(256), 0, stream, a, total);
   return ops::launched(kOp);
 }
 
@@ -127,7 +131,7 @@ Status convert_int8_fp16(const ConvertArgs& a, cudaStream_t stream) {
   QYOLO_RETURN_IF_ERROR(ops::check_slice(kOp, "y", a.y_layout, a.shape.channels, a.y));
   QYOLO_RETURN_IF_ERROR(ops::check_scale(kOp, "scale", a.scale));
   const int64_t total = elements(a.shape);
-  convert_kernel<<<grid_for(total), 256, 0, stream>>>(a, total);
+  launch_kernel(convert_kernel, grid_for(total), dim3(256), 0, stream, a, total);
   return ops::launched(kOp);
 }
 

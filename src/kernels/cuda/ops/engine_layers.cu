@@ -5,6 +5,7 @@
 
 #include <algorithm>
 
+#include "../launch.cuh"
 #include "engine_layers.h"
 #include "qyolo/cuda.h"
 
@@ -55,6 +56,7 @@ __device__ inline float order_value(const ElementView& v, int64_t at) {
 }
 
 __global__ void engine_layer_kernel(EngineLayerArgs a) {
+  wait_for_previous_kernel();
   const int64_t hw = int64_t(a.height) * a.width;
   const int64_t total = int64_t(a.batch) * hw * a.channels;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
@@ -142,6 +144,7 @@ __device__ inline int io_padded_channels(int format, int channels) {
 }
 
 __global__ void input_reformat_kernel(InputReformatArgs a) {
+  wait_for_previous_kernel();
   const int64_t hw = int64_t(a.height) * a.width;
   const int c_end = a.zero_padding ? a.y.stride : a.channels;
   const int64_t total = int64_t(a.batch) * hw * c_end;
@@ -165,6 +168,7 @@ __global__ void input_reformat_kernel(InputReformatArgs a) {
 }
 
 __global__ void output_reformat_kernel(OutputReformatArgs a) {
+  wait_for_previous_kernel();
   const int64_t hw = int64_t(a.height) * a.width;
   const int padded = io_padded_channels(a.format, a.channels);
   const int64_t total = int64_t(a.batch) * hw * padded;
@@ -199,7 +203,7 @@ Status engine_layer(const EngineLayerArgs& args, cudaStream_t stream) {
     return invalid_argument("engine_layer: null tensor");
   if (args.op == EngineLayerOp::kTable && (!args.table || args.x.type != 1 || args.y.type != 1))
     return invalid_argument("engine_layer: a table needs int8 tensors and the table");
-  engine_layer_kernel<<<blocks_for(total), kThreads, 0, stream>>>(args);
+  launch_kernel(engine_layer_kernel, dim3(blocks_for(total)), dim3(kThreads), 0, stream, args);
   return check(cudaGetLastError(), "engine_layer launch");
 }
 
@@ -208,7 +212,7 @@ Status engine_input_reformat(const InputReformatArgs& args, cudaStream_t stream)
   const int64_t total = int64_t(args.batch) * args.height * args.width * c_end;
   if (total <= 0) return Status::ok();
   if (!args.src || !args.y.data) return invalid_argument("engine_input_reformat: null buffer");
-  input_reformat_kernel<<<blocks_for(total), kThreads, 0, stream>>>(args);
+  launch_kernel(input_reformat_kernel, dim3(blocks_for(total)), dim3(kThreads), 0, stream, args);
   return check(cudaGetLastError(), "engine_input_reformat launch");
 }
 
@@ -216,7 +220,7 @@ Status engine_output_reformat(const OutputReformatArgs& args, cudaStream_t strea
   const int64_t total = int64_t(args.batch) * args.height * args.width * (args.channels + 31);
   if (total <= 0) return Status::ok();
   if (!args.dst || !args.x.data) return invalid_argument("engine_output_reformat: null buffer");
-  output_reformat_kernel<<<blocks_for(total), kThreads, 0, stream>>>(args);
+  launch_kernel(output_reformat_kernel, dim3(blocks_for(total)), dim3(kThreads), 0, stream, args);
   return check(cudaGetLastError(), "engine_output_reformat launch");
 }
 

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstdlib>
 
+#include "../launch.cuh"
 #include "qyolo/cuda.h"
 #include "qyolo/cuda_ops.h"
 

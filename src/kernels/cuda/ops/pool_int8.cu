@@ -25,6 +25,7 @@ __device__ __forceinline__ OutPixel out_pixel(int64_t pixel, int out_h, int out_
 }
 
 __global__ void maxpool_kernel(MaxPoolInt8Args a, int out_h, int out_w) {
+  wait_for_previous_kernel();
   const int64_t total = int64_t{a.input.batch} * out_h * out_w * a.input.channels;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total;
        i += int64_t{gridDim.x} * blockDim.x) {
@@ -46,6 +47,7 @@ __global__ void maxpool_kernel(MaxPoolInt8Args a, int out_h, int out_w) {
 }
 
 __global__ void resize_kernel(ResizeNearestInt8Args a) {
+  wait_for_previous_kernel();
   const int out_h = a.input.height * a.factor, out_w = a.input.width * a.factor;
   const int64_t total = int64_t{a.input.batch} * out_h * out_w * a.input.channels;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total;
@@ -65,6 +67,7 @@ __global__ void maxpool16_kernel(MaxPoolInt8Args a, int out_h, int out_w, int gr
   __shared__ int8_t table[256];
   ops::fill_requantize_table(table, a.input_scale, a.output_scale);
   __syncthreads();
+  wait_for_previous_kernel();
   const bool same = a.input_scale == a.output_scale;
   const int64_t total = int64_t{a.input.batch} * out_h * out_w * groups;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total;
@@ -93,6 +96,7 @@ __global__ void resize16_kernel(ResizeNearestInt8Args a, int groups) {
   __shared__ int8_t table[256];
   ops::fill_requantize_table(table, a.input_scale, a.output_scale);
   __syncthreads();
+  wait_for_previous_kernel();
   const bool same = a.input_scale == a.output_scale;
   const int out_h = a.input.height * a.factor, out_w = a.input.width * a.factor;
   const int64_t total = int64_t{a.input.batch} * out_h * out_w * groups;
@@ -134,10 +138,10 @@ Status maxpool_int8(const MaxPoolInt8Args& a, cudaStream_t stream) {
   const int64_t total = int64_t{a.input.batch} * out_h * out_w * a.input.channels;
   if (ops::vector16(a.input.channels, a.x_layout, a.x) &&
       ops::vector16(a.input.channels, a.y_layout, a.y))
-    maxpool16_kernel<<<grid_for(total / 16), 256, 0, stream>>>(a, out_h, out_w,
-                                                               a.input.channels / 16);
+    launch_kernel(maxpool16_kernel, grid_for(total / 16), dim3(256), 0, stream, a, out_h, out_w,
+                  a.input.channels / 16);
   else
-    maxpool_kernel<<<grid_for(total), 256, 0, stream>>>(a, out_h, out_w);
+    launch_kernel(maxpool_kernel, grid_for(total), dim3(256), 0, stream, a, out_h, out_w);
   return ops::launched(kOp);
 }
 
@@ -153,9 +157,10 @@ Status resize_nearest_int8(const ResizeNearestInt8Args& a, cudaStream_t stream) 
                         a.factor * a.input.channels;
   if (ops::vector16(a.input.channels, a.x_layout, a.x) &&
       ops::vector16(a.input.channels, a.y_layout, a.y))
-    resize16_kernel<<<grid_for(total / 16), 256, 0, stream>>>(a, a.input.channels / 16);
+    launch_kernel(resize16_kernel, grid_for(total / 16), dim3(256), 0, stream, a,
+                  a.input.channels / 16);
   else
-    resize_kernel<<<grid_for(total), 256, 0, stream>>>(a);
+    launch_kernel(resize_kernel, grid_for(total), dim3(256), 0, stream, a);
   return ops::launched(kOp);
 }
 

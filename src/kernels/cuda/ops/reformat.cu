@@ -16,6 +16,7 @@ int block_of(ReformatOutput f) {
 // fp32 NCHW: one thread per output element.
 template <ReformatInput kIn>
 __global__ void reformat_fp32_kernel(ReformatArgs a, int64_t total) {
+  wait_for_previous_kernel();
   const int64_t hw = int64_t{a.shape.height} * a.shape.width;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total;
        i += int64_t{gridDim.x} * blockDim.x) {
@@ -67,6 +68,7 @@ __global__ void reformat_blocked_kernel(ReformatArgs a, int64_t chunks, int hw, 
   constexpr int kBlock = kInt8Out ? 32 : 16;
   constexpr int kOutBytes = kInt8Out ? 1 : 2;
   constexpr bool kCopy = kInt8Out == (kIn == ReformatInput::kInt8);  // same element type
+  wait_for_previous_kernel();
   for (int64_t t = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; t < chunks;
        t += int64_t{gridDim.x} * blockDim.x) {
     const int p = static_cast<int>(t % hw);
@@ -102,15 +104,15 @@ void launch(const ReformatArgs& a, int64_t total, cudaStream_t stream) {
     const int64_t chunks = total / block;
     const unsigned grid = static_cast<unsigned>(std::min<int64_t>((chunks + 255) / 256, 65536));
     if (a.output_format == ReformatOutput::kInt8Chw32)
-      reformat_blocked_kernel<kIn, ReformatOutput::kInt8Chw32>
-          <<<grid, 256, 0, stream>>>(a, chunks, hw, blocks);
+      launch_kernel(reformat_blocked_kernel<kIn, ReformatOutput::kInt8Chw32>, dim3(grid), dim3(256),
+                    0, stream, a, chunks, hw, blocks);
     else
-      reformat_blocked_kernel<kIn, ReformatOutput::kFloat16Chw16>
-          <<<grid, 256, 0, stream>>>(a, chunks, hw, blocks);
+      launch_kernel(reformat_blocked_kernel<kIn, ReformatOutput::kFloat16Chw16>, dim3(grid),
+                    dim3(256), 0, stream, a, chunks, hw, blocks);
     return;
   }
   const unsigned grid = static_cast<unsigned>(std::min<int64_t>((total + 255) / 256, 65536));
-  reformat_fp32_kernel<kIn><<<grid, 256, 0, stream>>>(a, total);
+  launch_kernel(reformat_fp32_kernel<kIn>, dim3(grid), dim3(256), 0, stream, a, total);
 }
 
 }  // namespace

@@ -1,0 +1,78 @@
+// Overlapped kernel launches (programmatic dependent launch, sm_90 and later): a kernel launched
+// with launch_kernel() may start while the kernel before it in the stream is still running; it
+// runs nothing that reads or writes activations before wait_for_previous_kernel(), which
+// returns once that kernel has finished and its writes are visible. What the overlap hides is
+// the launch itself and whatever a kernel does before its wait (the direct convolutions load
+// their weights there). A batch-1 network is ~80 short kernels back to back, so the gaps
+// between them are a large share of its time.
+//
+// Every kernel launched through launch_kernel() must call wait_for_previous_kernel() before its
+// first access to memory an earlier kernel writes or reads (activations; weights and
+// parameters are written once, at load, by copies). Kernels chain: each one's wait covers the
+// kernel before it, which waited in turn, so a kernel never overlaps any but its predecessor.
+// QYOLO_CUDA_OVERLAP_LAUNCHES=0 launches every kernel plainly (one after another).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <utility>
+
+#include "qyolo/cuda.h"
+
+namespace qyolo::cuda {
+
+// Waits for the previous kernel of the stream (a no-op where the launch was not overlapped,
+// and before sm_90), then lets the next kernel start launching.
+__device__ __forceinline__ void wait_for_previous_kernel() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// Whether launches on the current device overlap: compute capability 9.0 or later, allowed on
+// this thread (qyolo/cuda.h's LaunchOverlapScope), and not turned off by
+// QYOLO_CUDA_OVERLAP_LAUNCHES=0. The device's capability is read once.
+inline bool overlapped_launches() {
+  if (!launch_overlap_allowed()) return false;
+  static const bool enabled = [] {
+    const char* v = std::getenv("QYOLO_CUDA_OVERLAP_LAUNCHES");
+    return !(v && std::strcmp(v, "0") == 0);
+  }();
+  if (!enabled) return false;
+  static std::atomic<int> known[64];  // 0 unknown, 1 no, 2 yes
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) return false;
+  int state = known[device & 63].load(std::memory_order_relaxed);
+  if (state == 0) {
+    int major = 0;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess)
+      return false;
+    state = major >= 9 ? 2 : 1;
+    known[device & 63].store(state, std::memory_order_relaxed);
+  }
+  return state == 2;
+}
+
+// kernel<<<grid, block, smem, stream>>>(args...), overlapped with the previous kernel where
+// overlapped_launches(); returns the launch's error.
+template <typename... Params, typename... Args>
+cudaError_t launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
+                          cudaStream_t stream, Args&&... args) {
+  cudaLaunchAttribute attribute{};
+  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t config{};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = smem;
+  config.stream = stream;
+  config.attrs = &attribute;
+  config.numAttrs = overlapped_launches() ? 1 : 0;
+  return cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
+}
+
+}  // namespace qyolo::cuda
