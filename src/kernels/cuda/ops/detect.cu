@@ -1,8 +1,9 @@
 // YOLOv5 head decode and validation NMS on the GPU, batched, with the CPU's results:
 //  1. candidates: one thread per (image, row) decodes obj and every class score (sigmoid,
 //     obj * cls) and appends (score, candidate index) keys above conf;
-//  2. a segmented sort per image, score descending, ties by candidate index (the CPU's stable
-//     sort order: row-major, then class);
+//  2. a sort per image, score descending, ties by candidate index (the CPU's stable sort order:
+//     row-major, then class): one block's radix sort over the keys' significant bits alone
+//     (CompactKeys) from 16 images on, else a segmented sort;
 //  3. the max_nms best of each image put in (class, rank) order (a stable counting sort by
 //     class), their boxes decoded in that order, and class-aware greedy NMS with an image's classes spread over several blocks
 //     (classes never suppress each other): a warp per small class, a block per large one, which
@@ -16,6 +17,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstring>
 #include <cub/block/block_radix_sort.cuh>
 #include <cub/block/block_scan.cuh>
 #include <cub/device/device_segmented_sort.cuh>
@@ -280,8 +282,29 @@ __global__ void segments_kernel(const int* counts, int batch, int capacity, int 
 // One image's candidate keys sorted ascending (score descending, then candidate index) by one
 // block, when they fit: a block radix sort in shared memory. Keys are unique, so the order in
 // which they are read does not matter; read and written striped (coalesced).
+// The keys as the block sort sorts them: (score part - its least value) above the index's bits,
+// `bits` in all (scores are at most 1 and above conf, indices below rows x classes), so fewer
+// radix passes than the 64-bit key; the same order (a bijection, monotone on valid keys).
+// bits == 0: the keys as they are.
+struct CompactKeys {
+  int bits = 0, index_bits = 0;
+  uint32_t hi_min = 0;
+  __device__ uint64_t pack(uint64_t key) const {
+    if (bits == 0) return key;
+    return (uint64_t{static_cast<uint32_t>(key >> 32) - hi_min} << index_bits) |
+           static_cast<uint32_t>(key);
+  }
+  __device__ uint64_t unpack(uint64_t key) const {
+    if (bits == 0) return key;
+    const uint64_t hi = (key >> index_bits) + hi_min;
+    return (hi << 32) | (key & ((uint64_t{1} << index_bits) - 1));
+  }
+  __device__ uint64_t padding() const { return bits == 0 ? ~uint64_t{0} : (uint64_t{1} << bits) - 1; }
+};
+
 __global__ void __launch_bounds__(kScoreSortThreads)
-    score_sort_kernel(const int* counts, int capacity, const uint64_t* keys_in, uint64_t* keys_out) {
+    score_sort_kernel(const int* counts, int capacity, CompactKeys compact, const uint64_t* keys_in,
+                      uint64_t* keys_out) {
   extern __shared__ __align__(16) unsigned char sort_smem[];
   const int n = blockIdx.x;
   const int count = min(counts[n], capacity);
@@ -292,15 +315,39 @@ __global__ void __launch_bounds__(kScoreSortThreads)
 #pragma unroll
   for (int i = 0; i < kScoreSortItems; ++i) {
     const int at = i * kScoreSortThreads + threadIdx.x;
-    keys[i] = at < count ? in[at] : ~uint64_t{0};  // padding sorts last
+    keys[i] = at < count ? compact.pack(in[at]) : compact.padding();  // padding sorts last
   }
   auto& storage = *reinterpret_cast<ScoreSort::TempStorage*>(sort_smem);
-  ScoreSort(storage).SortBlockedToStriped(keys);
+  ScoreSort(storage).SortBlockedToStriped(keys, 0, compact.bits ? compact.bits : 64);
 #pragma unroll
   for (int i = 0; i < kScoreSortItems; ++i) {
     const int at = i * kScoreSortThreads + threadIdx.x;
-    if (at < count) out[at] = keys[i];
+    if (at < count) out[at] = compact.unpack(keys[i]);
   }
+}
+
+int bit_width(uint64_t v) {
+  int bits = 0;
+  for (; v; v >>= 1) ++bits;
+  return bits;
+}
+
+CompactKeys compact_keys(const Heads& h, float conf) {
+  CompactKeys c;
+  auto bits_of = [](float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, sizeof u);
+    return u;
+  };
+  c.hi_min = 0x7fffffffu - bits_of(1.0f);  // scores are at most 1
+  // Scores are above conf and not negative: their bits above a positive conf's.
+  const uint32_t hi_max = conf > 0.0f ? 0x7fffffffu - bits_of(conf) - 1u : 0x7fffffffu;
+  if (hi_max < c.hi_min) return CompactKeys{};
+  c.index_bits = std::max(1, bit_width(static_cast<uint64_t>(h.rows) * h.args.classes - 1));
+  // One value to spare, so no valid key is all ones (the padding).
+  c.bits = bit_width(uint64_t{hi_max - c.hi_min} + 1) + c.index_bits;
+  if (c.bits > 64) return CompactKeys{};
+  return c;
 }
 
 // Whether the current device gives score_sort_kernel its shared memory (beyond 48 KB: sm_80,
@@ -614,11 +661,35 @@ __global__ void __launch_bounds__(kNmsThreads) nms_classes_kernel(NmsParams p) {
       if (warp == 0) {
         uint32_t removed = 0;
         int kept_n = 0;
-        for (int i = 0; i < m && kept_here + kept_n < p.max_det; ++i) {
-          if (__shfl_sync(kAll, removed, i / 32) >> (i % 32) & 1u) continue;
-          if (lane == 0) tile_kept[kept_n] = i;
-          ++kept_n;
-          if (lane < kTile / 32) removed |= overlap[i][lane];
+        // Word by word: lane w decides the 32 boxes of word w alone, in registers (their
+        // bits among themselves are column w of `overlap`), then the boxes it kept remove
+        // their bits of the later words in the other lanes.
+        const int budget_all = p.max_det - kept_here;
+        for (int w = 0; w * 32 < m && kept_n < budget_all; ++w) {
+          uint32_t kept_bits = 0;
+          if (lane == w) {
+            const int nb = min(32, m - 32 * w);
+            int budget = budget_all - kept_n;
+            uint32_t rem = removed;
+            for (int b = 0; b < nb && budget > 0; ++b) {
+              const uint32_t row = overlap[32 * w + b][w];
+              if (rem >> b & 1u) continue;
+              kept_bits |= 1u << b;
+              --budget;
+              rem |= row;
+            }
+          }
+          kept_bits = __shfl_sync(kAll, kept_bits, w);
+          if (lane > w && lane < kTile / 32)
+            for (uint32_t rest = kept_bits; rest; rest &= rest - 1)
+              removed |= overlap[32 * w + __ffs(rest) - 1][lane];
+          const int count = __popc(kept_bits);
+          if (lane < count) {  // lane q: the word's q-th kept box, so they stay in order
+            uint32_t rest = kept_bits;
+            for (int q = 0; q < lane; ++q) rest &= rest - 1;
+            tile_kept[kept_n + lane] = 32 * w + __ffs(rest) - 1;
+          }
+          kept_n += count;
         }
         if (lane == 0) tile_kept_count = kept_n;
         __syncwarp();
@@ -837,7 +908,7 @@ Status detect(const DetectArgs& a, cudaStream_t stream) {
   QYOLO_RETURN_IF_ERROR(ops::launched(kOp));
   if (block_sort) {
     score_sort_kernel<<<batch, kScoreSortThreads, sizeof(ScoreSort::TempStorage), stream>>>(
-        counts, a.max_candidates, keys_in, keys_out);
+        counts, a.max_candidates, compact_keys(h, a.conf_threshold), keys_in, keys_out);
     QYOLO_RETURN_IF_ERROR(ops::launched(kOp));
   }
   size_t sort_bytes = l.sort_bytes;
