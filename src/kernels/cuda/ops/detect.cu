@@ -17,12 +17,12 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
-#include <cstring>
 #include <cub/block/block_radix_sort.cuh>
 #include <cub/block/block_scan.cuh>
 #include <cub/device/device_segmented_sort.cuh>
 
 #include "../shared_memory.h"
+#include "detect_keys.h"
 #include "ops_common.cuh"
 
 namespace qyolo::cuda {
@@ -148,9 +148,6 @@ __global__ void decode_kernel(Heads h, float* out) {
   for (int k = 4; k < size; ++k) o[k] = field_sigmoid(h, n, r, k);
 }
 
-__device__ __forceinline__ uint64_t candidate_key(float score, uint32_t index) {
-  return (uint64_t{0x7fffffffu - __float_as_uint(score)} << 32) | index;
-}
 
 // One candidate above conf: its (score, index) key in the image's next slot.
 __device__ __forceinline__ void append_candidate(int* counts, uint64_t* keys, int n, int capacity,
@@ -282,26 +279,6 @@ __global__ void segments_kernel(const int* counts, int batch, int capacity, int 
 // One image's candidate keys sorted ascending (score descending, then candidate index) by one
 // block, when they fit: a block radix sort in shared memory. Keys are unique, so the order in
 // which they are read does not matter; read and written striped (coalesced).
-// The keys as the block sort sorts them: (score part - its least value) above the index's bits,
-// `bits` in all (scores are at most 1 and above conf, indices below rows x classes), so fewer
-// radix passes than the 64-bit key; the same order (a bijection, monotone on valid keys).
-// bits == 0: the keys as they are.
-struct CompactKeys {
-  int bits = 0, index_bits = 0;
-  uint32_t hi_min = 0;
-  __device__ uint64_t pack(uint64_t key) const {
-    if (bits == 0) return key;
-    return (uint64_t{static_cast<uint32_t>(key >> 32) - hi_min} << index_bits) |
-           static_cast<uint32_t>(key);
-  }
-  __device__ uint64_t unpack(uint64_t key) const {
-    if (bits == 0) return key;
-    const uint64_t hi = (key >> index_bits) + hi_min;
-    return (hi << 32) | (key & ((uint64_t{1} << index_bits) - 1));
-  }
-  __device__ uint64_t padding() const { return bits == 0 ? ~uint64_t{0} : (uint64_t{1} << bits) - 1; }
-};
-
 __global__ void __launch_bounds__(kScoreSortThreads)
     score_sort_kernel(const int* counts, int capacity, CompactKeys compact, const uint64_t* keys_in,
                       uint64_t* keys_out) {
@@ -318,36 +295,12 @@ __global__ void __launch_bounds__(kScoreSortThreads)
     keys[i] = at < count ? compact.pack(in[at]) : compact.padding();  // padding sorts last
   }
   auto& storage = *reinterpret_cast<ScoreSort::TempStorage*>(sort_smem);
-  ScoreSort(storage).SortBlockedToStriped(keys, 0, compact.bits ? compact.bits : 64);
+  ScoreSort(storage).SortBlockedToStriped(keys, 0, compact.sort_bits());
 #pragma unroll
   for (int i = 0; i < kScoreSortItems; ++i) {
     const int at = i * kScoreSortThreads + threadIdx.x;
     if (at < count) out[at] = compact.unpack(keys[i]);
   }
-}
-
-int bit_width(uint64_t v) {
-  int bits = 0;
-  for (; v; v >>= 1) ++bits;
-  return bits;
-}
-
-CompactKeys compact_keys(const Heads& h, float conf) {
-  CompactKeys c;
-  auto bits_of = [](float f) {
-    uint32_t u;
-    std::memcpy(&u, &f, sizeof u);
-    return u;
-  };
-  c.hi_min = 0x7fffffffu - bits_of(1.0f);  // scores are at most 1
-  // Scores are above conf and not negative: their bits above a positive conf's.
-  const uint32_t hi_max = conf > 0.0f ? 0x7fffffffu - bits_of(conf) - 1u : 0x7fffffffu;
-  if (hi_max < c.hi_min) return CompactKeys{};
-  c.index_bits = std::max(1, bit_width(static_cast<uint64_t>(h.rows) * h.args.classes - 1));
-  // One value to spare, so no valid key is all ones (the padding).
-  c.bits = bit_width(uint64_t{hi_max - c.hi_min} + 1) + c.index_bits;
-  if (c.bits > 64) return CompactKeys{};
-  return c;
 }
 
 // Whether the current device gives score_sort_kernel its shared memory (beyond 48 KB: sm_80,
@@ -907,8 +860,10 @@ Status detect(const DetectArgs& a, cudaStream_t stream) {
       a.candidate_counts);
   QYOLO_RETURN_IF_ERROR(ops::launched(kOp));
   if (block_sort) {
+    const CompactKeys compact =
+        make_compact_keys(static_cast<uint64_t>(h.rows) * h.args.classes, a.conf_threshold);
     score_sort_kernel<<<batch, kScoreSortThreads, sizeof(ScoreSort::TempStorage), stream>>>(
-        counts, a.max_candidates, compact_keys(h, a.conf_threshold), keys_in, keys_out);
+        counts, a.max_candidates, compact, keys_in, keys_out);
     QYOLO_RETURN_IF_ERROR(ops::launched(kOp));
   }
   size_t sort_bytes = l.sort_bytes;
