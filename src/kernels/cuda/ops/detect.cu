@@ -17,6 +17,10 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdlib>
+#include <mutex>
+#include <utility>
+#include <vector>
 #include <cub/block/block_radix_sort.cuh>
 #include <cub/block/block_scan.cuh>
 #include <cub/device/device_segmented_sort.cuh>
@@ -376,8 +380,7 @@ __global__ void __launch_bounds__(kClassSortThreads)
   }
 }
 
-constexpr int kNmsThreads = 1024;
-constexpr int kNmsWarps = kNmsThreads / 32;
+constexpr int kNmsThreads = 1024;  // nms_select_kernel; nms_classes_kernel's default
 constexpr int kTile = 256;  // open boxes of a large class handled together
 
 struct NmsParams {
@@ -461,7 +464,11 @@ __global__ void nms_boxes_kernel(NmsParams p) {
 // each, large ones to one block each, round robin in class order. Which block takes a class
 // changes nothing but the time. The first max_det kept boxes in score order (nms_select_kernel)
 // are then exactly what one greedy pass over all classes keeps before it stops.
-__global__ void __launch_bounds__(kNmsThreads) nms_classes_kernel(NmsParams p) {
+// kThreads: 1024 (one block an SM), or 512 / 256 for more resident blocks (several blocks' serial
+// walks overlapping on an SM); QYOLO_DETECT_NMS_THREADS picks one (detect()).
+template <int kThreads>
+__global__ void __launch_bounds__(kThreads, 1024 / kThreads) nms_classes_kernel(NmsParams p) {
+  constexpr int kNmsWarps = kThreads / 32;
   // Dynamic shared memory: suppressed bits (by class position; each block touches only its
   // own classes' bits), then the boxes of one large class at a time.
   extern __shared__ uint32_t bits[];
@@ -538,7 +545,7 @@ __global__ void __launch_bounds__(kNmsThreads) nms_classes_kernel(NmsParams p) {
   // block then suppresses the class's later boxes that overlap a box the tile kept. That is the
   // greedy pass exactly, with a few barriers a tile instead of two a kept box. A class's boxes
   // are copied to shared memory when they fit (read from global memory, in order, when not).
-  using Scan = cub::BlockScan<int, kNmsThreads>;
+  using Scan = cub::BlockScan<int, kThreads>;
   __shared__ typename Scan::TempStorage scan_storage;
   __shared__ int tile_at[kTile];                    // class positions of the tile's boxes
   __shared__ float4 tile_box[kTile];
@@ -575,7 +582,7 @@ __global__ void __launch_bounds__(kNmsThreads) nms_classes_kernel(NmsParams p) {
       // 1. The next kTile open positions at or after the cursor, in order.
       int found = 0;
       for (int base = (first + cursor) / 32; base * 32 < first + k && found < kTile;
-           base += kNmsThreads) {
+           base += kThreads) {
         const int w = base + threadIdx.x;
         uint32_t open = 0;
         if (w * 32 < first + k) {
@@ -722,6 +729,22 @@ __global__ void __launch_bounds__(kNmsThreads) nms_select_kernel(NmsParams p) {
   if (threadIdx.x == 0) p.out_counts[n] = min(carried, p.max_det);
 }
 
+// The dynamic shared memory a block of `kernel` gets without opting in (48 KB less its static
+// shared memory), once per kernel.
+size_t nms_dynamic_smem(void (*kernel)(NmsParams)) {
+  static std::mutex mutex;
+  static std::vector<std::pair<void (*)(NmsParams), size_t>> known;
+  std::lock_guard<std::mutex> lock(mutex);
+  for (const auto& k : known)
+    if (k.first == kernel) return k.second;
+  cudaFuncAttributes f{};
+  const size_t bytes = cudaFuncGetAttributes(&f, kernel) == cudaSuccess
+                           ? static_cast<size_t>(f.maxDynamicSharedSizeBytes)
+                           : size_t{32 * 1024};
+  known.emplace_back(kernel, bytes);
+  return bytes;
+}
+
 // Workspace layout, each part 256-byte aligned.
 struct Layout {
   size_t counts, begin, end, keys_in, keys_out, class_keys, boxes, kept, sort, total;
@@ -821,12 +844,15 @@ Status detect(const DetectArgs& a, cudaStream_t stream) {
   // boxes of a large class as fit in the dynamic shared memory every GPU gives a block without
   // opting in (48 KB less the kernel's static shared memory, about 17 KB: the class ranges and
   // the tile's boxes and IoU bits).
-  static const size_t kSmemBytes = [] {
-    cudaFuncAttributes f{};
-    return cudaFuncGetAttributes(&f, nms_classes_kernel) == cudaSuccess
-               ? static_cast<size_t>(f.maxDynamicSharedSizeBytes)
-               : size_t{32 * 1024};
+  static const int nms_threads = [] {
+    const char* v = std::getenv("QYOLO_DETECT_NMS_THREADS");
+    const int t = v ? std::atoi(v) : 1024;
+    return t == 256 || t == 512 ? t : 1024;
   }();
+  auto* nms_classes = nms_threads == 256   ? nms_classes_kernel<256>
+                      : nms_threads == 512 ? nms_classes_kernel<512>
+                                           : nms_classes_kernel<1024>;
+  const size_t kSmemBytes = nms_dynamic_smem(nms_classes);
   const size_t mask_bytes = (static_cast<size_t>(kept_words(a)) + 3) / 4 * 4 * sizeof(uint32_t);
   if (mask_bytes > kSmemBytes / 2)
     return invalid_argument(kOp, ": max_nms ", a.max_nms, " needs more than ", kSmemBytes / 2048,
@@ -842,7 +868,12 @@ Status detect(const DetectArgs& a, cudaStream_t stream) {
   QYOLO_RETURN_IF_ERROR(check(cudaGetDevice(&device), kOp));
   QYOLO_RETURN_IF_ERROR(
       check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), kOp));
-  const int parts = std::clamp(4 * sms / batch, 1, 16);
+  static const int parts_override = [] {
+    const char* v = std::getenv("QYOLO_DETECT_NMS_PARTS");
+    return v ? std::atoi(v) : 0;
+  }();
+  const int parts =
+      parts_override > 0 ? std::min(parts_override, 64) : std::clamp(4 * sms / batch, 1, 16);
 
   QYOLO_RETURN_IF_ERROR(check(cudaMemsetAsync(counts, 0, batch * sizeof(int), stream), kOp));
   bool vector = true;  // every head blocked and 16-byte aligned: 16-byte loads
@@ -893,7 +924,7 @@ Status detect(const DetectArgs& a, cudaStream_t stream) {
   p.out_counts = a.counts;
   nms_boxes_kernel<<<dim3(ops::blocks_for(a.max_nms, 256), batch), 256, 0, stream>>>(p);
   QYOLO_RETURN_IF_ERROR(ops::launched(kOp));
-  nms_classes_kernel<<<dim3(parts, batch), kNmsThreads, smem, stream>>>(p);
+  nms_classes<<<dim3(parts, batch), nms_threads, smem, stream>>>(p);
   QYOLO_RETURN_IF_ERROR(ops::launched(kOp));
   nms_select_kernel<<<batch, kNmsThreads, 0, stream>>>(p);
   return ops::launched(kOp);
