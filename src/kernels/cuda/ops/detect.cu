@@ -328,10 +328,11 @@ constexpr int kMaxClasses = 255;  // check_heads' limit
 // into each class's first position, then place the ranks a chunk of 1024 at a time, each at
 // its class's next position plus the number of earlier ranks of its class in the chunk (same
 // warp: the lanes below it with the same class; earlier warps: their counts, scanned per
-// class). The result equals sorting the (class, rank) keys.
+// class). The result equals sorting the (class, rank) keys. Each class's first position (and
+// the total after the last class) goes to class_first[n][0..classes], NMS's class ranges.
 __global__ void __launch_bounds__(kClassSortThreads)
     class_sort_kernel(const int* counts, int capacity, int max_nms, int classes,
-                      const uint64_t* sorted, uint64_t* class_keys) {
+                      const uint64_t* sorted, uint64_t* class_keys, int* class_first) {
   __shared__ int next[kMaxClasses + 1];                    // each class's next position
   __shared__ int before[kClassSortWarps][kMaxClasses + 1];  // a warp's count, then earlier warps'
   const int n = blockIdx.x, t = threadIdx.x, lane = t & 31, warp = t >> 5;
@@ -353,6 +354,8 @@ __global__ void __launch_bounds__(kClassSortThreads)
     }
   }
   __syncthreads();
+  for (int c = t; c <= classes; c += kClassSortThreads)
+    class_first[n * (kMaxClasses + 1) + c] = c < classes ? next[c] : total;
   const unsigned below = (1u << lane) - 1;
   for (int first = 0; first < total; first += kClassSortThreads) {
     for (int i = t; i < kClassSortWarps * (kMaxClasses + 1); i += kClassSortThreads)
@@ -390,6 +393,7 @@ struct NmsParams {
   const int* counts;
   const uint64_t* keys;        // sorted per image: score descending, then candidate index
   const uint64_t* class_keys;  // sorted per image: (class, rank) of the max_nms best
+  const int* class_first;      // [batch][kMaxClasses + 1]: each class's first position, total
   float4* boxes;               // [batch][max_nms], class-offset corners, in class_keys order
   uint32_t* kept;              // [batch][kept_words]: bit `rank` set when NMS keeps it
   int kept_words;
@@ -417,17 +421,6 @@ __device__ __forceinline__ bool iou_above(float4 a, float area_a, float4 b, floa
   if ((w == 0.0f || h == 0.0f) && threshold >= 0.0f) return false;
   const float inter = __fmul_rn(w, h);
   return __fdiv_rn(inter, __fsub_rn(__fadd_rn(area_a, box_area(b)), inter)) > threshold;
-}
-
-// First position in sorted[0, count) whose key is >= key.
-__device__ __forceinline__ int lower_bound(const uint64_t* sorted, int count, uint64_t key) {
-  int lo = 0, hi = count;
-  while (lo < hi) {
-    const int mid = (lo + hi) / 2;
-    if (sorted[mid] < key) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
 }
 
 // The boxes of the max_nms best in class_keys order (class-offset corners), so each class's
@@ -479,6 +472,7 @@ __global__ void __launch_bounds__(kThreads, 1024 / kThreads) nms_classes_kernel(
   uint32_t* suppressed = bits;
   float4* staged = reinterpret_cast<float4*>(bits + (all_words + 3) / 4 * 4);
   const uint64_t* class_keys = p.class_keys + int64_t{n} * p.max_nms;
+  const int* class_first = p.class_first + n * (kMaxClasses + 1);
   const float4* boxes = p.boxes + int64_t{n} * p.max_nms;
   uint32_t* kept = p.kept + int64_t{n} * p.kept_words;
   constexpr int kSlots = 4;  // classes of up to 32 * kSlots candidates go to one warp
@@ -488,8 +482,7 @@ __global__ void __launch_bounds__(kThreads, 1024 / kThreads) nms_classes_kernel(
   __shared__ int big_count;
   for (int i = threadIdx.x; i < words; i += blockDim.x) suppressed[i] = 0;
   for (int c = threadIdx.x; c < p.h.args.classes; c += blockDim.x)
-    range[c] = make_int2(lower_bound(class_keys, total, uint64_t(c) << 32),
-                         lower_bound(class_keys, total, uint64_t(c + 1) << 32));
+    range[c] = make_int2(class_first[c], class_first[c + 1]);
   __syncthreads();
   if (threadIdx.x == 0) {
     int count = 0, ordinal = 0;
@@ -747,7 +740,7 @@ size_t nms_dynamic_smem(void (*kernel)(NmsParams)) {
 
 // Workspace layout, each part 256-byte aligned.
 struct Layout {
-  size_t counts, begin, end, keys_in, keys_out, class_keys, boxes, kept, sort, total;
+  size_t counts, begin, end, keys_in, keys_out, class_keys, class_first, boxes, kept, sort, total;
   size_t sort_bytes;  // temporary storage of the segmented sort
 };
 
@@ -772,6 +765,7 @@ Layout layout(const DetectArgs& a) {
   l.keys_in = take(keys * sizeof(uint64_t));
   l.keys_out = take(keys * sizeof(uint64_t));
   l.class_keys = take(nms * sizeof(uint64_t));
+  l.class_first = take(batch * (kMaxClasses + 1) * sizeof(int));
   l.boxes = take(nms * sizeof(float4));
   l.kept = take(batch * kept_words(a) * sizeof(uint32_t));
   cub::DeviceSegmentedSort::SortKeys(nullptr, l.sort_bytes, static_cast<const uint64_t*>(nullptr),
@@ -839,6 +833,7 @@ Status detect(const DetectArgs& a, cudaStream_t stream) {
   uint64_t* keys_in = reinterpret_cast<uint64_t*>(at(l.keys_in));
   uint64_t* keys_out = reinterpret_cast<uint64_t*>(at(l.keys_out));
   uint64_t* class_keys = reinterpret_cast<uint64_t*>(at(l.class_keys));
+  int* class_first = reinterpret_cast<int*>(at(l.class_first));
   const Heads h = make_heads(a.heads);
   // The suppression bits (rounded to 16 bytes, so the staged boxes are aligned), then as many
   // boxes of a large class as fit in the dynamic shared memory every GPU gives a block without
@@ -904,7 +899,7 @@ Status detect(const DetectArgs& a, cudaStream_t stream) {
                                                begin, end, stream),
             "detect: segmented sort"));
   class_sort_kernel<<<batch, kClassSortThreads, 0, stream>>>(
-      counts, a.max_candidates, a.max_nms, h.args.classes, keys_out, class_keys);
+      counts, a.max_candidates, a.max_nms, h.args.classes, keys_out, class_keys, class_first);
   QYOLO_RETURN_IF_ERROR(ops::launched(kOp));
   NmsParams p{};
   p.h = h;
@@ -915,6 +910,7 @@ Status detect(const DetectArgs& a, cudaStream_t stream) {
   p.counts = counts;
   p.keys = keys_out;
   p.class_keys = class_keys;
+  p.class_first = class_first;
   p.boxes = reinterpret_cast<float4*>(at(l.boxes));
   p.kept = reinterpret_cast<uint32_t*>(at(l.kept));
   p.kept_words = kept_words(a);
