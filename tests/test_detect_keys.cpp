@@ -57,7 +57,8 @@ void expect_order_kept(uint64_t candidates, float conf) {
   }
   std::vector<size_t> by_key(keys.size()), by_packed(keys.size());
   for (size_t i = 0; i < keys.size(); ++i) by_key[i] = by_packed[i] = i;
-  std::stable_sort(by_key.begin(), by_key.end(), [&](size_t a, size_t b) { return keys[a] < keys[b]; });
+  std::stable_sort(by_key.begin(), by_key.end(),
+                   [&](size_t a, size_t b) { return keys[a] < keys[b]; });
   std::stable_sort(by_packed.begin(), by_packed.end(),
                    [&](size_t a, size_t b) { return packed[a] < packed[b]; });
   EXPECT_EQ(by_key, by_packed);

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The work of detect's class NMS (src/kernels/cuda/ops/detect.cu) on real images, counted on the CPU.
+"""The work of detect's class NMS (src/kernels/cuda/ops/detect_nms.cu), counted on the CPU.
 
 Runs yolov5n (FP32, onnxruntime) on val2017-mini, takes the candidates as detect does (conf
 0.001, multi-label, score = obj * cls, sorted by score then index, the best 30,000), and replays
