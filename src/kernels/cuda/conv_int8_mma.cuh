@@ -200,7 +200,7 @@ cudaError_t launch_persistent(int threads, int smem_bytes, int64_t tiles, const 
   if (cudaError_t e = persistent_blocks(kernel, threads, smem_bytes, tiles, slots, blocks);
       e != cudaSuccess)
     return e;
-  return launch_kernel(kernel, dim3(unsigned(blocks)), dim3(threads), smem_bytes, stream, p);
+  return launch_kernel<kernel>(dim3(unsigned(blocks)), dim3(threads), smem_bytes, stream, p);
 }
 
 // The output tiles of the direct kernels (conv_int8_stem.cuh, conv_int8_halo.cuh): kTileH rows x

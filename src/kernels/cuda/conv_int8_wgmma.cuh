@@ -169,7 +169,7 @@ template <int BM, int BN, int STAGES, bool S2D, int kAMode>
 cudaError_t launch_wgmma_kernel(const ConvInt8Params& p, const CUtensorMap& map_a,
                                 const CUtensorMap& map_b, cudaStream_t stream) {
   using Tile = WgmmaTile<BM, BN, STAGES>;
-  auto* kernel = conv_int8_wgmma_kernel<BM, BN, STAGES, S2D, kAMode>;
+  constexpr auto kernel = conv_int8_wgmma_kernel<BM, BN, STAGES, S2D, kAMode>;
   static std::atomic<uint64_t> opted_in{0};
   static std::atomic<uint64_t> slots[64];
   if (cudaError_t e = opt_in_shared_memory(kernel, Tile::kSmemBytes, opted_in); e != cudaSuccess)
@@ -180,8 +180,8 @@ cudaError_t launch_wgmma_kernel(const ConvInt8Params& p, const CUtensorMap& map_
   if (cudaError_t e = persistent_blocks(kernel, Tile::kThreads, Tile::kSmemBytes, tiles, slots, blocks);
       e != cudaSuccess)
     return e;
-  return launch_kernel(kernel, dim3(unsigned(blocks)), dim3(Tile::kThreads), Tile::kSmemBytes, stream,
-                       p, map_a, map_b);
+  return launch_kernel<kernel>(dim3(unsigned(blocks)), dim3(Tile::kThreads), Tile::kSmemBytes,
+                               stream, p, map_a, map_b);
 }
 
 template <int BM, int BN, int STAGES, bool S2D>

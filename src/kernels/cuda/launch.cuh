@@ -15,11 +15,10 @@
 
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
-#include <mutex>
 #include <utility>
-#include <vector>
 
 #include "qyolo/cuda.h"
 
@@ -34,49 +33,42 @@ __device__ __forceinline__ void wait_for_previous_kernel() {
 #endif
 }
 
-// Whether `kernel` carries the wait: it was compiled from sm_90 or later code (its PTX
-// version; a kernel the driver JIT-compiles from older PTX, e.g. compute_80 on a newer GPU,
-// has none and must not overlap). Looked up once per kernel and device.
-inline bool kernel_waits(const void* kernel) {
-  struct Entry {
-    const void* kernel;
-    int device;
-    bool waits;
-  };
-  static std::mutex mutex;
-  static std::vector<Entry> known;
-  int device = 0;
-  if (cudaGetDevice(&device) != cudaSuccess) return false;
-  std::lock_guard<std::mutex> lock(mutex);
-  for (const Entry& e : known)
-    if (e.kernel == kernel && e.device == device) return e.waits;
-  cudaFuncAttributes attributes{};
-  bool waits = false;
-  if (cudaFuncGetAttributes(&attributes, kernel) == cudaSuccess) {
-    waits = attributes.ptxVersion >= 90 && attributes.binaryVersion >= 90;
-  } else {
-    (void)cudaGetLastError();  // not the launch's error
-  }
-  known.push_back({kernel, device, waits});
-  return waits;
-}
-
-// Whether a launch of `kernel` overlaps: allowed on this thread (qyolo/cuda.h's
-// LaunchOverlapScope), not turned off by QYOLO_CUDA_OVERLAP_LAUNCHES=0, and the kernel as it
-// runs on this device has the wait (sm_90 and later).
-inline bool overlapped_launch(const void* kernel) {
+// Whether launches overlap at all: not turned off by QYOLO_CUDA_OVERLAP_LAUNCHES=0, and allowed
+// on this thread (qyolo/cuda.h's LaunchOverlapScope).
+inline bool launch_overlap_wanted() {
   static const bool enabled = [] {
     const char* v = std::getenv("QYOLO_CUDA_OVERLAP_LAUNCHES");
     return !(v && std::strcmp(v, "0") == 0);
   }();
-  return enabled && launch_overlap_allowed() && kernel_waits(kernel);
+  return enabled && launch_overlap_allowed();
+}
+
+// Whether `kernel` carries the wait on the current device: the code it runs was compiled for
+// sm_90 or later (its PTX and binary versions; a kernel the driver JIT-compiles from older PTX,
+// e.g. compute_80 on a newer GPU, has none and must not overlap). Read once per device.
+template <auto kernel>
+bool kernel_waits() {
+  static std::atomic<int> known[64];  // per device: 0 not read yet, 1 no, 2 yes
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) return false;
+  int state = known[device & 63].load(std::memory_order_relaxed);
+  if (state == 0) {
+    cudaFuncAttributes attributes{};
+    if (cudaFuncGetAttributes(&attributes, kernel) == cudaSuccess) {
+      state = attributes.ptxVersion >= 90 && attributes.binaryVersion >= 90 ? 2 : 1;
+    } else {
+      (void)cudaGetLastError();  // not the launch's error
+      state = 1;
+    }
+    known[device & 63].store(state, std::memory_order_relaxed);
+  }
+  return state == 2;
 }
 
 // kernel<<<grid, block, smem, stream>>>(args...), overlapped with the previous kernel where
-// overlapped_launch(kernel); returns the launch's error.
-template <typename... Params, typename... Args>
-cudaError_t launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
-                          cudaStream_t stream, Args&&... args) {
+// launch_overlap_wanted() and kernel_waits<kernel>(); returns the launch's error.
+template <auto kernel, typename... Args>
+cudaError_t launch_kernel(dim3 grid, dim3 block, size_t smem, cudaStream_t stream, Args&&... args) {
   cudaLaunchAttribute attribute{};
   attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attribute.val.programmaticStreamSerializationAllowed = 1;
@@ -86,7 +78,7 @@ cudaError_t launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, size
   config.dynamicSmemBytes = smem;
   config.stream = stream;
   config.attrs = &attribute;
-  config.numAttrs = overlapped_launch(reinterpret_cast<const void*>(kernel)) ? 1 : 0;
+  config.numAttrs = launch_overlap_wanted() && kernel_waits<kernel>() ? 1 : 0;
   return cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
 }
 

@@ -197,7 +197,7 @@ Status conv_fp16(const ConvFp16Args& a, cudaStream_t stream) {
   p.vector_input = a.x_layout.stride % 8 == 0 && a.x_layout.offset % 8 == 0 &&
                    reinterpret_cast<uintptr_t>(a.x) % 16 == 0;
   const dim3 grid(ops::blocks_for(p.pixels, kTileM), ops::blocks_for(s.out_channels, kTileN));
-  launch_kernel(conv_fp16_kernel, grid, dim3(kThreads), 0, stream, p);
+  launch_kernel<conv_fp16_kernel>(grid, dim3(kThreads), 0, stream, p);
   return ops::launched(kOp);
 }
 

@@ -107,10 +107,10 @@ Status requantize_int8(const RequantizeInt8Args& a, cudaStream_t stream) {
   const int64_t total = elements(a.shape);
   if (ops::vector16(a.shape.channels, a.x_layout, a.x) &&
       ops::vector16(a.shape.channels, a.y_layout, a.y))
-    launch_kernel(requantize16_kernel, grid_for(total / 16), dim3(256), 0, stream, a, total / 16,
-                  a.shape.channels / 16);
+    launch_kernel<requantize16_kernel>(grid_for(total / 16), dim3(256), 0, stream, a, total / 16,
+                                       a.shape.channels / 16);
   else
-    launch_kernel(requantize_kernel, grid_for(total), dim3(256), 0, stream, a, total);
+    launch_kernel<requantize_kernel>(grid_for(total), dim3(256), 0, stream, a, total);
   return ops::launched(kOp);
 }
 
@@ -120,7 +120,7 @@ Status lookup_int8(const LookupInt8Args& a, cudaStream_t stream) {
   QYOLO_RETURN_IF_ERROR(ops::check_slice(kOp, "x", a.x_layout, a.shape.channels, a.x));
   QYOLO_RETURN_IF_ERROR(ops::check_slice(kOp, "y", a.y_layout, a.shape.channels, a.y));
   const int64_t total = elements(a.shape);
-  launch_kernel(lookup_kernel, grid_for(total), dim3(256), 0, stream, a, total);
+  launch_kernel<lookup_kernel>(grid_for(total), dim3(256), 0, stream, a, total);
   return ops::launched(kOp);
 }
 
@@ -131,7 +131,7 @@ Status convert_int8_fp16(const ConvertArgs& a, cudaStream_t stream) {
   QYOLO_RETURN_IF_ERROR(ops::check_slice(kOp, "y", a.y_layout, a.shape.channels, a.y));
   QYOLO_RETURN_IF_ERROR(ops::check_scale(kOp, "scale", a.scale));
   const int64_t total = elements(a.shape);
-  launch_kernel(convert_kernel, grid_for(total), dim3(256), 0, stream, a, total);
+  launch_kernel<convert_kernel>(grid_for(total), dim3(256), 0, stream, a, total);
   return ops::launched(kOp);
 }
 

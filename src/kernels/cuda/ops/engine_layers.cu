@@ -138,9 +138,10 @@ __device__ inline int64_t io_index(int format, int64_t hw, int64_t p, int c) {
 __device__ inline int io_type(int format) { return format == 1 ? 3 : format == 2 ? 2 : 1; }
 
 __device__ inline int io_padded_channels(int format, int channels) {
-  return format == 2 ? (channels + 15) / 16 * 16 : format == 3 ? (channels + 31) / 32 * 32
-                                               : format == 4 ? 4
-                                                             : channels;
+  return format == 2   ? (channels + 15) / 16 * 16
+         : format == 3 ? (channels + 31) / 32 * 32
+         : format == 4 ? 4
+                       : channels;
 }
 
 __global__ void input_reformat_kernel(InputReformatArgs a) {
@@ -197,13 +198,12 @@ __global__ void output_reformat_kernel(OutputReformatArgs a) {
 Status engine_layer(const EngineLayerArgs& args, cudaStream_t stream) {
   const int64_t total = int64_t(args.batch) * args.height * args.width * args.channels;
   if (total <= 0) return Status::ok();
-  if (!args.x.data || !args.y.data || ((args.op == EngineLayerOp::kAdd ||
-                                        args.op == EngineLayerOp::kMul) &&
-                                       !args.x2.data))
+  if (!args.x.data || !args.y.data ||
+      ((args.op == EngineLayerOp::kAdd || args.op == EngineLayerOp::kMul) && !args.x2.data))
     return invalid_argument("engine_layer: null tensor");
   if (args.op == EngineLayerOp::kTable && (!args.table || args.x.type != 1 || args.y.type != 1))
     return invalid_argument("engine_layer: a table needs int8 tensors and the table");
-  launch_kernel(engine_layer_kernel, dim3(blocks_for(total)), dim3(kThreads), 0, stream, args);
+  launch_kernel<engine_layer_kernel>(dim3(blocks_for(total)), dim3(kThreads), 0, stream, args);
   return check(cudaGetLastError(), "engine_layer launch");
 }
 
@@ -212,7 +212,7 @@ Status engine_input_reformat(const InputReformatArgs& args, cudaStream_t stream)
   const int64_t total = int64_t(args.batch) * args.height * args.width * c_end;
   if (total <= 0) return Status::ok();
   if (!args.src || !args.y.data) return invalid_argument("engine_input_reformat: null buffer");
-  launch_kernel(input_reformat_kernel, dim3(blocks_for(total)), dim3(kThreads), 0, stream, args);
+  launch_kernel<input_reformat_kernel>(dim3(blocks_for(total)), dim3(kThreads), 0, stream, args);
   return check(cudaGetLastError(), "engine_input_reformat launch");
 }
 
@@ -220,7 +220,7 @@ Status engine_output_reformat(const OutputReformatArgs& args, cudaStream_t strea
   const int64_t total = int64_t(args.batch) * args.height * args.width * (args.channels + 31);
   if (total <= 0) return Status::ok();
   if (!args.dst || !args.x.data) return invalid_argument("engine_output_reformat: null buffer");
-  launch_kernel(output_reformat_kernel, dim3(blocks_for(total)), dim3(kThreads), 0, stream, args);
+  launch_kernel<output_reformat_kernel>(dim3(blocks_for(total)), dim3(kThreads), 0, stream, args);
   return check(cudaGetLastError(), "engine_output_reformat launch");
 }
 

@@ -138,10 +138,10 @@ Status maxpool_int8(const MaxPoolInt8Args& a, cudaStream_t stream) {
   const int64_t total = int64_t{a.input.batch} * out_h * out_w * a.input.channels;
   if (ops::vector16(a.input.channels, a.x_layout, a.x) &&
       ops::vector16(a.input.channels, a.y_layout, a.y))
-    launch_kernel(maxpool16_kernel, grid_for(total / 16), dim3(256), 0, stream, a, out_h, out_w,
-                  a.input.channels / 16);
+    launch_kernel<maxpool16_kernel>(grid_for(total / 16), dim3(256), 0, stream, a, out_h, out_w,
+                                    a.input.channels / 16);
   else
-    launch_kernel(maxpool_kernel, grid_for(total), dim3(256), 0, stream, a, out_h, out_w);
+    launch_kernel<maxpool_kernel>(grid_for(total), dim3(256), 0, stream, a, out_h, out_w);
   return ops::launched(kOp);
 }
 
@@ -157,10 +157,10 @@ Status resize_nearest_int8(const ResizeNearestInt8Args& a, cudaStream_t stream) 
                         a.factor * a.input.channels;
   if (ops::vector16(a.input.channels, a.x_layout, a.x) &&
       ops::vector16(a.input.channels, a.y_layout, a.y))
-    launch_kernel(resize16_kernel, grid_for(total / 16), dim3(256), 0, stream, a,
-                  a.input.channels / 16);
+    launch_kernel<resize16_kernel>(grid_for(total / 16), dim3(256), 0, stream, a,
+                                   a.input.channels / 16);
   else
-    launch_kernel(resize_kernel, grid_for(total), dim3(256), 0, stream, a);
+    launch_kernel<resize_kernel>(grid_for(total), dim3(256), 0, stream, a);
   return ops::launched(kOp);
 }
 

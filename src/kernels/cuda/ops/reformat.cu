@@ -90,8 +90,7 @@ __global__ void reformat_blocked_kernel(ReformatArgs a, int64_t chunks, int hw, 
     }
 #pragma unroll 4
     for (int lane = 0; lane < kBlock; ++lane)
-      convert_one<kIn, kOut>(a, from + lane, c0 + lane < a.shape.channels,
-                             out + lane * kOutBytes);
+      convert_one<kIn, kOut>(a, from + lane, c0 + lane < a.shape.channels, out + lane * kOutBytes);
   }
 }
 
@@ -104,15 +103,15 @@ void launch(const ReformatArgs& a, int64_t total, cudaStream_t stream) {
     const int64_t chunks = total / block;
     const unsigned grid = static_cast<unsigned>(std::min<int64_t>((chunks + 255) / 256, 65536));
     if (a.output_format == ReformatOutput::kInt8Chw32)
-      launch_kernel(reformat_blocked_kernel<kIn, ReformatOutput::kInt8Chw32>, dim3(grid), dim3(256),
-                    0, stream, a, chunks, hw, blocks);
+      launch_kernel<reformat_blocked_kernel<kIn, ReformatOutput::kInt8Chw32>>(
+          dim3(grid), dim3(256), 0, stream, a, chunks, hw, blocks);
     else
-      launch_kernel(reformat_blocked_kernel<kIn, ReformatOutput::kFloat16Chw16>, dim3(grid),
-                    dim3(256), 0, stream, a, chunks, hw, blocks);
+      launch_kernel<reformat_blocked_kernel<kIn, ReformatOutput::kFloat16Chw16>>(
+          dim3(grid), dim3(256), 0, stream, a, chunks, hw, blocks);
     return;
   }
   const unsigned grid = static_cast<unsigned>(std::min<int64_t>((total + 255) / 256, 65536));
-  launch_kernel(reformat_fp32_kernel<kIn>, dim3(grid), dim3(256), 0, stream, a, total);
+  launch_kernel<reformat_fp32_kernel<kIn>>(dim3(grid), dim3(256), 0, stream, a, total);
 }
 
 }  // namespace
