@@ -3,8 +3,8 @@
 // runs nothing that reads or writes activations before wait_for_previous_kernel(), which
 // returns once that kernel has finished and its writes are visible. What the overlap hides is
 // the launch itself and whatever a kernel does before its wait (the direct convolutions load
-// their weights there). A batch-1 network is ~80 short kernels back to back, so the gaps
-// between them are a large share of its time.
+// their weights there). A batch-1 network is ~80 short kernels back to back; on an H200 the
+// overlap saved 11 us of yolov5s's 0.47 ms and 29 us of yolov5n's 0.41 ms.
 //
 // Every kernel launched through launch_kernel() must call wait_for_previous_kernel() before its
 // first access to memory an earlier kernel writes or reads (activations; weights and
