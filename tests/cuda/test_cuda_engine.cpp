@@ -19,6 +19,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <thread>
 
 #include "qyolo/cuda.h"
 #include "qyolo/runtime.h"
@@ -188,6 +189,25 @@ std::vector<int> tensors_read(const EngineLayer& l) {
   if (l.kind != LayerKind::kInputReformat) t = l.inputs;
   if (l.residual >= 0) t.push_back(l.residual);
   return t;
+}
+
+// Overlapped launches are a per-thread setting (qyolo/cuda.h): a scope sets it, nests, restores
+// it, and leaves other threads alone. No GPU needed.
+TEST(LaunchOverlap, AScopeSetsItForItsThreadAndRestoresIt) {
+  EXPECT_TRUE(cuda::launch_overlap_allowed());
+  {
+    const cuda::LaunchOverlapScope off(false);
+    EXPECT_FALSE(cuda::launch_overlap_allowed());
+    {
+      const cuda::LaunchOverlapScope on(true);
+      EXPECT_TRUE(cuda::launch_overlap_allowed());
+    }
+    EXPECT_FALSE(cuda::launch_overlap_allowed());
+    bool other = false;
+    std::thread([&] { other = cuda::launch_overlap_allowed(); }).join();
+    EXPECT_TRUE(other);
+  }
+  EXPECT_TRUE(cuda::launch_overlap_allowed());
 }
 
 TEST_P(CudaEngine, EveryLayerAloneMatchesTheCpuBackend) {
