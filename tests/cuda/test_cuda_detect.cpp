@@ -79,6 +79,7 @@ Prepared prepare(std::vector<ImageHeads>& batch, Kind kind, int block = 0) {
 
 struct Compared {
   int64_t detections = 0, different = 0, rows = 0, row_values_different = 0;
+  int most_candidates = 0;  // of one image
 };
 
 // Runs decode and detect on the device and compares with the CPU path, image by image.
@@ -156,6 +157,7 @@ void compare(std::vector<ImageHeads> batch, Kind kind, int max_nms, int max_det,
       scale_boxes(placement, cpu);
     }
     ASSERT_LE(got_candidates[i], 1 << 17) << "image " << i << ": candidate buffer overflowed";
+    totals.most_candidates = std::max(totals.most_candidates, got_candidates[i]);
     ASSERT_EQ(got_counts[i], int(cpu.size()))
         << "image " << i << ", " << got_candidates[i] << " candidates";
     int64_t different = 0;
@@ -254,6 +256,50 @@ TEST(CudaDetect, ABatchOfSixteenGivesTheCpuBoxes) {
   }
 }
 
+// Large classes, heads built to order: `classes` of the 80 (every row's score high in those,
+// -9 elsewhere), random objectness and boxes.
+ImageHeads large_class_image(std::mt19937& rng, int classes) {
+  std::normal_distribution<float> nd(0.0f, 2.0f);
+  ImageHeads im;
+  im.width = 640, im.height = 640;
+  for (int grid : {80, 40, 20}) {
+    Tensor t(DType::kFloat32, {1, 255, grid, grid});
+    float* v = t.data<float>();
+    for (int a = 0; a < 3; ++a)
+      for (int field = 0; field < 85; ++field)
+        for (int cell = 0; cell < grid * grid; ++cell) {
+          float value = nd(rng);
+          if (field >= 5) value = field - 5 < classes ? 2.0f + nd(rng) : -9.0f;
+          v[(a * 85 + field) * grid * grid + cell] = value;
+        }
+    im.heads.push_back(std::move(t));
+  }
+  return im;
+}
+
+// A batch of 16 where two images have more than 16,384 candidates: those go to the segmented
+// sort, the others to the block sort, in the same detect call.
+TEST(CudaDetect, ABatchOfSixteenWithImagesOverTheBlockSortGivesTheCpuBoxes) {
+  QYOLO_SKIP_WITHOUT_GPU();
+  const auto fixtures = load_fixtures();
+  ASSERT_FALSE(fixtures.empty()) << "no fixtures in " << fixtures_dir();
+  std::mt19937 rng(8);
+  std::vector<ImageHeads> batch;
+  while (batch.size() < 16) {
+    if (batch.size() == 3 || batch.size() == 12)
+      batch.push_back(large_class_image(rng, batch.size() == 3 ? 1 : 2));
+    else
+      batch.push_back(fixtures[batch.size() % fixtures.size()]);
+  }
+  Compared totals;
+  compare(batch, Kind::kInt8, 30000, 300, true, totals, 32);
+  EXPECT_EQ(totals.different, 0);
+  EXPECT_GT(totals.detections, 0);
+  EXPECT_GT(totals.most_candidates, 16384) << "no image went to the segmented sort";
+  std::printf("detect, batch 16 with 2 images over 16384 candidates: %lld/%lld identical\n",
+              (long long)(totals.detections - totals.different), (long long)totals.detections);
+}
+
 // detect.py's settings: each box's best class only, conf 0.25, IoU 0.45; and single-label at the
 // validation thresholds, where many boxes' best classes tie or sit just above conf.
 TEST(CudaDetect, SingleLabelGivesTheCpuBoxes) {
@@ -298,28 +344,8 @@ TEST(CudaDetect, RandomHeadsAtTheCapsGiveTheCpuBoxes) {
 TEST(CudaDetect, LargeClassesGiveTheCpuBoxes) {
   QYOLO_SKIP_WITHOUT_GPU();
   std::mt19937 rng(7);
-  std::normal_distribution<float> nd(0.0f, 2.0f);
-  std::vector<ImageHeads> batch(2);
-  for (size_t i = 0; i < batch.size(); ++i) {
-    ImageHeads& im = batch[i];
-    im.width = 640, im.height = 640;
-    for (int grid : {80, 40, 20}) {
-      Tensor t(DType::kFloat32, {1, 255, grid, grid});
-      float* v = t.data<float>();
-      for (int a = 0; a < 3; ++a)
-        for (int field = 0; field < 85; ++field)
-          for (int cell = 0; cell < grid * grid; ++cell) {
-            // Image 0: class 0 everywhere; image 1: classes 0 and 1 about half each.
-            float value = nd(rng);
-            if (field >= 5) {
-              const int c = field - 5;
-              value = c == 0 || (i == 1 && c == 1) ? 2.0f + nd(rng) : -9.0f;
-            }
-            v[(a * 85 + field) * grid * grid + cell] = value;
-          }
-      im.heads.push_back(std::move(t));
-    }
-  }
+  // Image 0: class 0 everywhere; image 1: classes 0 and 1 about half each.
+  std::vector<ImageHeads> batch{large_class_image(rng, 1), large_class_image(rng, 2)};
   for (const auto& [max_nms, max_det] : {std::pair{30000, 300}, std::pair{2000, 300}}) {
     Compared totals;
     compare(batch, Kind::kFloat16, max_nms, max_det, false, totals);

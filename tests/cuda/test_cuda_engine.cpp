@@ -330,6 +330,33 @@ TEST_P(CudaEngine, WholeNetworkMatchesTheCpuBackend) {
   }
 }
 
+// A whole run reads an int8:hwc4 input in place when the caller's buffer is aligned as the
+// arena (256 bytes); an input 16 bytes off goes through the input copy instead, with the same
+// outputs.
+TEST_P(CudaEngine, AnInputNotAlignedTo256BytesGivesTheAlignedRunsOutputs) {
+  const Fixture& f = fixture_;
+  Side aligned, offset;
+  ASSERT_TRUE(make_cuda(f, aligned).is_ok());
+  ASSERT_TRUE(make_cuda(f, offset).is_ok());
+  std::vector<DeviceBuffer> shifted;
+  runtime::ExecuteArgs args = offset.args(kBatch);
+  for (size_t i = 0; i < f.packed_inputs.size(); ++i) {
+    const auto& packed = f.packed_inputs[i];
+    auto b = DeviceBuffer::allocate(packed.size() + 256);
+    ASSERT_TRUE(b);
+    uint8_t* at = static_cast<uint8_t*>(b->data()) + 16;
+    ASSERT_EQ(cudaMemcpy(at, packed.data(), packed.size(), cudaMemcpyHostToDevice), cudaSuccess);
+    args.inputs[i] = at;
+    shifted.push_back(std::move(*b));
+  }
+  ASSERT_TRUE(aligned.prepared->execute(aligned.args(kBatch)).is_ok());
+  const Status status = offset.prepared->execute(args);
+  ASSERT_TRUE(status.is_ok()) << status.message();
+  for (size_t o = 0; o < aligned.device_outputs.size(); ++o)
+    EXPECT_EQ(download(offset.device_outputs[o]), download(aligned.device_outputs[o]))
+        << "output " << o;
+}
+
 TEST_P(CudaEngine, TwoInstancesOnTwoStreamsAreIdentical) {
   const Fixture& f = fixture_;
   Side a, b;
