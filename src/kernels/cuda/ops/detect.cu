@@ -104,13 +104,16 @@ __device__ void row_candidates(const Heads& h, int n, int64_t row, float conf, b
 
 // The same for a blocked head (N x blocks x H x W x b): a row's obj and class fields are
 // consecutive channels, b of them in one contiguous run per block, so they are read 16 bytes
-// at a time (16 int8 or 8 half values; b is a multiple of that) instead of one load per field.
-// The same values, tests and candidates as row_candidates.
+// at a time (16 int8 or 8 half values; b is a multiple of that) instead of one load per field:
+// the load with obj first, and only when obj passes the others, kLoads of them issued together
+// (a row's 80 classes are 5-6 loads of int8: one wait instead of one a load). The same values,
+// tests and candidates as row_candidates.
 template <class T>
 __device__ void blocked_row_candidates(const Heads& h, const float (*tables)[256], int n,
                                        int64_t row, float conf, bool multi_label, int capacity,
                                        int* counts, uint64_t* keys) {
   constexpr int kPerLoad = 16 / sizeof(T);
+  constexpr int kLoads = 4;
   const RowRef r = locate(h, row);
   const HeadTensor& t = h.args.heads[r.level];
   const int fields = 5 + h.args.classes, b = t.channel_block;
@@ -121,52 +124,92 @@ __device__ void blocked_row_candidates(const Heads& h, const float (*tables)[256
   const int c0 = r.anchor * fields + 4;  // obj, then the classes
   const int c_end = r.anchor * fields + fields;
   const uint32_t index = static_cast<uint32_t>(row * h.args.classes);
-  float obj = 0.0f, best_score = 0.0f;
+  auto load = [&](int first) {
+    return *reinterpret_cast<const uint4*>(pixel + first / b * plane + first % b);
+  };
+  auto sigmoid = [&](T value) {
+    if constexpr (sizeof(T) == 1) {
+      return tables[r.level][static_cast<int>(value) + 128];
+    } else if (h.args.half_sigmoid) {
+      return __ldg(h.args.half_sigmoid + value);
+    } else {
+      const float e = static_cast<float>(exp(-static_cast<double>(ops::from_half_bits(value))));
+      return __fdiv_rn(1.0f, __fadd_rn(1.0f, e));
+    }
+  };
+  float best_score = 0.0f;
   int best = -1;
-#pragma unroll 1
-  for (int first = c0 / kPerLoad * kPerLoad; first < c_end; first += kPerLoad) {
-    const uint4 v = *reinterpret_cast<const uint4*>(pixel + first / b * plane + first % b);
+  // Fields [first, first + kPerLoad) of v: the classes among them (c > c0).
+  auto classes = [&](int first, const uint4& v, float obj) {
     const T* values = reinterpret_cast<const T*>(&v);
 #pragma unroll
     for (int i = 0; i < kPerLoad; ++i) {
       const int c = first + i;
-      if (c < c0 || c >= c_end) continue;
-      float sig;
-      if constexpr (sizeof(T) == 1) {
-        sig = tables[r.level][static_cast<int>(values[i]) + 128];
-      } else if (h.args.half_sigmoid) {
-        sig = __ldg(h.args.half_sigmoid + values[i]);
-      } else {
-        const float e =
-            static_cast<float>(exp(-static_cast<double>(ops::from_half_bits(values[i]))));
-        sig = __fdiv_rn(1.0f, __fadd_rn(1.0f, e));
-      }
-      if (c == c0) {
-        obj = sig;
-        if (!(obj > conf)) return;
-        continue;
-      }
+      if (c <= c0 || c >= c_end) continue;
       const int k = c - c0 - 1;  // the class
-      const float score = __fmul_rn(sig, obj);
+      const float score = __fmul_rn(sigmoid(values[i]), obj);
       if (multi_label) {
         if (score > conf) append_candidate(counts, keys, n, capacity, score, index + k);
       } else if (best < 0 || score > best_score) {
         best = k, best_score = score;
       }
     }
+  };
+  const int first0 = c0 / kPerLoad * kPerLoad;
+  const uint4 v0 = load(first0);
+  T raw = 0;  // obj's value, picked with constant indices (a variable one puts v0 in memory)
+  {
+    const T* values = reinterpret_cast<const T*>(&v0);
+#pragma unroll
+    for (int i = 0; i < kPerLoad; ++i)
+      if (first0 + i == c0) raw = values[i];
+  }
+  const float obj = sigmoid(raw);
+  if (!(obj > conf)) return;
+  classes(first0, v0, obj);
+#pragma unroll 1
+  for (int first = first0 + kPerLoad; first < c_end; first += kLoads * kPerLoad) {
+    uint4 v[kLoads];
+#pragma unroll
+    for (int j = 0; j < kLoads; ++j)
+      if (first + j * kPerLoad < c_end) v[j] = load(first + j * kPerLoad);
+    // One copy of the class loop (the kernel's code size is what the instruction cache holds).
+#pragma unroll 1
+    for (int j = 0; j < kLoads && first + j * kPerLoad < c_end; ++j) {
+      uint4 cur = v[0];
+#pragma unroll
+      for (int q = 1; q < kLoads; ++q)
+        if (j == q) cur = v[q];
+      classes(first + j * kPerLoad, cur, obj);
+    }
   }
   if (!multi_label && best_score > conf)
     append_candidate(counts, keys, n, capacity, best_score, index + best);
 }
 
+// Zeroes the candidate counters and writes the int8 heads' sigmoid tables to global memory
+// (Heads::device_tables), block l level l's.
+__global__ void prepare_kernel(Heads h, int batch, int* counts, float* tables) {
+  if (blockIdx.x == 0)
+    for (int n = threadIdx.x; n < batch; n += blockDim.x) counts[n] = 0;
+  if (tables) tables[blockIdx.x * 256 + threadIdx.x] = h.tables.values[blockIdx.x][threadIdx.x];
+}
+
 // Candidates of one (image, row) a thread. `vector` (every head blocked and 16-byte aligned)
-// takes blocked_row_candidates.
-__global__ void candidates_kernel(Heads h, float conf, bool multi_label, bool vector, int capacity,
-                                  int* counts, uint64_t* keys) {
+// takes blocked_row_candidates. A block first copies the int8 heads' sigmoid tables to shared
+// memory, from global memory (h.device_tables: coalesced) when prepare_kernel wrote them there.
+// From the kernel parameters instead (per-thread indices: constant-memory loads serialised
+// across each warp), that copy was a third of this kernel's time.
+constexpr int kCandidateThreads = 256;
+
+__global__ void __launch_bounds__(kCandidateThreads)
+    candidates_kernel(Heads h, float conf, bool multi_label, bool vector, int capacity,
+                      int* counts, uint64_t* keys) {
   __shared__ float tables[3][256];  // int8 heads' sigmoid tables, read per field
   if (h.args.type == HeadType::kInt8) {
     for (int i = threadIdx.x; i < 3 * 256; i += blockDim.x)
-      tables[i / 256][i % 256] = h.tables.values[i / 256][i % 256];
+      tables[i / 256][i % 256] =
+          h.device_tables ? __ldg(h.device_tables + i) : h.tables.values[i / 256][i % 256];
     __syncthreads();
   }
   const int n = blockIdx.y;
@@ -240,7 +283,8 @@ bool score_sort_available() {
 
 // Workspace layout, each part 256-byte aligned.
 struct Layout {
-  size_t counts, begin, end, keys_in, keys_out, class_keys, class_first, boxes, kept, sort, total;
+  size_t counts, begin, end, keys_in, keys_out, class_keys, class_first, boxes, kept, tables, sort,
+      total;
   size_t sort_bytes;  // temporary storage of the segmented sort
 };
 
@@ -268,6 +312,7 @@ Layout layout(const DetectArgs& a) {
   l.class_first = take(batch * (kMaxClasses + 1) * sizeof(int));
   l.boxes = take(nms * sizeof(float4));
   l.kept = take(batch * kept_words(a) * sizeof(uint32_t));
+  l.tables = take(sizeof(SigmoidTables));
   cub::DeviceSegmentedSort::SortKeys(nullptr, l.sort_bytes, static_cast<const uint64_t*>(nullptr),
                                      static_cast<uint64_t*>(nullptr), static_cast<int64_t>(keys),
                                      static_cast<int64_t>(batch), static_cast<const int*>(nullptr),
@@ -334,14 +379,18 @@ Status detect(const DetectArgs& a, cudaStream_t stream) {
   uint64_t* keys_out = reinterpret_cast<uint64_t*>(at(l.keys_out));
   uint64_t* class_keys = reinterpret_cast<uint64_t*>(at(l.class_keys));
   int* class_first = reinterpret_cast<int*>(at(l.class_first));
-  const Heads h = make_heads(a.heads);
+  Heads h = make_heads(a.heads);
+  float* tables = reinterpret_cast<float*>(at(l.tables));
+  if (h.args.type == HeadType::kInt8) h.device_tables = tables;
   QYOLO_ASSIGN_OR_RETURN(const NmsPlan nms, plan_nms(a));
 
-  QYOLO_RETURN_IF_ERROR(check(cudaMemsetAsync(counts, 0, batch * sizeof(int), stream), kOp));
+  prepare_kernel<<<3, 256, 0, stream>>>(h, batch, counts, h.device_tables ? tables : nullptr);
+  QYOLO_RETURN_IF_ERROR(ops::launched(kOp));
   bool vector = true;  // every head blocked and 16-byte aligned: 16-byte loads
   for (const HeadTensor& t : a.heads.heads)
     vector = vector && t.channel_block != 0 && reinterpret_cast<uintptr_t>(t.data) % 16 == 0;
-  candidates_kernel<<<dim3(ops::blocks_for(h.rows, 128), batch), 128, 0, stream>>>(
+  candidates_kernel<<<dim3(ops::blocks_for(h.rows, kCandidateThreads), batch), kCandidateThreads,
+                      0, stream>>>(
       h, a.conf_threshold, a.multi_label, vector, a.max_candidates, counts, keys_in);
   QYOLO_RETURN_IF_ERROR(ops::launched(kOp));
   // The block sort takes one SM an image: it pays from about 16 images on. yolov5s on an H200,

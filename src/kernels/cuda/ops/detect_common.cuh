@@ -20,6 +20,10 @@ struct SigmoidTables {
 struct Heads {
   HeadsArgs args;
   SigmoidTables tables;  // int8 heads only
+  // The same tables in global memory (detect() writes them to its workspace first), or null.
+  // A kernel parameter read at a per-thread index is a constant-memory load serialised across
+  // the warp; a global one is an ordinary cached load.
+  const float* device_tables = nullptr;
   int64_t rows;
   int level_rows[3];  // rows of level 0, 1, 2
 };
@@ -44,17 +48,21 @@ struct RowRef {
   int level, anchor, y, x;
 };
 
+// Row `row` of an image (levels in order, each anchor-major, then y, x). A level's rows fit in
+// an int (3 x H x W), so the divisions are 32-bit ones (a 64-bit division is a long software
+// sequence, and every candidate thread runs this).
 __device__ __forceinline__ RowRef locate(const Heads& h, int64_t row) {
   RowRef r{};
   int l = 0;
   while (l < 2 && row >= h.level_rows[l]) row -= h.level_rows[l++];
   const HeadTensor& t = h.args.heads[l];
+  const int in_level = static_cast<int>(row);
   const int plane = t.height * t.width;
   r.level = l;
-  r.anchor = static_cast<int>(row / plane);
-  const int p = static_cast<int>(row % plane);
+  r.anchor = in_level / plane;
+  const int p = in_level - r.anchor * plane;
   r.y = p / t.width;
-  r.x = p % t.width;
+  r.x = p - r.y * t.width;
   return r;
 }
 
@@ -70,7 +78,8 @@ __device__ __forceinline__ float field_sigmoid(const Heads& h, int n, const RowR
     at = (((int64_t{n} * blocks + c / b) * t.height + r.y) * t.width + r.x) * b + c % b;
   }
   if (h.args.type == HeadType::kInt8) {
-    return h.tables.values[r.level][static_cast<const int8_t*>(t.data)[at] + 128];
+    const int q = static_cast<const int8_t*>(t.data)[at] + 128;
+    return h.device_tables ? __ldg(h.device_tables + r.level * 256 + q) : h.tables.values[r.level][q];
   }
   const uint16_t bits = static_cast<const uint16_t*>(t.data)[at];
   if (h.args.half_sigmoid) return __ldg(h.args.half_sigmoid + bits);

@@ -184,13 +184,22 @@ __global__ void __launch_bounds__(kThreads, 1024 / kThreads) nms_classes_kernel(
     uint32_t suppressed_here = 0;  // bit s: this lane's candidate in slot s
     int kept_here = 0;
     for (int at = 0; at < k && kept_here < p.max_det; ++at) {
-      const int owner = at % 32, slot = at / 32;
+      // Straight to the next open box: the lanes' open bits of this slot at or after `at`.
+      const int slot = at / 32;
+      const uint32_t open =
+          __ballot_sync(kAll, !((suppressed_here >> slot) & 1u) && lane + 32 * slot < k) &
+          (kAll << (at % 32));
+      if (open == 0) {
+        at = 32 * slot + 31;  // the next slot
+        continue;
+      }
+      at = 32 * slot + __ffs(open) - 1;
+      const int owner = at % 32;
       float4 bi = box[0];
       int rank_i = rank[0];
 #pragma unroll
       for (int s = 1; s < kSlots; ++s)
         if (slot == s) bi = box[s], rank_i = rank[s];
-      if (__shfl_sync(kAll, (suppressed_here >> slot) & 1u, owner)) continue;
       bi.x = __shfl_sync(kAll, bi.x, owner), bi.y = __shfl_sync(kAll, bi.y, owner);
       bi.z = __shfl_sync(kAll, bi.z, owner), bi.w = __shfl_sync(kAll, bi.w, owner);
       const float area_i = box_area(bi);
@@ -218,6 +227,7 @@ __global__ void __launch_bounds__(kThreads, 1024 / kThreads) nms_classes_kernel(
   __shared__ typename Scan::TempStorage scan_storage;
   __shared__ int tile_at[kTile];  // class positions of the tile's boxes
   __shared__ float4 tile_box[kTile];
+  __shared__ int tile_rank[kTile];                 // their ranks (for the kept bits)
   __shared__ uint32_t overlap[kTile][kTile / 32];  // row i, bit j > i: IoU(i, j) above
   __shared__ int tile_kept[kTile];                 // tile indices kept, in order
   __shared__ int tile_kept_count;
@@ -270,7 +280,10 @@ __global__ void __launch_bounds__(kThreads, 1024 / kThreads) nms_classes_kernel(
       }
       const int m = min(found, kTile);
       if (m == 0) break;
-      for (int i = threadIdx.x; i < m; i += blockDim.x) tile_box[i] = class_boxes[tile_at[i]];
+      for (int i = threadIdx.x; i < m; i += blockDim.x) {
+        tile_box[i] = class_boxes[tile_at[i]];
+        tile_rank[i] = static_cast<int>(static_cast<uint32_t>(class_keys[first + tile_at[i]]));
+      }
       __syncthreads();
       // 2. Pairwise IoU bits of the tile.
       for (int task = threadIdx.x; task < m * (kTile / 32); task += blockDim.x) {
@@ -292,26 +305,35 @@ __global__ void __launch_bounds__(kThreads, 1024 / kThreads) nms_classes_kernel(
         int kept_n = 0;
         // Word by word: lane w decides the 32 boxes of word w alone, in registers (their
         // bits among themselves are column w of `overlap`), then the boxes it kept remove
-        // their bits of the later words in the other lanes.
+        // their bits of the later words in the other lanes. Each lane first reads the 32 rows
+        // of word w in its own column at once (independent loads, then register steps: the
+        // serial walk reading shared memory a box at a time was most of this kernel's wait).
         const int budget_all = p.max_det - kept_here;
+        const int column = min(lane, kTile / 32 - 1);
         for (int w = 0; w * 32 < m && kept_n < budget_all; ++w) {
+          uint32_t rows[32];
+#pragma unroll
+          for (int b = 0; b < 32; ++b) rows[b] = overlap[32 * w + b][column];
           uint32_t kept_bits = 0;
           if (lane == w) {
             const int nb = min(32, m - 32 * w);
             int budget = budget_all - kept_n;
             uint32_t rem = removed;
-            for (int b = 0; b < nb && budget > 0; ++b) {
-              const uint32_t row = overlap[32 * w + b][w];
-              if (rem >> b & 1u) continue;
-              kept_bits |= 1u << b;
-              --budget;
-              rem |= row;
+#pragma unroll
+            for (int b = 0; b < 32; ++b) {
+              if (b < nb && budget > 0 && !(rem >> b & 1u)) {
+                kept_bits |= 1u << b;
+                --budget;
+                rem |= rows[b];
+              }
             }
           }
           kept_bits = __shfl_sync(kAll, kept_bits, w);
-          if (lane > w && lane < kTile / 32)
-            for (uint32_t rest = kept_bits; rest; rest &= rest - 1)
-              removed |= overlap[32 * w + __ffs(rest) - 1][lane];
+          if (lane > w && lane < kTile / 32) {
+#pragma unroll
+            for (int b = 0; b < 32; ++b)
+              if (kept_bits >> b & 1u) removed |= rows[b];
+          }
           const int count = __popc(kept_bits);
           if (lane < count) {  // lane q: the word's q-th kept box, so they stay in order
             uint32_t rest = kept_bits;
@@ -323,8 +345,7 @@ __global__ void __launch_bounds__(kThreads, 1024 / kThreads) nms_classes_kernel(
         if (lane == 0) tile_kept_count = kept_n;
         __syncwarp();
         for (int q = lane; q < kept_n; q += 32) {
-          const int rank =
-              static_cast<int>(static_cast<uint32_t>(class_keys[first + tile_at[tile_kept[q]]]));
+          const int rank = tile_rank[tile_kept[q]];
           atomicOr(&kept[rank / 32], 1u << (rank % 32));
         }
       }
@@ -353,49 +374,55 @@ __global__ void __launch_bounds__(kThreads, 1024 / kThreads) nms_classes_kernel(
 }
 
 // The kept ranks in order, max_det of them, one block per image: a block-wide scan of the kept
-// bits, 1024 words (32768 ranks) a round; boxes decoded again, mapped to the image, clipped.
+// bits, 1024 words (32768 ranks) a round, each kept rank written to its output slot; then the
+// slots' boxes decoded again, mapped to the image and clipped, a slot a thread (a thread whose
+// word held many kept ranks decoding them one after another was most of this kernel's time).
 __global__ void __launch_bounds__(kNmsThreads) nms_select_kernel(NmsParams p) {
   const int n = blockIdx.x;
   const int words = (nms_count(p, n) + 31) / 32;
   const uint64_t* keys = p.keys + int64_t{n} * p.capacity;
   const uint32_t* kept = p.kept + int64_t{n} * p.kept_words;
+  DetectionBox* out = p.detections + int64_t{n} * p.max_det;
   using Scan = cub::BlockScan<int, kNmsThreads>;
   __shared__ typename Scan::TempStorage scan_storage;
   __shared__ int carried;
   if (threadIdx.x == 0) carried = 0;
   __syncthreads();
-  for (int base = 0; base < words; base += kNmsThreads) {
+  for (int base = 0; base < words && carried < p.max_det; base += kNmsThreads) {
     const int w = base + threadIdx.x;
     const uint32_t word = w < words ? kept[w] : 0u;
     int before = 0, round_total = 0;
     Scan(scan_storage).ExclusiveSum(__popc(word), before, round_total);
     int position = carried + before;
-    for (uint32_t rest = word; rest && position < p.max_det; rest &= rest - 1, ++position) {
-      const int i = w * 32 + __ffs(rest) - 1;
-      const uint32_t index_i = static_cast<uint32_t>(keys[i]);
-      const float4 b = decode_box(p.h, n, locate(p.h, index_i / p.h.args.classes));
-      const float hw = __fdiv_rn(b.z, 2.0f), hh = __fdiv_rn(b.w, 2.0f);
-      DetectionBox d;
-      d.x1 = __fsub_rn(b.x, hw), d.y1 = __fsub_rn(b.y, hh);
-      d.x2 = __fadd_rn(b.x, hw), d.y2 = __fadd_rn(b.y, hh);
-      d.score = __uint_as_float(0x7fffffffu - static_cast<uint32_t>(keys[i] >> 32));
-      d.class_id = static_cast<int>(index_i % p.h.args.classes);
-      if (p.plans) {
-        const LetterboxPlan& lp = p.plans[n];
-        const float iw = static_cast<float>(lp.width), ih = static_cast<float>(lp.height);
-        auto map = [](float v, float pad, float gain, float limit) {
-          return fminf(fmaxf(__fdiv_rn(__fsub_rn(v, pad), gain), 0.0f), limit);
-        };
-        d.x1 = map(d.x1, lp.pad_x, lp.gain, iw), d.x2 = map(d.x2, lp.pad_x, lp.gain, iw);
-        d.y1 = map(d.y1, lp.pad_y, lp.gain, ih), d.y2 = map(d.y2, lp.pad_y, lp.gain, ih);
-      }
-      p.detections[int64_t{n} * p.max_det + position] = d;
-    }
+    for (uint32_t rest = word; rest && position < p.max_det; rest &= rest - 1, ++position)
+      out[position].class_id = w * 32 + __ffs(rest) - 1;  // the rank, for the pass below
     __syncthreads();  // every thread has read `carried` and is done with scan_storage
     if (threadIdx.x == 0) carried += round_total;
     __syncthreads();
   }
-  if (threadIdx.x == 0) p.out_counts[n] = min(carried, p.max_det);
+  const int count = min(carried, p.max_det);
+  for (int position = threadIdx.x; position < count; position += kNmsThreads) {
+    const int i = out[position].class_id;
+    const uint32_t index_i = static_cast<uint32_t>(keys[i]);
+    const float4 b = decode_box(p.h, n, locate(p.h, index_i / p.h.args.classes));
+    const float hw = __fdiv_rn(b.z, 2.0f), hh = __fdiv_rn(b.w, 2.0f);
+    DetectionBox d;
+    d.x1 = __fsub_rn(b.x, hw), d.y1 = __fsub_rn(b.y, hh);
+    d.x2 = __fadd_rn(b.x, hw), d.y2 = __fadd_rn(b.y, hh);
+    d.score = __uint_as_float(0x7fffffffu - static_cast<uint32_t>(keys[i] >> 32));
+    d.class_id = static_cast<int>(index_i % p.h.args.classes);
+    if (p.plans) {
+      const LetterboxPlan& lp = p.plans[n];
+      const float iw = static_cast<float>(lp.width), ih = static_cast<float>(lp.height);
+      auto map = [](float v, float pad, float gain, float limit) {
+        return fminf(fmaxf(__fdiv_rn(__fsub_rn(v, pad), gain), 0.0f), limit);
+      };
+      d.x1 = map(d.x1, lp.pad_x, lp.gain, iw), d.x2 = map(d.x2, lp.pad_x, lp.gain, iw);
+      d.y1 = map(d.y1, lp.pad_y, lp.gain, ih), d.y2 = map(d.y2, lp.pad_y, lp.gain, ih);
+    }
+    out[position] = d;
+  }
+  if (threadIdx.x == 0) p.out_counts[n] = count;
 }
 
 // nms_classes_kernel for kThreads threads, with the dynamic shared memory a block of it gets
