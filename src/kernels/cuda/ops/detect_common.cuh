@@ -116,6 +116,11 @@ struct NmsParams {
   uint32_t* kept;        // [batch][kept_words]: bit `rank` set when NMS keeps it
   int kept_words;
   int stage_boxes;  // how many boxes of a large class fit in shared memory
+  // nms_classes_kernel's blocks: 0 small-class blocks, every block of an image walks its share of
+  // the small classes then of the large ones (gridDim.x of them an image); or, with
+  // small_parts > 0, the first batch x large_parts blocks (in launch order) walk only large
+  // classes and the next batch x small_parts only small ones, so the long walks start first.
+  int large_parts, small_parts;
   const LetterboxPlan* plans;
   DetectionBox* detections;
   int* out_counts;
@@ -126,6 +131,7 @@ struct NmsParams {
 struct NmsPlan {
   void (*kernel)(NmsParams) = nullptr;
   int threads = 0, parts = 0, stage_boxes = 0;
+  int small_parts = 0;  // > 0: blocks split by role (NmsParams::small_parts), parts large ones
   size_t smem = 0;
 };
 

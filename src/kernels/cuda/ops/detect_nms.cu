@@ -141,7 +141,20 @@ __global__ void __launch_bounds__(kThreads, 1024 / kThreads) nms_classes_kernel(
   // Dynamic shared memory: suppressed bits (by class position; each block touches only its
   // own classes' bits), then the boxes of one large class at a time.
   extern __shared__ uint32_t bits[];
-  const int part = blockIdx.x, parts = gridDim.x, n = blockIdx.y;
+  // This block's image, its part, and which classes it walks (NmsParams::small_parts).
+  int part = blockIdx.x, parts = gridDim.x, n = blockIdx.y;
+  bool walk_small = true, walk_large = true;
+  if (p.small_parts > 0) {
+    const int linear = blockIdx.y * gridDim.x + blockIdx.x;
+    const int large_blocks = gridDim.y * p.large_parts;
+    walk_small = linear >= large_blocks;
+    walk_large = !walk_small;
+    parts = walk_large ? p.large_parts : p.small_parts;
+    const int j = walk_large ? linear : linear - large_blocks;
+    n = j / parts;
+    part = j % parts;
+    if (n >= gridDim.y) return;  // the grid's spare blocks
+  }
   const int total = nms_count(p, n);
   const int words = (total + 31) / 32;
   const int all_words = (p.max_nms + 31) / 32;
@@ -162,7 +175,7 @@ __global__ void __launch_bounds__(kThreads, 1024 / kThreads) nms_classes_kernel(
   __syncthreads();
   if (threadIdx.x == 0) {
     int count = 0, ordinal = 0;
-    for (int c = 0; c < p.h.args.classes; ++c)
+    for (int c = 0; c < p.h.args.classes && walk_large; ++c)
       if (range[c].y - range[c].x > 32 * kSlots && ordinal++ % parts == part) big[count++] = c;
     big_count = count;
   }
@@ -170,7 +183,8 @@ __global__ void __launch_bounds__(kThreads, 1024 / kThreads) nms_classes_kernel(
   // Small classes, one warp each, its candidates' boxes in the lanes' registers, so a kept box
   // costs a few shuffles and kSlots IoUs per lane.
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  for (int c = part * kNmsWarps + warp; c < p.h.args.classes; c += parts * kNmsWarps) {
+  for (int c = part * kNmsWarps + warp; walk_small && c < p.h.args.classes;
+       c += parts * kNmsWarps) {
     const int first = range[c].x, k = range[c].y - range[c].x;
     if (k == 0 || k > 32 * kSlots) continue;
     float4 box[kSlots];
@@ -476,15 +490,30 @@ Expected<NmsPlan> plan_nms(const DetectArgs& a) {
   plan.stage_boxes = static_cast<int>(std::min<size_t>(
       (classes.dynamic_smem - mask_bytes) / sizeof(float4), static_cast<size_t>(a.max_nms)));
   plan.smem = mask_bytes + static_cast<size_t>(plan.stage_boxes) * sizeof(float4);
-  // The classes of an image over `parts` blocks: about four blocks an SM in all (an image's
-  // large classes are its slowest part, each one block's serial walk), at most 16 an image.
-  // yolov5s at batch 64 on an H200 (132 SMs; 1024-thread blocks, one resident an SM): detect
-  // 0.76 ms with 8 parts, 0.80-0.82 with 5, 0.79 with 16, 1.14 with 2 (one wave of blocks).
+  // The classes of an image over several blocks (an image's large classes are its slowest
+  // part, each one block's serial walk). Before the split below, yolov5s at batch 64 on an H200
+  // (132 SMs; 1024-thread blocks, one resident an SM): detect 0.76 ms with 8 blocks an image,
+  // 0.80-0.82 with 5, 0.79 with 16, 1.14 with 2 (one wave of blocks).
   int device = 0, sms = 0;
   QYOLO_RETURN_IF_ERROR(check(cudaGetDevice(&device), kOp));
   QYOLO_RETURN_IF_ERROR(
       check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), kOp));
-  plan.parts = parts_override > 0 ? parts_override : std::clamp(4 * sms / a.heads.batch, 1, 16);
+  // Blocks split by role (NmsParams::small_parts): first `parts` an image for the large classes
+  // (an image has about six), then enough small-class blocks for a warp a class. yolov5s on an
+  // H200, detect ms at batch 64 / 32 / 1: not split (8, 16, 16 blocks an image) 0.563 / 0.476 /
+  // 0.120; split with 8 / 12 / 16 / 6 large-class blocks 0.557 / 0.572 / 0.585 / 0.546 at
+  // batch 64, 6 also 0.434 at 32 and 0.111 at 1. QYOLO_DETECT_NMS_SPLIT=0 turns the split off
+  // (then about four blocks an SM in all, at most 16 an image).
+  static const char* const split_env = std::getenv("QYOLO_DETECT_NMS_SPLIT");
+  const bool split = !split_env || std::atoi(split_env) != 0;
+  if (split) {
+    const int warps = plan.threads / 32;
+    plan.small_parts = (a.heads.classes + warps - 1) / warps;
+    plan.parts = parts_override > 0 ? parts_override : 6;
+  } else {
+    plan.parts =
+        parts_override > 0 ? parts_override : std::clamp(4 * sms / a.heads.batch, 1, 16);
+  }
   return plan;
 }
 
@@ -496,7 +525,9 @@ Status run_nms(const NmsPlan& plan, NmsParams p, int batch, cudaStream_t stream)
   p.stage_boxes = plan.stage_boxes;
   nms_boxes_kernel<<<dim3(ops::blocks_for(p.max_nms, 256), batch), 256, 0, stream>>>(p);
   QYOLO_RETURN_IF_ERROR(ops::launched(kOp));
-  plan.kernel<<<dim3(plan.parts, batch), plan.threads, plan.smem, stream>>>(p);
+  p.large_parts = plan.parts;
+  p.small_parts = plan.small_parts;
+  plan.kernel<<<dim3(plan.parts + plan.small_parts, batch), plan.threads, plan.smem, stream>>>(p);
   QYOLO_RETURN_IF_ERROR(ops::launched(kOp));
   nms_select_kernel<<<batch, kNmsThreads, 0, stream>>>(p);
   return ops::launched(kOp);
