@@ -199,7 +199,7 @@ __global__ void prepare_kernel(Heads h, int batch, int* counts, float* tables) {
 // takes blocked_row_candidates. A block first copies the int8 heads' sigmoid tables to shared
 // memory, from global memory (h.device_tables: coalesced) when prepare_kernel wrote them there.
 // From the kernel parameters instead (per-thread indices: constant-memory loads serialised
-// across each warp), that copy was a third of this kernel's time.
+// across each warp), that copy drew a third of this kernel's stall samples (ncu).
 constexpr int kCandidateThreads = 256;
 
 __global__ void __launch_bounds__(kCandidateThreads)
