@@ -3,6 +3,7 @@
 // scale_boxes), on yolov5n's real head outputs for val2017-mini images (fixtures written by
 // make_cuda_ops_fixtures) as fp16 and as int8 heads, batched, and on random heads that stress
 // the max_nms and max_det caps. Boxes, scores and classes must be bit-identical.
+#include <cstdlib>
 #include <filesystem>
 #include <random>
 
@@ -365,6 +366,26 @@ TEST(CudaDetect, BadHeadsAreOneLineErrors) {
   a.heads[1].channel_block = 8;
   s = cuda::decode_heads(a, reinterpret_cast<float*>(&byte), nullptr);
   EXPECT_NE(s.message().find("head 1 channel_block 8"), std::string::npos) << s.message();
+}
+
+// The experiments' switches take 0 or 1; anything else is a one-line error naming the
+// variable, before anything is launched (so no GPU is needed).
+TEST(CudaDetect, BadExperimentSwitchesAreOneLineErrors) {
+  cuda::DetectArgs d;
+  d.heads.batch = 1;
+  int8_t byte = 0;
+  for (auto& h : d.heads.heads) h.height = h.width = 1, h.data = &byte, h.layout = {255, 0};
+  d.workspace = &byte;
+  d.detections = reinterpret_cast<cuda::DetectionBox*>(&byte);
+  d.counts = reinterpret_cast<int*>(&byte);
+  for (const char* name : {"QYOLO_DETECT_NMS_SPLIT", "QYOLO_DETECT_CLASS_SORT_SMEM"}) {
+    ASSERT_EQ(setenv(name, "yes", 1), 0);
+    const Status s = cuda::detect(d, nullptr);
+    unsetenv(name);
+    EXPECT_FALSE(s.is_ok()) << name;
+    EXPECT_NE(s.message().find(std::string(name) + "=yes (0 or 1)"), std::string::npos)
+        << s.message();
+  }
 }
 
 }  // namespace

@@ -380,11 +380,12 @@ Status detect(const DetectArgs& a, cudaStream_t stream) {
   uint64_t* class_keys = reinterpret_cast<uint64_t*>(at(l.class_keys));
   int* class_first = reinterpret_cast<int*>(at(l.class_first));
   Heads h = make_heads(a.heads);
-  float* tables = reinterpret_cast<float*>(at(l.tables));
-  if (h.args.type == HeadType::kInt8) h.device_tables = tables;
+  float* tables =
+      h.args.type == HeadType::kInt8 ? reinterpret_cast<float*>(at(l.tables)) : nullptr;
+  h.device_tables = tables;
   QYOLO_ASSIGN_OR_RETURN(const NmsPlan nms, plan_nms(a));
 
-  prepare_kernel<<<3, 256, 0, stream>>>(h, batch, counts, h.device_tables ? tables : nullptr);
+  prepare_kernel<<<3, 256, 0, stream>>>(h, batch, counts, tables);
   QYOLO_RETURN_IF_ERROR(ops::launched(kOp));
   bool vector = true;  // every head blocked and 16-byte aligned: 16-byte loads
   for (const HeadTensor& t : a.heads.heads)

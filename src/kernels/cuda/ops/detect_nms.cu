@@ -3,6 +3,7 @@
 // the first max_det kept boxes in score order. Every float step as the CPU computes it.
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <cub/block/block_scan.cuh>
 
 #include "detect_common.cuh"
@@ -229,8 +230,7 @@ __global__ void nms_boxes_kernel(NmsParams p) {
 // each, large ones to one block each, round robin in class order. Which block takes a class
 // changes nothing but the time. The first max_det kept boxes in score order (nms_select_kernel)
 // are then exactly what one greedy pass over all classes keeps before it stops.
-// kThreads: 1024 (one block an SM), or 512 / 256 for more resident blocks (several blocks' serial
-// walks overlapping on an SM); QYOLO_DETECT_NMS_THREADS picks one (detect()).
+// kThreads: 1024, one block an SM (plan_nms says why not fewer).
 template <int kThreads>
 __global__ void __launch_bounds__(kThreads, 1024 / kThreads) nms_classes_kernel(NmsParams p) {
   constexpr int kNmsWarps = kThreads / 32;
@@ -557,21 +557,30 @@ NmsClasses nms_classes_variant() {
 
 }  // namespace
 
+// An experiment's 0 / 1 switch from the environment (`unset` when not set), or a one-line error.
+Expected<bool> env_switch(const char* name, bool unset) {
+  const char* value = std::getenv(name);
+  if (!value) return unset;
+  if (std::strcmp(value, "0") == 0) return false;
+  if (std::strcmp(value, "1") == 0) return true;
+  return invalid_argument("detect: ", name, "=", value, " (0 or 1)");
+}
+
 Expected<NmsPlan> plan_nms(const DetectArgs& a) {
   constexpr const char* kOp = "detect";
-  // Experiments' overrides: QYOLO_DETECT_NMS_THREADS (256, 512, 1024) and
-  // QYOLO_DETECT_NMS_PARTS (blocks an image, 1..64).
-  static const char* const threads_env = std::getenv("QYOLO_DETECT_NMS_THREADS");
+  // Experiments' overrides: QYOLO_DETECT_NMS_PARTS (large-class blocks an image, or blocks an
+  // image without the split, 1..64), QYOLO_DETECT_NMS_SPLIT and QYOLO_DETECT_CLASS_SORT_SMEM.
   static const char* const parts_env = std::getenv("QYOLO_DETECT_NMS_PARTS");
-  const int threads = threads_env ? std::atoi(threads_env) : 1024;
   const int parts_override = parts_env ? std::atoi(parts_env) : 0;
-  if (threads != 256 && threads != 512 && threads != 1024)
-    return invalid_argument(kOp, ": QYOLO_DETECT_NMS_THREADS=", threads_env, " (256, 512 or 1024)");
   if (parts_env && (parts_override < 1 || parts_override > 64))
     return invalid_argument(kOp, ": QYOLO_DETECT_NMS_PARTS=", parts_env, " (1..64)");
-  const NmsClasses classes = threads == 256   ? nms_classes_variant<256>()
-                             : threads == 512 ? nms_classes_variant<512>()
-                                              : nms_classes_variant<1024>();
+  QYOLO_ASSIGN_OR_RETURN(const bool split, env_switch("QYOLO_DETECT_NMS_SPLIT", true));
+  QYOLO_ASSIGN_OR_RETURN(const bool class_sort_in_smem,
+                         env_switch("QYOLO_DETECT_CLASS_SORT_SMEM", false));
+  // 1024 threads: 256- and 512-thread blocks (more of them resident) were slower on an H200,
+  // detect 1.015 and 0.716 ms against 0.664 at batch 64 (an image's largest class is one
+  // block's walk, and fewer threads make it longer).
+  const NmsClasses classes = nms_classes_variant<1024>();
   // The suppression bits (rounded to 16 bytes, so the staged boxes are aligned), then as many
   // boxes of a large class as fit in the dynamic shared memory every GPU gives a block without
   // opting in.
@@ -582,16 +591,18 @@ Expected<NmsPlan> plan_nms(const DetectArgs& a) {
                             classes.dynamic_smem / 2048, " KB of bitmasks");
   NmsPlan plan;
   plan.kernel = classes.kernel;
-  // The class sort's rank classes: a byte each in the shared memory its block gets without
-  // opting in (beyond that it reads the classes from the keys again).
-  static const size_t class_sort_dynamic = [] {
-    cudaFuncAttributes f{};
-    return cudaFuncGetAttributes(&f, class_sort_smem_kernel) == cudaSuccess
-               ? static_cast<size_t>(f.maxDynamicSharedSizeBytes)
-               : size_t{0};
-  }();
-  plan.class_sort_smem = static_cast<int>(
-      std::min<size_t>(class_sort_dynamic / 16 * 16, static_cast<size_t>(a.max_nms + 15) / 16 * 16));
+  if (class_sort_in_smem) {
+    // The rank classes, a byte each, in the shared memory its block gets without opting in
+    // (beyond that it reads the classes from the keys again).
+    static const size_t class_sort_dynamic = [] {
+      cudaFuncAttributes f{};
+      return cudaFuncGetAttributes(&f, class_sort_smem_kernel) == cudaSuccess
+                 ? static_cast<size_t>(f.maxDynamicSharedSizeBytes)
+                 : size_t{0};
+    }();
+    plan.class_sort_smem = static_cast<int>(std::min<size_t>(
+        class_sort_dynamic / 16 * 16, static_cast<size_t>(a.max_nms + 15) / 16 * 16));
+  }
   plan.threads = classes.threads;
   plan.stage_boxes = static_cast<int>(std::min<size_t>(
       (classes.dynamic_smem - mask_bytes) / sizeof(float4), static_cast<size_t>(a.max_nms)));
@@ -610,8 +621,6 @@ Expected<NmsPlan> plan_nms(const DetectArgs& a) {
   // 0.120; split with 8 / 12 / 16 / 6 large-class blocks 0.557 / 0.572 / 0.585 / 0.546 at
   // batch 64, 6 also 0.434 at 32 and 0.111 at 1. QYOLO_DETECT_NMS_SPLIT=0 turns the split off
   // (then about four blocks an SM in all, at most 16 an image).
-  static const char* const split_env = std::getenv("QYOLO_DETECT_NMS_SPLIT");
-  const bool split = !split_env || std::atoi(split_env) != 0;
   if (split) {
     const int warps = plan.threads / 32;
     plan.small_parts = (a.heads.classes + warps - 1) / warps;
@@ -625,9 +634,7 @@ Expected<NmsPlan> plan_nms(const DetectArgs& a) {
 
 Status run_nms(const NmsPlan& plan, NmsParams p, int batch, cudaStream_t stream) {
   constexpr const char* kOp = "detect";
-  // QYOLO_DETECT_CLASS_SORT_SMEM=1: class_sort_smem_kernel (compile-checked only so far).
-  static const char* const smem_env = std::getenv("QYOLO_DETECT_CLASS_SORT_SMEM");
-  if (smem_env && std::atoi(smem_env) == 1)
+  if (plan.class_sort_smem > 0)  // QYOLO_DETECT_CLASS_SORT_SMEM=1 (compile-checked only so far)
     class_sort_smem_kernel<<<batch, kClassSortThreads, plan.class_sort_smem, stream>>>(
         p.counts, p.capacity, p.max_nms, p.h.args.classes, plan.class_sort_smem, p.keys,
         p.class_keys, p.class_first);
