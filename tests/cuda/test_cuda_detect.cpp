@@ -378,7 +378,7 @@ TEST(CudaDetect, BadExperimentSwitchesAreOneLineErrors) {
   d.workspace = &byte;
   d.detections = reinterpret_cast<cuda::DetectionBox*>(&byte);
   d.counts = reinterpret_cast<int*>(&byte);
-  for (const char* name : {"QYOLO_DETECT_NMS_SPLIT", "QYOLO_DETECT_CLASS_SORT_SMEM"}) {
+  for (const char* name : {"QYOLO_DETECT_NMS_SPLIT"}) {
     ASSERT_EQ(setenv(name, "yes", 1), 0);
     const Status s = cuda::detect(d, nullptr);
     unsetenv(name);

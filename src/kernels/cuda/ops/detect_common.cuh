@@ -132,7 +132,6 @@ struct NmsPlan {
   void (*kernel)(NmsParams) = nullptr;
   int threads = 0, parts = 0, stage_boxes = 0;
   int small_parts = 0;  // > 0: blocks split by role (NmsParams::small_parts), parts large ones
-  int class_sort_smem = 0;  // > 0: class_sort_smem_kernel, keeping this many rank classes
   size_t smem = 0;
 };
 

@@ -23,101 +23,11 @@ constexpr int kClassSortWarps = kClassSortThreads / 32;
 // class). The result equals sorting the (class, rank) keys. Each class's first position (and
 // the total after the last class) goes to class_first[n][0..classes], NMS's class ranges.
 //
-// Two kernels do it. class_sort_kernel (the default, run on the GPU): each chunk reads its
-// ranks' classes from the keys again, and thread 0 / the first `classes` threads scan serially.
-// class_sort_smem_kernel (QYOLO_DETECT_CLASS_SORT_SMEM=1; compile-checked only, not yet run on
-// a GPU): the ranks' classes kept in shared memory (a byte each, `classes_smem` of them) after
-// the counting pass, so the chunks read no global memory, warp-parallel scans, four barriers a
-// chunk instead of five. The largest image's chunks, one after another, are the kernel's time
-// (26 us at batch 64 on an H200, ~14 chunks for 14k candidates); run test_cuda_detect with the
-// variable set and time detect before making it the default.
-__global__ void __launch_bounds__(kClassSortThreads)
-    class_sort_smem_kernel(const int* counts, int capacity, int max_nms, int classes,
-                           int classes_smem, const uint64_t* sorted, uint64_t* class_keys,
-                           int* class_first) {
-  extern __shared__ uint8_t rank_class[];                    // [min(total, classes_smem)]
-  __shared__ int next[kMaxClasses + 1];                      // each class's next position
-  __shared__ int chunk_count[kMaxClasses + 1];               // a class's ranks in the chunk
-  __shared__ uint16_t before[kClassSortWarps][kMaxClasses + 1];  // a warp's count, then earlier
-  const int n = blockIdx.x, t = threadIdx.x, lane = t & 31, warp = t >> 5;
-  const int total = min(min(counts[n], capacity), max_nms);
-  const uint64_t* keys = sorted + int64_t{n} * capacity;
-  uint64_t* out = class_keys + int64_t{n} * max_nms;
-  const bool in_smem = total <= classes_smem;
-  auto class_of = [&](int rank) {
-    return in_smem ? static_cast<int>(rank_class[rank])
-                   : static_cast<int>(static_cast<uint32_t>(keys[rank]) % classes);
-  };
-
-  for (int c = t; c <= kMaxClasses; c += kClassSortThreads) next[c] = 0;
-  for (int i = t; i < kClassSortWarps * (kMaxClasses + 1) / 2; i += kClassSortThreads)
-    reinterpret_cast<uint32_t*>(&before[0][0])[i] = 0;
-  __syncthreads();
-  for (int r = t; r < total; r += kClassSortThreads) {
-    const int c = static_cast<int>(static_cast<uint32_t>(keys[r]) % classes);
-    if (in_smem) rank_class[r] = static_cast<uint8_t>(c);
-    atomicAdd(&next[c], 1);
-  }
-  __syncthreads();
-  if (warp == 0) {  // exclusive scan of the counts: lane l sums classes [8l, 8l + 8)
-    constexpr int kPer = (kMaxClasses + 1) / 32;
-    int v[kPer], sum = 0;
-#pragma unroll
-    for (int i = 0; i < kPer; ++i) {
-      const int c = lane * kPer + i;
-      v[i] = c < classes ? next[c] : 0;
-      sum += v[i];
-    }
-    int inclusive = sum;
-#pragma unroll
-    for (int d = 1; d < 32; d *= 2) {
-      const int up = __shfl_up_sync(0xffffffffu, inclusive, d);
-      if (lane >= d) inclusive += up;
-    }
-    int running = inclusive - sum;
-#pragma unroll
-    for (int i = 0; i < kPer; ++i) {
-      const int c = lane * kPer + i;
-      if (c < classes) next[c] = running;
-      running += v[i];
-    }
-  }
-  __syncthreads();
-  for (int c = t; c <= classes; c += kClassSortThreads)
-    class_first[n * (kMaxClasses + 1) + c] = c < classes ? next[c] : total;
-  const unsigned below = (1u << lane) - 1;
-  for (int first = 0; first < total; first += kClassSortThreads) {
-    // A: each warp's count of each class in the chunk (`before` is all zero here).
-    const int r = first + t;
-    const int c = r < total ? class_of(r) : kMaxClasses;  // kMaxClasses: no rank
-    const unsigned peers = __match_any_sync(0xffffffffu, c);
-    const int lower = __popc(peers & below);
-    if (lower == 0) before[warp][c] = static_cast<uint16_t>(__popc(peers));
-    __syncthreads();
-    // B: per class, the earlier warps' counts (a warp a class at a time, a lane a warp).
-    for (int k = warp; k < classes; k += kClassSortWarps) {
-      const int v = before[lane][k];
-      int inclusive = v;
-#pragma unroll
-      for (int d = 1; d < 32; d *= 2) {
-        const int up = __shfl_up_sync(0xffffffffu, inclusive, d);
-        if (lane >= d) inclusive += up;
-      }
-      before[lane][k] = static_cast<uint16_t>(inclusive - v);
-      if (lane == 31) chunk_count[k] = inclusive;
-    }
-    __syncthreads();
-    // C: place the chunk's ranks.
-    if (r < total) out[next[c] + before[warp][c] + lower] = (uint64_t(c) << 32) | uint32_t(r);
-    __syncthreads();
-    // D: the classes' next positions; `before` back to zero where A wrote it.
-    if (t < classes) next[t] += chunk_count[t];
-    if (lower == 0) before[warp][c] = 0;
-    __syncthreads();
-  }
-}
-
-// The default class sort (see above).
+// Each chunk reads its ranks' classes from the keys again, and thread 0 / the first `classes`
+// threads scan serially; the largest image's chunks, one after another, are the kernel's time
+// (26 us at batch 64 on an H200, ~14 chunks for 14k candidates). A variant keeping the ranks'
+// classes in shared memory with warp-parallel scans was slower (detect 0.583 against 0.545 ms at
+// batch 64 on an H200) and, as written, placed some ranks wrongly; it is gone.
 __global__ void __launch_bounds__(kClassSortThreads)
     class_sort_kernel(const int* counts, int capacity, int max_nms, int classes,
                       const uint64_t* sorted, uint64_t* class_keys, int* class_first) {
@@ -569,14 +479,12 @@ Expected<bool> env_switch(const char* name, bool unset) {
 Expected<NmsPlan> plan_nms(const DetectArgs& a) {
   constexpr const char* kOp = "detect";
   // Experiments' overrides: QYOLO_DETECT_NMS_PARTS (large-class blocks an image, or blocks an
-  // image without the split, 1..64), QYOLO_DETECT_NMS_SPLIT and QYOLO_DETECT_CLASS_SORT_SMEM.
+  // image without the split, 1..64) and QYOLO_DETECT_NMS_SPLIT.
   static const char* const parts_env = std::getenv("QYOLO_DETECT_NMS_PARTS");
   const int parts_override = parts_env ? std::atoi(parts_env) : 0;
   if (parts_env && (parts_override < 1 || parts_override > 64))
     return invalid_argument(kOp, ": QYOLO_DETECT_NMS_PARTS=", parts_env, " (1..64)");
   QYOLO_ASSIGN_OR_RETURN(const bool split, env_switch("QYOLO_DETECT_NMS_SPLIT", true));
-  QYOLO_ASSIGN_OR_RETURN(const bool class_sort_in_smem,
-                         env_switch("QYOLO_DETECT_CLASS_SORT_SMEM", false));
   // 1024 threads: 256- and 512-thread blocks (more of them resident) were slower on an H200,
   // detect 1.015 and 0.716 ms against 0.664 at batch 64 (an image's largest class is one
   // block's walk, and fewer threads make it longer).
@@ -591,18 +499,6 @@ Expected<NmsPlan> plan_nms(const DetectArgs& a) {
                             classes.dynamic_smem / 2048, " KB of bitmasks");
   NmsPlan plan;
   plan.kernel = classes.kernel;
-  if (class_sort_in_smem) {
-    // The rank classes, a byte each, in the shared memory its block gets without opting in
-    // (beyond that it reads the classes from the keys again).
-    static const size_t class_sort_dynamic = [] {
-      cudaFuncAttributes f{};
-      return cudaFuncGetAttributes(&f, class_sort_smem_kernel) == cudaSuccess
-                 ? static_cast<size_t>(f.maxDynamicSharedSizeBytes)
-                 : size_t{0};
-    }();
-    plan.class_sort_smem = static_cast<int>(std::min<size_t>(
-        class_sort_dynamic / 16 * 16, static_cast<size_t>(a.max_nms + 15) / 16 * 16));
-  }
   plan.threads = classes.threads;
   plan.stage_boxes = static_cast<int>(std::min<size_t>(
       (classes.dynamic_smem - mask_bytes) / sizeof(float4), static_cast<size_t>(a.max_nms)));
@@ -634,13 +530,8 @@ Expected<NmsPlan> plan_nms(const DetectArgs& a) {
 
 Status run_nms(const NmsPlan& plan, NmsParams p, int batch, cudaStream_t stream) {
   constexpr const char* kOp = "detect";
-  if (plan.class_sort_smem > 0)  // QYOLO_DETECT_CLASS_SORT_SMEM=1 (compile-checked only so far)
-    class_sort_smem_kernel<<<batch, kClassSortThreads, plan.class_sort_smem, stream>>>(
-        p.counts, p.capacity, p.max_nms, p.h.args.classes, plan.class_sort_smem, p.keys,
-        p.class_keys, p.class_first);
-  else
-    class_sort_kernel<<<batch, kClassSortThreads, 0, stream>>>(
-        p.counts, p.capacity, p.max_nms, p.h.args.classes, p.keys, p.class_keys, p.class_first);
+  class_sort_kernel<<<batch, kClassSortThreads, 0, stream>>>(
+      p.counts, p.capacity, p.max_nms, p.h.args.classes, p.keys, p.class_keys, p.class_first);
   QYOLO_RETURN_IF_ERROR(ops::launched(kOp));
   p.stage_boxes = plan.stage_boxes;
   nms_boxes_kernel<<<dim3(ops::blocks_for(p.max_nms, 256), batch), 256, 0, stream>>>(p);
