@@ -41,14 +41,21 @@ struct Totals {
 };
 
 // Runs one batch through all three formats and compares with the CPU path.
-void check_batch(const std::vector<Image>& images, int size, int canvas, Totals& totals) {
+// `misalign`: image i's pixels start (i * misalign) % 4 bytes past an aligned address, and its
+// buffer ends right after its last pixel (the copy path's word loads must stay inside it).
+void check_batch(const std::vector<Image>& images, int size, int canvas, Totals& totals,
+                 int misalign = 0) {
   const float scale = images_scale();
   std::vector<cuda::DeviceBuffer> pixels;
   std::vector<cuda::PreprocessImage> descs;
-  for (const Image& im : images) {
-    pixels.push_back(upload(im.pixels));
+  for (size_t i = 0; i < images.size(); ++i) {
+    const Image& im = images[i];
+    const size_t offset = (i * misalign) % 4;
+    std::vector<uint8_t> bytes(offset, 0xee);
+    bytes.insert(bytes.end(), im.pixels.begin(), im.pixels.end());
+    pixels.push_back(upload(bytes));
     cuda::PreprocessImage d;
-    d.pixels = pixels.back().as<uint8_t>();
+    d.pixels = pixels.back().as<uint8_t>() + offset;
     d.row_bytes = im.width * 3;
     d.plan = cuda::letterbox_plan(im.width, im.height, size, canvas);
     descs.push_back(d);
@@ -114,6 +121,7 @@ TEST(CudaPreprocess, RandomImagesOfEverySizeMatchTheCpuLetterboxExactly) {
   Totals totals;
   check_batch(images, 640, 640, totals);
   check_batch(images, 640, 672, totals);  // NVIDIA's DLA sample: a 640 letterbox on 672
+  check_batch(images, 640, 640, totals, 1);  // pixels 0-3 bytes off a word boundary
   std::printf("preprocess, random: %lld/%lld output values identical\n",
               (long long)(totals.bytes - totals.mismatches), (long long)totals.bytes);
 }

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
+#include <cstring>
 
 #include "ops_common.cuh"
 
@@ -35,7 +36,7 @@ LetterboxPlan letterbox_plan(int width, int height, int size, int canvas) {
 
 namespace {
 
-constexpr int kMaxImagesPerLaunch = 64;  // keeps the by-value batch under 4 KB of parameters
+constexpr int kMaxImagesPerLaunch = 64;  // the by-value batch and level table: under 6 KB of parameters
 constexpr int kGroup = 4;                 // consecutive canvas pixels of one row per thread
 constexpr int kThreads = 256;
 
@@ -45,6 +46,7 @@ struct ImageDesc {
   const uint8_t* pixels;
   double scale_x, scale_y;  // width / resized_width, height / resized_height (IEEE, on the host)
   int row_bytes, width, height, resized_width, resized_height, left, top, mode, kx, ky;
+  int slot;  // the image's place in the output batch
 };
 
 struct Batch {
@@ -165,97 +167,159 @@ __device__ void area_pixel(const ImageDesc& im, int dx, int dy, int (&rgb)[3]) {
 }
 
 // The output value of every 8-bit level p: p / 255 (IEEE division), then quantized with the
-// input scale for int8:hwc4, as bits for fp16, as a float for fp32. One table per block in
-// shared memory instead of two divisions per channel and pixel.
-template <PreprocessOutput kFormat>
-__device__ __forceinline__ uint32_t level_value(int p, float input_scale) {
-  const float v = __fdiv_rn(static_cast<float>(p), 255.0f);
-  if constexpr (kFormat == PreprocessOutput::kInt8Hwc4)
-    return static_cast<uint8_t>(ops::quantize_rne(v, input_scale));
-  else if constexpr (kFormat == PreprocessOutput::kFloat16Nchw)
-    return ops::half_bits(v);
-  else
-    return __float_as_uint(v);
+// input scale for int8:hwc4 (one byte each, four to a word), as bits for fp16, as a float for
+// fp32. Computed once on the host (the same IEEE operations, so the same bits) and passed with
+// the launch; each block copies it to shared memory, where a warp's lookups go (int8's 64 words
+// meet at most two words in a bank).
+struct Levels {
+  uint32_t words[256];
+};
+
+Levels level_table(PreprocessOutput format, float input_scale) {
+  Levels t{};
+  for (int p = 0; p < 256; ++p) {
+    const float v = static_cast<float>(p) / 255.0f;
+    if (format == PreprocessOutput::kInt8Hwc4) {
+      const float q = std::fmin(std::fmax(std::rint(v / input_scale), -128.0f), 127.0f);
+      t.words[p / 4] |= uint32_t{static_cast<uint8_t>(static_cast<int8_t>(q))} << (8 * (p % 4));
+    } else if (format == PreprocessOutput::kFloat16Nchw) {
+      t.words[p] = __half_as_ushort(__float2half_rn(v));
+    } else {
+      std::memcpy(&t.words[p], &v, 4);
+    }
+  }
+  return t;
 }
+
+constexpr int kGroupsPerThread = 4;  // groups a thread takes, one block-width apart
 
 // kGroup consecutive pixels of one canvas row a thread: the row's letterbox test and vertical
 // resize step once, each inside pixel's source values, the group's output through the level
 // table in one vector store per channel plane where the canvas row allows it (`vector`: canvas
-// a multiple of kGroup and the output 16-byte aligned).
-template <PreprocessOutput kFormat>
+// a multiple of kGroup and the output 16-byte aligned). One kernel per resize mode, over the
+// batch's images of that mode: the copy kernel stays small enough in registers for full
+// occupancy (the area modes' double-precision spans took the one kernel for all modes to 80
+// registers, three blocks an SM).
+template <PreprocessOutput kFormat, int kMode>
 __global__ void __launch_bounds__(kThreads)
-    preprocess_kernel(Batch batch, int first, int canvas, int groups_per_row, bool vector,
-                      float input_scale, void* output) {
-  __shared__ uint32_t table[256];
-  for (int p = threadIdx.x; p < 256; p += blockDim.x)
-    table[p] = level_value<kFormat>(p, input_scale);
+    preprocess_kernel(const __grid_constant__ Batch batch, const __grid_constant__ Levels levels,
+                      int canvas, int groups_per_row, bool vector, void* output) {
+  constexpr bool kBytes = kFormat == PreprocessOutput::kInt8Hwc4;
+  __shared__ uint32_t table[kBytes ? 64 : 256];
+  for (int p = threadIdx.x; p < (kBytes ? 64 : 256); p += blockDim.x) table[p] = levels.words[p];
   __syncthreads();
-  const int image = blockIdx.y;
-  const int group = blockIdx.x * blockDim.x + threadIdx.x;
-  if (group >= canvas * groups_per_row) return;
-  const ImageDesc& im = batch.images[image];
-  const int y = group / groups_per_row, x0 = (group - y * groups_per_row) * kGroup;
-  const int count = min(kGroup, canvas - x0);
-  const int dy = y - im.top;
-  const bool row_inside = dy >= 0 && dy < im.resized_height;
-  int rgb[kGroup][3];
+  const ImageDesc& im = batch.images[blockIdx.y];
+  const size_t plane = static_cast<size_t>(canvas) * canvas;
+  const int groups = canvas * groups_per_row;
+#pragma unroll 1
+  for (int it = 0; it < kGroupsPerThread; ++it) {
+    const int group = (blockIdx.x * kGroupsPerThread + it) * kThreads + threadIdx.x;
+    if (group >= groups) return;
+    const int y = group / groups_per_row, x0 = (group - y * groups_per_row) * kGroup;
+    const int count = min(kGroup, canvas - x0);
+    const int dy = y - im.top;
+    const bool row_inside = dy >= 0 && dy < im.resized_height;
+    int rgb[kGroup][3];
 #pragma unroll
-  for (int k = 0; k < kGroup; ++k) rgb[k][0] = rgb[k][1] = rgb[k][2] = 114;
-  if (row_inside) {
-    const int mode = im.mode;
-    LinearRow lr{};
-    if (mode == kLinear) lr = linear_row(im, dy);
-    const uint8_t* copy_row = im.pixels + static_cast<size_t>(dy) * im.row_bytes;
+    for (int k = 0; k < kGroup; ++k) rgb[k][0] = rgb[k][1] = rgb[k][2] = 114;
+    if (row_inside) {
+      const int dx0 = x0 - im.left;
+      // A copied group wholly inside the row, with the image row going on for two more
+      // pixels: its 12 bytes from four aligned words (which end at most 4 bytes past them),
+      // not twelve byte loads.
+      const bool words = kMode == kCopy && count == kGroup && dx0 >= 0 && dx0 + kGroup + 2 <= im.width;
+      if constexpr (kMode == kCopy) {
+        const uint8_t* copy_row = im.pixels + static_cast<size_t>(dy) * im.row_bytes;
+        if (words) {
+          const uint8_t* src = copy_row + dx0 * 3;
+          const uint32_t* w =
+              reinterpret_cast<const uint32_t*>(reinterpret_cast<uintptr_t>(src) & ~uintptr_t{3});
+          const unsigned shift = (reinterpret_cast<uintptr_t>(src) & 3) * 8;
+          const uint32_t a0 = __ldg(w), a1 = __ldg(w + 1), a2 = __ldg(w + 2), a3 = __ldg(w + 3);
+          const uint32_t u[3] = {__funnelshift_r(a0, a1, shift), __funnelshift_r(a1, a2, shift),
+                                 __funnelshift_r(a2, a3, shift)};
 #pragma unroll
-    for (int k = 0; k < kGroup; ++k) {
-      const int dx = x0 + k - im.left;
-      if (k >= count || dx < 0 || dx >= im.resized_width) continue;
-      if (mode == kCopy) {
+          for (int k = 0; k < kGroup; ++k)
 #pragma unroll
-        for (int c = 0; c < 3; ++c) rgb[k][c] = copy_row[dx * 3 + c];
-      } else if (mode == kLinear) {
-        linear_pixel(im, lr, dx, rgb[k]);
-      } else if (mode == kAreaInteger) {
-        area_integer_pixel(im, dx, dy, rgb[k]);
+            for (int c = 0; c < 3; ++c)
+              rgb[k][c] = (u[(3 * k + c) / 4] >> (8 * ((3 * k + c) % 4))) & 0xff;
+        } else {
+#pragma unroll
+          for (int k = 0; k < kGroup; ++k) {
+            const int dx = dx0 + k;
+            if (k >= count || dx < 0 || dx >= im.resized_width) continue;
+#pragma unroll
+            for (int c = 0; c < 3; ++c) rgb[k][c] = copy_row[dx * 3 + c];
+          }
+        }
       } else {
-        area_pixel(im, dx, dy, rgb[k]);
+        LinearRow lr{};
+        if constexpr (kMode == kLinear) lr = linear_row(im, dy);
+#pragma unroll
+        for (int k = 0; k < kGroup; ++k) {
+          const int dx = dx0 + k;
+          if (k >= count || dx < 0 || dx >= im.resized_width) continue;
+          if constexpr (kMode == kLinear) linear_pixel(im, lr, dx, rgb[k]);
+          else if constexpr (kMode == kAreaInteger) area_integer_pixel(im, dx, dy, rgb[k]);
+          else area_pixel(im, dx, dy, rgb[k]);
+        }
+      }
+    }
+    const size_t slot = static_cast<size_t>(im.slot);
+    const size_t at = static_cast<size_t>(y) * canvas + x0;
+    if constexpr (kFormat == PreprocessOutput::kInt8Hwc4) {
+      const uint8_t* level = reinterpret_cast<const uint8_t*>(table);
+      uint32_t v[kGroup];
+#pragma unroll
+      for (int k = 0; k < kGroup; ++k)
+        v[k] = uint32_t{level[rgb[k][0]]} | uint32_t{level[rgb[k][1]]} << 8 |
+               uint32_t{level[rgb[k][2]]} << 16;
+      uint32_t* out = static_cast<uint32_t*>(output) + slot * plane + at;
+      if (vector) {
+        *reinterpret_cast<uint4*>(out) = make_uint4(v[0], v[1], v[2], v[3]);
+      } else {
+        for (int k = 0; k < count; ++k) out[k] = v[k];
+      }
+    } else {
+#pragma unroll
+      for (int c = 0; c < 3; ++c) {
+        uint32_t v[kGroup];
+#pragma unroll
+        for (int k = 0; k < kGroup; ++k) v[k] = table[rgb[k][c]];
+        if constexpr (kFormat == PreprocessOutput::kFloat16Nchw) {
+          uint16_t* out = static_cast<uint16_t*>(output) + (slot * 3 + c) * plane + at;
+          if (vector)
+            *reinterpret_cast<uint2*>(out) = make_uint2(v[0] | v[1] << 16, v[2] | v[3] << 16);
+          else
+            for (int k = 0; k < count; ++k) out[k] = static_cast<uint16_t>(v[k]);
+        } else {
+          uint32_t* out = static_cast<uint32_t*>(output) + (slot * 3 + c) * plane + at;
+          if (vector)
+            *reinterpret_cast<uint4*>(out) = make_uint4(v[0], v[1], v[2], v[3]);
+          else
+            for (int k = 0; k < count; ++k) out[k] = v[k];
+        }
       }
     }
   }
-  const size_t slot = static_cast<size_t>(first + image);
-  const size_t plane = static_cast<size_t>(canvas) * canvas;
-  const size_t at = static_cast<size_t>(y) * canvas + x0;
-  if constexpr (kFormat == PreprocessOutput::kInt8Hwc4) {
-    uint32_t v[kGroup];
-#pragma unroll
-    for (int k = 0; k < kGroup; ++k)
-      v[k] = table[rgb[k][0]] | table[rgb[k][1]] << 8 | table[rgb[k][2]] << 16;
-    uint32_t* out = static_cast<uint32_t*>(output) + slot * plane + at;
-    if (vector) {
-      *reinterpret_cast<uint4*>(out) = make_uint4(v[0], v[1], v[2], v[3]);
-    } else {
-      for (int k = 0; k < count; ++k) out[k] = v[k];
-    }
-  } else {
-#pragma unroll
-    for (int c = 0; c < 3; ++c) {
-      uint32_t v[kGroup];
-#pragma unroll
-      for (int k = 0; k < kGroup; ++k) v[k] = table[rgb[k][c]];
-      if constexpr (kFormat == PreprocessOutput::kFloat16Nchw) {
-        uint16_t* out = static_cast<uint16_t*>(output) + (slot * 3 + c) * plane + at;
-        if (vector)
-          *reinterpret_cast<uint2*>(out) = make_uint2(v[0] | v[1] << 16, v[2] | v[3] << 16);
-        else
-          for (int k = 0; k < count; ++k) out[k] = static_cast<uint16_t>(v[k]);
-      } else {
-        uint32_t* out = static_cast<uint32_t*>(output) + (slot * 3 + c) * plane + at;
-        if (vector)
-          *reinterpret_cast<uint4*>(out) = make_uint4(v[0], v[1], v[2], v[3]);
-        else
-          for (int k = 0; k < count; ++k) out[k] = v[k];
-      }
-    }
+}
+
+template <PreprocessOutput kFormat>
+void launch_mode(int mode, dim3 grid, cudaStream_t stream, const Batch& batch, const Levels& levels,
+                 int canvas, int groups_per_row, bool vector, void* output) {
+  switch (mode) {
+    case kCopy:
+      preprocess_kernel<kFormat, kCopy><<<grid, kThreads, 0, stream>>>(batch, levels, canvas, groups_per_row, vector, output);
+      break;
+    case kLinear:
+      preprocess_kernel<kFormat, kLinear><<<grid, kThreads, 0, stream>>>(batch, levels, canvas, groups_per_row, vector, output);
+      break;
+    case kAreaInteger:
+      preprocess_kernel<kFormat, kAreaInteger><<<grid, kThreads, 0, stream>>>(batch, levels, canvas, groups_per_row, vector, output);
+      break;
+    default:
+      preprocess_kernel<kFormat, kArea><<<grid, kThreads, 0, stream>>>(batch, levels, canvas, groups_per_row, vector, output);
+      break;
   }
 }
 
@@ -313,26 +377,37 @@ Status preprocess(const PreprocessArgs& args, cudaStream_t stream) {
   const int groups_per_row = (args.canvas + kGroup - 1) / kGroup;
   const bool vector =
       args.canvas % kGroup == 0 && reinterpret_cast<uintptr_t>(args.output) % 16 == 0;
-  for (int first = 0; first < args.count; first += kMaxImagesPerLaunch) {
-    const int n = std::min(kMaxImagesPerLaunch, args.count - first);
+  const Levels levels = level_table(args.output_format, args.input_scale);
+  const unsigned blocks_x =
+      ops::blocks_for(int64_t{args.canvas} * groups_per_row, kThreads * kGroupsPerThread);
+  // One launch per resize mode present, each over up to kMaxImagesPerLaunch of its images.
+  for (int mode = kCopy; mode <= kArea; ++mode) {
     Batch batch{};
-    for (int i = 0; i < n; ++i) batch.images[i] = describe(args.images[first + i]);
-    const dim3 grid(ops::blocks_for(int64_t{args.canvas} * groups_per_row, kThreads), n);
-    switch (args.output_format) {
-      case PreprocessOutput::kInt8Hwc4:
-        preprocess_kernel<PreprocessOutput::kInt8Hwc4><<<grid, kThreads, 0, stream>>>(
-            batch, first, args.canvas, groups_per_row, vector, args.input_scale, args.output);
-        break;
-      case PreprocessOutput::kFloat16Nchw:
-        preprocess_kernel<PreprocessOutput::kFloat16Nchw><<<grid, kThreads, 0, stream>>>(
-            batch, first, args.canvas, groups_per_row, vector, args.input_scale, args.output);
-        break;
-      case PreprocessOutput::kFloat32Nchw:
-        preprocess_kernel<PreprocessOutput::kFloat32Nchw><<<grid, kThreads, 0, stream>>>(
-            batch, first, args.canvas, groups_per_row, vector, args.input_scale, args.output);
-        break;
+    int n = 0;
+    for (int i = 0; i <= args.count; ++i) {
+      if (i < args.count) {
+        ImageDesc d = describe(args.images[i]);
+        if (d.mode != mode) continue;
+        d.slot = i;
+        batch.images[n++] = d;
+      }
+      if (n == kMaxImagesPerLaunch || (i == args.count && n > 0)) {
+        const dim3 grid(blocks_x, n);
+        switch (args.output_format) {
+          case PreprocessOutput::kInt8Hwc4:
+            launch_mode<PreprocessOutput::kInt8Hwc4>(mode, grid, stream, batch, levels, args.canvas, groups_per_row, vector, args.output);
+            break;
+          case PreprocessOutput::kFloat16Nchw:
+            launch_mode<PreprocessOutput::kFloat16Nchw>(mode, grid, stream, batch, levels, args.canvas, groups_per_row, vector, args.output);
+            break;
+          case PreprocessOutput::kFloat32Nchw:
+            launch_mode<PreprocessOutput::kFloat32Nchw>(mode, grid, stream, batch, levels, args.canvas, groups_per_row, vector, args.output);
+            break;
+        }
+        QYOLO_RETURN_IF_ERROR(ops::launched(kOp));
+        n = 0;
+      }
     }
-    QYOLO_RETURN_IF_ERROR(ops::launched(kOp));
   }
   return Status::ok();
 }
