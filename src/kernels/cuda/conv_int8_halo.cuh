@@ -108,7 +108,7 @@ __global__ void __launch_bounds__(HaloTile<BN, S, TW>::kThreads)
   const int a_row = lane & 15, a_half = lane >> 4;
   const uint32_t b_lane = ptx::smem_address(b_tile) +
                           ((lane & 7) + ((lane >> 4) << 3)) * Tile::kBPitch + ((lane >> 3) & 1) * 16;
-  int channels_of = -1;
+  EpilogueState epilogue(p);
   for (int i = 0; t < walk.tiles; ++i, t += gridDim.x) {
     const int next = t + gridDim.x;
     if (next < walk.tiles) {
@@ -153,7 +153,7 @@ __global__ void __launch_bounds__(HaloTile<BN, S, TW>::kThreads)
         }
       }
       const int row_m = (image * p.out_h + oy) * p.out_w;
-      epilogue_warp(p, acc, stage, row_m + ox0, 0, lane, channels_of, row_m + p.out_w);
+      epilogue_warp(p, acc, stage, row_m + ox0, 0, lane, epilogue, row_m + p.out_w);
     }
     __syncthreads();  // every warp is done with this patch before it is refilled
   }

@@ -96,7 +96,7 @@ __global__ void __launch_bounds__(WARPS_M* WARPS_N * 32, 1)
                  warp * epilogue_stage_floats<Tile::kWarpN>();
 
   int32_t acc[Tile::kMI][Tile::kNI][4];
-  int channels_of = -1;
+  EpilogueState epilogue(p);
 #pragma unroll
   for (int mi = 0; mi < Tile::kMI; ++mi)
 #pragma unroll
@@ -145,7 +145,7 @@ __global__ void __launch_bounds__(WARPS_M* WARPS_N * 32, 1)
       int m0, n0;
       walk.origin(p, tile, BM, BN, m0, n0);
       epilogue_warp(p, acc, stage, m0 + warp_m * Tile::kWarpM, n0 + warp_n * Tile::kWarpN, lane,
-                    channels_of);
+                    epilogue);
       ++tile;
 #pragma unroll
       for (int mi = 0; mi < Tile::kMI; ++mi)

@@ -117,7 +117,7 @@ __global__ void __launch_bounds__(StemTile<BN, TW>::kThreads, BN <= 32 ? 4 : 1)
   // the tile's alignment shift: input row 2 warp + dy, pixel 2 group + dx.
   const int lane_offset = (2 * warp + (quad >> 1)) * Tile::kPitch + (2 * group + (quad & 1)) * 4;
 
-  int channels_of = -1;
+  EpilogueState epilogue(p);
   int t = blockIdx.x;
   if (t < walk.tiles) {
     int image, oy0, ox0;
@@ -174,7 +174,7 @@ __global__ void __launch_bounds__(StemTile<BN, TW>::kThreads, BN <= 32 ? 4 : 1)
         }
       }
       const int row_m = (image * p.out_h + oy) * p.out_w;
-      epilogue_warp(p, acc, stage, row_m + ox0, 0, lane, channels_of, row_m + p.out_w);
+      epilogue_warp(p, acc, stage, row_m + ox0, 0, lane, epilogue, row_m + p.out_w);
     }
     __syncthreads();  // every warp is done with this patch before it is refilled
   }

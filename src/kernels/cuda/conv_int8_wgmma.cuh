@@ -121,7 +121,7 @@ __global__ void __launch_bounds__(BM * 2, wgmma_min_blocks(BM, BN, WgmmaTile<BM,
   // flow merges accumulator values from an MMA with other definitions, so ptxas keeps the MMAs
   // asynchronous instead of injecting a wait at every step.
   int32_t acc[1][BN / 8][4];
-  int channels_of = -1;
+  EpilogueState epilogue(p);
 
 #pragma unroll
   for (int s = 0; s < STAGES - 2; ++s) {
@@ -158,7 +158,7 @@ __global__ void __launch_bounds__(BM * 2, wgmma_min_blocks(BM, BN, WgmmaTile<BM,
     ptx::fence_operands(acc[0]);
     int m0, n0;
     walk.origin(p, tile, BM, BN, m0, n0);
-    epilogue_warp(p, acc, stage, m0 + warp * 16, n0, lane, channels_of);
+    epilogue_warp(p, acc, stage, m0 + warp * 16, n0, lane, epilogue);
     ptx::fence_operands(acc[0]);
   }
   if constexpr (kAMode == kACopies) ptx::cp_async_wait<0>();

@@ -33,6 +33,21 @@ __device__ __forceinline__ void wait_for_previous_kernel() {
 #endif
 }
 
+// The two halves of wait_for_previous_kernel, for kernels that touch nothing an earlier kernel
+// uses (preprocess's per-mode launches, each writing its own images): let the next kernel start
+// launching at once, and, in one thread before the kernel ends, wait for the previous kernel,
+// so this kernel does not finish before it (a later kernel's wait covers both).
+__device__ __forceinline__ void let_next_kernel_start() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void finish_after_previous_kernel() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
 // Whether launches overlap at all: not turned off by QYOLO_CUDA_OVERLAP_LAUNCHES=0, and allowed
 // on this thread (qyolo/cuda.h's LaunchOverlapScope).
 inline bool launch_overlap_wanted() {

@@ -7,6 +7,7 @@
 #include <cfloat>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "ops_common.cuh"
 
@@ -208,13 +209,14 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ uint32_t table[kBytes ? 64 : 256];
   for (int p = threadIdx.x; p < (kBytes ? 64 : 256); p += blockDim.x) table[p] = levels.words[p];
   __syncthreads();
+  let_next_kernel_start();  // the next mode's images, if any, need nothing of these
   const ImageDesc& im = batch.images[blockIdx.y];
   const size_t plane = static_cast<size_t>(canvas) * canvas;
   const int groups = canvas * groups_per_row;
 #pragma unroll 1
   for (int it = 0; it < kGroupsPerThread; ++it) {
     const int group = (blockIdx.x * kGroupsPerThread + it) * kThreads + threadIdx.x;
-    if (group >= groups) return;
+    if (group >= groups) break;
     const int y = group / groups_per_row, x0 = (group - y * groups_per_row) * kGroup;
     const int count = min(kGroup, canvas - x0);
     const int dy = y - im.top;
@@ -302,24 +304,38 @@ __global__ void __launch_bounds__(kThreads)
       }
     }
   }
+  // Overlapped with the mode launched before (launch_mode): finish only after it.
+  if (blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0) finish_after_previous_kernel();
+}
+
+// The first mode's launch is plain (it follows whatever the stream did before, e.g. a network
+// still reading the last batch's input); each later one may start while the one before runs
+// (launch_kernel, programmatic dependent launch): they write other images, and each finishes
+// only after its predecessor.
+template <PreprocessOutput kFormat, int kMode>
+cudaError_t launch_one(bool first, dim3 grid, cudaStream_t stream, const Batch& batch,
+                       const Levels& levels, int canvas, int groups_per_row, bool vector, void* output) {
+  constexpr auto kernel = preprocess_kernel<kFormat, kMode>;
+  if (first) {
+    kernel<<<grid, kThreads, 0, stream>>>(batch, levels, canvas, groups_per_row, vector, output);
+    return cudaGetLastError();
+  }
+  return launch_kernel<kernel>(grid, dim3(kThreads), 0, stream, batch, levels, canvas, groups_per_row,
+                               vector, output);
 }
 
 template <PreprocessOutput kFormat>
-void launch_mode(int mode, dim3 grid, cudaStream_t stream, const Batch& batch, const Levels& levels,
-                 int canvas, int groups_per_row, bool vector, void* output) {
+cudaError_t launch_mode(int mode, bool first, dim3 grid, cudaStream_t stream, const Batch& batch,
+                        const Levels& levels, int canvas, int groups_per_row, bool vector, void* output) {
   switch (mode) {
     case kCopy:
-      preprocess_kernel<kFormat, kCopy><<<grid, kThreads, 0, stream>>>(batch, levels, canvas, groups_per_row, vector, output);
-      break;
+      return launch_one<kFormat, kCopy>(first, grid, stream, batch, levels, canvas, groups_per_row, vector, output);
     case kLinear:
-      preprocess_kernel<kFormat, kLinear><<<grid, kThreads, 0, stream>>>(batch, levels, canvas, groups_per_row, vector, output);
-      break;
+      return launch_one<kFormat, kLinear>(first, grid, stream, batch, levels, canvas, groups_per_row, vector, output);
     case kAreaInteger:
-      preprocess_kernel<kFormat, kAreaInteger><<<grid, kThreads, 0, stream>>>(batch, levels, canvas, groups_per_row, vector, output);
-      break;
+      return launch_one<kFormat, kAreaInteger>(first, grid, stream, batch, levels, canvas, groups_per_row, vector, output);
     default:
-      preprocess_kernel<kFormat, kArea><<<grid, kThreads, 0, stream>>>(batch, levels, canvas, groups_per_row, vector, output);
-      break;
+      return launch_one<kFormat, kArea>(first, grid, stream, batch, levels, canvas, groups_per_row, vector, output);
   }
 }
 
@@ -380,31 +396,40 @@ Status preprocess(const PreprocessArgs& args, cudaStream_t stream) {
   const Levels levels = level_table(args.output_format, args.input_scale);
   const unsigned blocks_x =
       ops::blocks_for(int64_t{args.canvas} * groups_per_row, kThreads * kGroupsPerThread);
-  // One launch per resize mode present, each over up to kMaxImagesPerLaunch of its images.
-  for (int mode = kCopy; mode <= kArea; ++mode) {
+  // One launch per resize mode present, each over up to kMaxImagesPerLaunch of its images; the
+  // modes with fewer images first, so that a launch's blocks have all started (which is when
+  // the next may begin) while the larger launches after it still have most of their work.
+  std::vector<ImageDesc> descs(args.count);
+  int per_mode[kArea + 1] = {};
+  for (int i = 0; i < args.count; ++i) {
+    descs[i] = describe(args.images[i]);
+    descs[i].slot = i;
+    ++per_mode[descs[i].mode];
+  }
+  int order[kArea + 1] = {kCopy, kLinear, kAreaInteger, kArea};
+  std::stable_sort(order, order + kArea + 1, [&](int a, int b) { return per_mode[a] < per_mode[b]; });
+  bool first = true;
+  for (const int mode : order) {
     Batch batch{};
     int n = 0;
     for (int i = 0; i <= args.count; ++i) {
-      if (i < args.count) {
-        ImageDesc d = describe(args.images[i]);
-        if (d.mode != mode) continue;
-        d.slot = i;
-        batch.images[n++] = d;
-      }
+      if (i < args.count && descs[i].mode == mode) batch.images[n++] = descs[i];
       if (n == kMaxImagesPerLaunch || (i == args.count && n > 0)) {
         const dim3 grid(blocks_x, n);
+        cudaError_t e = cudaSuccess;
         switch (args.output_format) {
           case PreprocessOutput::kInt8Hwc4:
-            launch_mode<PreprocessOutput::kInt8Hwc4>(mode, grid, stream, batch, levels, args.canvas, groups_per_row, vector, args.output);
+            e = launch_mode<PreprocessOutput::kInt8Hwc4>(mode, first, grid, stream, batch, levels, args.canvas, groups_per_row, vector, args.output);
             break;
           case PreprocessOutput::kFloat16Nchw:
-            launch_mode<PreprocessOutput::kFloat16Nchw>(mode, grid, stream, batch, levels, args.canvas, groups_per_row, vector, args.output);
+            e = launch_mode<PreprocessOutput::kFloat16Nchw>(mode, first, grid, stream, batch, levels, args.canvas, groups_per_row, vector, args.output);
             break;
           case PreprocessOutput::kFloat32Nchw:
-            launch_mode<PreprocessOutput::kFloat32Nchw>(mode, grid, stream, batch, levels, args.canvas, groups_per_row, vector, args.output);
+            e = launch_mode<PreprocessOutput::kFloat32Nchw>(mode, first, grid, stream, batch, levels, args.canvas, groups_per_row, vector, args.output);
             break;
         }
-        QYOLO_RETURN_IF_ERROR(ops::launched(kOp));
+        QYOLO_RETURN_IF_ERROR(check(e, kOp));
+        first = false;
         n = 0;
       }
     }
