@@ -31,8 +31,10 @@ Status copy_to_device(void* device, const void* host, size_t bytes);
 // stream (programmatic dependent launch, sm_90 and later: src/kernels/cuda/launch.cuh). On by
 // default; a scope turns it off or on for the thread until it ends. Short kernels gain (a
 // batch-1 network is ~80 of them back to back), long ones lose a little: the CUDA engine
-// overlaps below batch 32 (docs/runtime.md).
+// overlaps below batch 32 (docs/runtime.md) unless the caller's own scope is active on the
+// thread (launch_overlap_set()), whose choice it keeps.
 bool launch_overlap_allowed();
+bool launch_overlap_set();  // a LaunchOverlapScope is active on this thread
 class LaunchOverlapScope {
  public:
   explicit LaunchOverlapScope(bool allowed);
@@ -41,7 +43,7 @@ class LaunchOverlapScope {
   LaunchOverlapScope& operator=(const LaunchOverlapScope&) = delete;
 
  private:
-  bool saved_;
+  int saved_;
 };
 
 // Owns one cudaMalloc allocation. Move-only; freed on destruction.

@@ -193,21 +193,29 @@ std::vector<int> tensors_read(const EngineLayer& l) {
 
 // Overlapped launches are a per-thread setting (qyolo/cuda.h): a scope sets it, nests, restores
 // it, and leaves other threads alone. No GPU needed.
+// launch_overlap_set() tells the engine whether a caller chose (then it keeps the choice).
 TEST(LaunchOverlap, AScopeSetsItForItsThreadAndRestoresIt) {
   EXPECT_TRUE(cuda::launch_overlap_allowed());
+  EXPECT_FALSE(cuda::launch_overlap_set());
   {
     const cuda::LaunchOverlapScope off(false);
     EXPECT_FALSE(cuda::launch_overlap_allowed());
+    EXPECT_TRUE(cuda::launch_overlap_set());
     {
       const cuda::LaunchOverlapScope on(true);
       EXPECT_TRUE(cuda::launch_overlap_allowed());
     }
     EXPECT_FALSE(cuda::launch_overlap_allowed());
-    bool other = false;
-    std::thread([&] { other = cuda::launch_overlap_allowed(); }).join();
+    bool other = false, other_set = true;
+    std::thread([&] {
+      other = cuda::launch_overlap_allowed();
+      other_set = cuda::launch_overlap_set();
+    }).join();
     EXPECT_TRUE(other);
+    EXPECT_FALSE(other_set);
   }
   EXPECT_TRUE(cuda::launch_overlap_allowed());
+  EXPECT_FALSE(cuda::launch_overlap_set());
 }
 
 TEST_P(CudaEngine, EveryLayerAloneMatchesTheCpuBackend) {

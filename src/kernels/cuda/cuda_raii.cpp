@@ -146,13 +146,14 @@ Expected<float> Event::elapsed_ms(const Event& start, const Event& end) {
 }
 
 namespace {
-thread_local bool overlap_allowed = true;
+thread_local int overlap_state = -1;  // -1: no scope (allowed), 0: off, 1: on
 }  // namespace
 
-bool launch_overlap_allowed() { return overlap_allowed; }
-LaunchOverlapScope::LaunchOverlapScope(bool allowed) : saved_(overlap_allowed) {
-  overlap_allowed = allowed;
+bool launch_overlap_allowed() { return overlap_state != 0; }
+bool launch_overlap_set() { return overlap_state >= 0; }
+LaunchOverlapScope::LaunchOverlapScope(bool allowed) : saved_(overlap_state) {
+  overlap_state = allowed ? 1 : 0;
 }
-LaunchOverlapScope::~LaunchOverlapScope() { overlap_allowed = saved_; }
+LaunchOverlapScope::~LaunchOverlapScope() { overlap_state = saved_; }
 
 }  // namespace qyolo::cuda

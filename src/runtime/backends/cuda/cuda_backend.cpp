@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 
 #include "kernels/cuda/ops/engine_layers.h"
 #include "qyolo/cuda.h"
@@ -88,8 +89,10 @@ class CudaPrepared : public PreparedEngine {
     const size_t end = args.end_layer < 0 ? engine_.layers.size() : size_t(args.end_layer);
     const size_t first = size_t(std::max(args.first_layer, 0));
     // Overlapped launches pay below batch 32 (yolov5s on an H200, plain / overlapped: batch 1
-    // 0.471 / 0.460 ms, yolov5n 0.413 / 0.384; batch 32 even; batch 64 1.2% slower).
-    const qyolo::cuda::LaunchOverlapScope overlap(args.batch < kOverlapMaxBatch);
+    // 0.471 / 0.460 ms, yolov5n 0.413 / 0.384; batch 32 even; batch 64 1.2% slower). A
+    // caller's own LaunchOverlapScope on this thread wins.
+    std::optional<qyolo::cuda::LaunchOverlapScope> overlap;
+    if (!qyolo::cuda::launch_overlap_set()) overlap.emplace(args.batch < kOverlapMaxBatch);
     for (size_t i = first; i < end && i < engine_.layers.size(); ++i) {
       if (timing) QYOLO_RETURN_IF_ERROR(events_[i].record(stream));
       if (skipped(int(i), args)) continue;  // find_direct_outputs / find_direct_inputs
