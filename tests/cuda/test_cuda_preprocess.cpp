@@ -2,6 +2,7 @@
 // image_to_tensor's /255, quantize_rne): every output byte identical, for shrinking by whole and
 // fractional factors (INTER_AREA), enlarging (INTER_LINEAR), no resize, both canvases, all three
 // output formats, random images and real val2017-mini photos in one batch.
+#include <cstdlib>
 #include <filesystem>
 #include <random>
 
@@ -166,6 +167,19 @@ TEST(CudaPreprocess, BadArgumentsAreOneLineErrors) {
   const Status s = cuda::preprocess(args, nullptr);
   EXPECT_FALSE(s.is_ok());
   EXPECT_NE(s.message().find("does not fit"), std::string::npos) << s.message();
+  // The timing experiment's override takes 1..64, else a one-line error before any launch.
+  args.count = 0;
+  for (const char* value : {"0", "65", "16x", ""}) {
+    ASSERT_EQ(setenv("QYOLO_PREPROCESS_OVERLAP_GROUPS", value, 1), 0);
+    const Status e = cuda::preprocess(args, nullptr);
+    EXPECT_FALSE(e.is_ok()) << value;
+    EXPECT_NE(e.message().find(std::string("QYOLO_PREPROCESS_OVERLAP_GROUPS=") + value + " (1..64)"),
+              std::string::npos)
+        << e.message();
+  }
+  ASSERT_EQ(setenv("QYOLO_PREPROCESS_OVERLAP_GROUPS", "16", 1), 0);
+  EXPECT_TRUE(cuda::preprocess(args, nullptr).is_ok());
+  unsetenv("QYOLO_PREPROCESS_OVERLAP_GROUPS");
 }
 
 }  // namespace

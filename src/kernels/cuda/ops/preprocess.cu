@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -192,7 +193,10 @@ Levels level_table(PreprocessOutput format, float input_scale) {
   return t;
 }
 
-constexpr int kGroupsPerThread = 4;  // groups a thread takes, one block-width apart
+// Groups a thread takes, one block-width apart. A launch that another follows may take more
+// (QYOLO_PREPROCESS_OVERLAP_GROUPS, a timing experiment, 1..64), so that its blocks all start
+// in the first wave and the next launch runs beside it for longer.
+constexpr int kGroupsPerThread = 4;
 
 // kGroup consecutive pixels of one canvas row a thread: the row's letterbox test and vertical
 // resize step once, each inside pixel's source values, the group's output through the level
@@ -204,7 +208,7 @@ constexpr int kGroupsPerThread = 4;  // groups a thread takes, one block-width a
 template <PreprocessOutput kFormat, int kMode>
 __global__ void __launch_bounds__(kThreads)
     preprocess_kernel(const __grid_constant__ Batch batch, const __grid_constant__ Levels levels,
-                      int canvas, int groups_per_row, bool vector, void* output) {
+                      int canvas, int groups_per_row, bool vector, void* output, int per_thread) {
   constexpr bool kBytes = kFormat == PreprocessOutput::kInt8Hwc4;
   __shared__ uint32_t table[kBytes ? 64 : 256];
   for (int p = threadIdx.x; p < (kBytes ? 64 : 256); p += blockDim.x) table[p] = levels.words[p];
@@ -214,8 +218,8 @@ __global__ void __launch_bounds__(kThreads)
   const size_t plane = static_cast<size_t>(canvas) * canvas;
   const int groups = canvas * groups_per_row;
 #pragma unroll 1
-  for (int it = 0; it < kGroupsPerThread; ++it) {
-    const int group = (blockIdx.x * kGroupsPerThread + it) * kThreads + threadIdx.x;
+  for (int it = 0; it < per_thread; ++it) {
+    const int group = (blockIdx.x * per_thread + it) * kThreads + threadIdx.x;
     if (group >= groups) break;
     const int y = group / groups_per_row, x0 = (group - y * groups_per_row) * kGroup;
     const int count = min(kGroup, canvas - x0);
@@ -314,28 +318,30 @@ __global__ void __launch_bounds__(kThreads)
 // only after its predecessor.
 template <PreprocessOutput kFormat, int kMode>
 cudaError_t launch_one(bool first, dim3 grid, cudaStream_t stream, const Batch& batch,
-                       const Levels& levels, int canvas, int groups_per_row, bool vector, void* output) {
+                       const Levels& levels, int canvas, int groups_per_row, bool vector, void* output,
+                       int per_thread) {
   constexpr auto kernel = preprocess_kernel<kFormat, kMode>;
   if (first) {
-    kernel<<<grid, kThreads, 0, stream>>>(batch, levels, canvas, groups_per_row, vector, output);
+    kernel<<<grid, kThreads, 0, stream>>>(batch, levels, canvas, groups_per_row, vector, output, per_thread);
     return cudaGetLastError();
   }
   return launch_kernel<kernel>(grid, dim3(kThreads), 0, stream, batch, levels, canvas, groups_per_row,
-                               vector, output);
+                               vector, output, per_thread);
 }
 
 template <PreprocessOutput kFormat>
 cudaError_t launch_mode(int mode, bool first, dim3 grid, cudaStream_t stream, const Batch& batch,
-                        const Levels& levels, int canvas, int groups_per_row, bool vector, void* output) {
+                        const Levels& levels, int canvas, int groups_per_row, bool vector, void* output,
+                        int per_thread) {
   switch (mode) {
     case kCopy:
-      return launch_one<kFormat, kCopy>(first, grid, stream, batch, levels, canvas, groups_per_row, vector, output);
+      return launch_one<kFormat, kCopy>(first, grid, stream, batch, levels, canvas, groups_per_row, vector, output, per_thread);
     case kLinear:
-      return launch_one<kFormat, kLinear>(first, grid, stream, batch, levels, canvas, groups_per_row, vector, output);
+      return launch_one<kFormat, kLinear>(first, grid, stream, batch, levels, canvas, groups_per_row, vector, output, per_thread);
     case kAreaInteger:
-      return launch_one<kFormat, kAreaInteger>(first, grid, stream, batch, levels, canvas, groups_per_row, vector, output);
+      return launch_one<kFormat, kAreaInteger>(first, grid, stream, batch, levels, canvas, groups_per_row, vector, output, per_thread);
     default:
-      return launch_one<kFormat, kArea>(first, grid, stream, batch, levels, canvas, groups_per_row, vector, output);
+      return launch_one<kFormat, kArea>(first, grid, stream, batch, levels, canvas, groups_per_row, vector, output, per_thread);
   }
 }
 
@@ -378,6 +384,14 @@ Status preprocess(const PreprocessArgs& args, cudaStream_t stream) {
   if (!args.output) return invalid_argument(kOp, ": output is null");
   if (args.output_format == PreprocessOutput::kInt8Hwc4)
     QYOLO_RETURN_IF_ERROR(ops::check_scale(kOp, "input_scale", args.input_scale));
+  int overlap_groups = kGroupsPerThread;
+  if (const char* v = std::getenv("QYOLO_PREPROCESS_OVERLAP_GROUPS")) {
+    char* end = nullptr;
+    const long n = std::strtol(v, &end, 10);
+    if (end == v || *end != '\0' || n < 1 || n > 64)
+      return invalid_argument(kOp, ": QYOLO_PREPROCESS_OVERLAP_GROUPS=", v, " (1..64)");
+    overlap_groups = static_cast<int>(n);
+  }
   for (int i = 0; i < args.count; ++i) {
     const PreprocessImage& im = args.images[i];
     const LetterboxPlan& p = im.plan;
@@ -394,8 +408,6 @@ Status preprocess(const PreprocessArgs& args, cudaStream_t stream) {
   const bool vector =
       args.canvas % kGroup == 0 && reinterpret_cast<uintptr_t>(args.output) % 16 == 0;
   const Levels levels = level_table(args.output_format, args.input_scale);
-  const unsigned blocks_x =
-      ops::blocks_for(int64_t{args.canvas} * groups_per_row, kThreads * kGroupsPerThread);
   // One launch per resize mode present, each over up to kMaxImagesPerLaunch of its images; the
   // modes with fewer images first, so that a launch's blocks have all started (which is when
   // the next may begin) while the larger launches after it still have most of their work.
@@ -409,23 +421,26 @@ Status preprocess(const PreprocessArgs& args, cudaStream_t stream) {
   int order[kArea + 1] = {kCopy, kLinear, kAreaInteger, kArea};
   std::stable_sort(order, order + kArea + 1, [&](int a, int b) { return per_mode[a] < per_mode[b]; });
   bool first = true;
+  int launches = 0;
+  for (const int mode : order) launches += (per_mode[mode] + kMaxImagesPerLaunch - 1) / kMaxImagesPerLaunch;
   for (const int mode : order) {
     Batch batch{};
     int n = 0;
     for (int i = 0; i <= args.count; ++i) {
       if (i < args.count && descs[i].mode == mode) batch.images[n++] = descs[i];
       if (n == kMaxImagesPerLaunch || (i == args.count && n > 0)) {
-        const dim3 grid(blocks_x, n);
+        const int per_thread = --launches > 0 ? overlap_groups : kGroupsPerThread;
+        const dim3 grid(ops::blocks_for(int64_t{args.canvas} * groups_per_row, kThreads * per_thread), n);
         cudaError_t e = cudaSuccess;
         switch (args.output_format) {
           case PreprocessOutput::kInt8Hwc4:
-            e = launch_mode<PreprocessOutput::kInt8Hwc4>(mode, first, grid, stream, batch, levels, args.canvas, groups_per_row, vector, args.output);
+            e = launch_mode<PreprocessOutput::kInt8Hwc4>(mode, first, grid, stream, batch, levels, args.canvas, groups_per_row, vector, args.output, per_thread);
             break;
           case PreprocessOutput::kFloat16Nchw:
-            e = launch_mode<PreprocessOutput::kFloat16Nchw>(mode, first, grid, stream, batch, levels, args.canvas, groups_per_row, vector, args.output);
+            e = launch_mode<PreprocessOutput::kFloat16Nchw>(mode, first, grid, stream, batch, levels, args.canvas, groups_per_row, vector, args.output, per_thread);
             break;
           case PreprocessOutput::kFloat32Nchw:
-            e = launch_mode<PreprocessOutput::kFloat32Nchw>(mode, first, grid, stream, batch, levels, args.canvas, groups_per_row, vector, args.output);
+            e = launch_mode<PreprocessOutput::kFloat32Nchw>(mode, first, grid, stream, batch, levels, args.canvas, groups_per_row, vector, args.output, per_thread);
             break;
         }
         QYOLO_RETURN_IF_ERROR(check(e, kOp));
