@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Times builds of the working tree that differ only in CUDA compile flags (the kernels' timing
-# experiments, e.g. -DQYOLO_EPILOGUE_ITEM_SCORE or -DQYOLO_EPILOGUE_FAST) side by side in one run
+# experiments, e.g. -DQYOLO_EPILOGUE_FAST) side by side in one run
 # on a GPU machine: each build's bench_cuda_engine on the same engines, the builds alternating,
 # twice, so drift between runs shows. Optionally an older revision too (a tarball made where the
 # git history is: `git archive <rev> | gzip > old.tgz`; GPU machines get the tree without .git).

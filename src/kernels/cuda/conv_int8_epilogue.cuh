@@ -250,11 +250,6 @@ __device__ __forceinline__ void store_slab_items(const ConvInt8Params& p, const 
       }
       uint32_t packed[4];
       uint32_t near = 0;  // bit i: element i to recompute exactly
-#if defined(QYOLO_EPILOGUE_ITEM_SCORE)
-      // Timing experiment: the item's largest int8 score, one compare an item; the rare item
-      // with a near element is scored again here, inline (the same M: the same scores).
-      float worst = 0.0f;
-#endif
 #pragma unroll
       for (int g = 0; g < kVec / 4; ++g) {
         const float4 f = *reinterpret_cast<const float4*>(y + 4 * g);
@@ -266,12 +261,8 @@ __device__ __forceinline__ void store_slab_items(const ConvInt8Params& p, const 
           const uint32_t b2 = int8_element<M>(p, f.z, int8_at(w, 2), s2);
           const uint32_t b3 = int8_element<M>(p, f.w, int8_at(w, 3), s3);
           packed[g] = pack_low_bytes(b0, b1, b2, b3);
-#if defined(QYOLO_EPILOGUE_ITEM_SCORE)
-          worst = fmaxf(worst, fmaxf(fmaxf(s0, s1), fmaxf(s2, s3)));
-#else
           near |= (uint32_t(s0 >= kNear) | uint32_t(s1 >= kNear) << 1 | uint32_t(s2 >= kNear) << 2 |
                    uint32_t(s3 >= kNear) << 3) << (4 * g);
-#endif
         } else {
           bool n0, n1, n2, n3;
           const float h0 = half_element<M>(p, f.x, int8_at(w, 0), n0);
@@ -290,18 +281,6 @@ __device__ __forceinline__ void store_slab_items(const ConvInt8Params& p, const 
       else
         *reinterpret_cast<uint4*>(static_cast<__half*>(p.output) + out_at) =
             make_uint4(packed[0], packed[1], packed[2], packed[3]);
-#if defined(QYOLO_EPILOGUE_ITEM_SCORE)
-      if constexpr (kKind == kOutInt8) {
-        if (worst >= kNear) [[unlikely]] {
-#pragma unroll 1
-          for (int i = 0; i < kVec; ++i) {
-            float score;
-            int8_element<M>(p, y[i], M::residual(p) ? residual[i] : 0, score);
-            near |= uint32_t(score >= kNear) << i;
-          }
-        }
-      }
-#endif
       if (near) [[unlikely]] fix_up<kKind>(p, y, residual, out_at, near);
     } else {
       uint32_t near = 0;
