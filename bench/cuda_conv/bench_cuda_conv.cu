@@ -179,6 +179,17 @@ Expected<QyoloResult> bench_qyolo(const std::string& node, const ConvInt8Shape& 
   args.epilogue.output = head ? ConvOutput::kFloat16 : ConvOutput::kInt8;
   args.output = output.data();
   args.output_layout = out_layout;
+  // Split K's workspace, as an engine has one (QYOLO_CUDA_SPLIT_K=0: no splits, for comparison).
+  QYOLO_ASSIGN_OR_RETURN(DeviceBuffer workspace,
+                         DeviceBuffer::allocate(qyolo::cuda::conv_int8_split_workspace_bytes()));
+  QYOLO_RETURN_IF_ERROR(workspace.fill(0));
+  args.workspace = workspace.data();
+  args.workspace_bytes = workspace.size();
+  auto tile_label = [&](int tile) {
+    const int split = qyolo::cuda::conv_int8_pick_split(args, tile);
+    return std::string(qyolo::cuda::conv_int8_tile_name(tile)) +
+           (split > 1 ? "/k" + std::to_string(split) : "");
+  };
 
   QyoloResult r;
   auto run = [&](int tile) -> Expected<double> {
@@ -192,8 +203,8 @@ Expected<QyoloResult> bench_qyolo(const std::string& node, const ConvInt8Shape& 
   if (tuned < 0) {
     QYOLO_ASSIGN_OR_RETURN(tuned, qyolo::cuda::conv_int8_autotune(args, stream, 10));
   }
-  r.tile = qyolo::cuda::conv_int8_tile_name(tuned);
-  r.heuristic_tile = qyolo::cuda::conv_int8_tile_name(picked);
+  r.tile = tile_label(tuned);
+  r.heuristic_tile = tile_label(picked);
   QYOLO_ASSIGN_OR_RETURN(r.ms, run(tuned));
   if (picked == tuned) {
     r.heuristic_ms = r.ms;
@@ -208,7 +219,7 @@ Expected<QyoloResult> bench_qyolo(const std::string& node, const ConvInt8Shape& 
                                         : t == picked ? Expected<double>(r.heuristic_ms)
                                                       : run(t));
       r.all.emplace_back(qyolo::cuda::conv_int8_tile_name(t), ms);
-      if (ms < r.best_ms) r.best_ms = ms, r.best_tile = qyolo::cuda::conv_int8_tile_name(t);
+      if (ms < r.best_ms) r.best_ms = ms, r.best_tile = tile_label(t);
     }
   return r;
 }

@@ -29,6 +29,18 @@ struct ConvInt8Args {
   int output_block = 0;
   // Tile variant (conv_int8_tile_name); -1 lets conv_int8_pick_tile choose.
   int tile = -1;
+  // Split K (the mma.sync tiles, "mma_*"): each output tile's K steps over split_k blocks, their
+  // int32 partial sums added by the tile's last block before the epilogue, so the result is
+  // exactly the unsplit one. For the small problems (batch 1's deep layers) where the output
+  // tiles alone leave most SMs idle. 0: conv_int8_pick_split's choice where `workspace` holds
+  // what it needs (else none); 1: none; n > 1: n (an error if the tile is not mma.sync or the
+  // workspace too small; at most the layer's K steps of 64 bytes are used).
+  int split_k = 0;
+  // Device memory for split K, conv_int8_split_workspace_bytes() of it: zeroed by its owner once
+  // (cudaMemset) and left zeroed by every launch. One convolution at a time may use it (its
+  // tiles' counters live there): give each stream its own.
+  void* workspace = nullptr;
+  size_t workspace_bytes = 0;
 };
 
 // Launches the convolution on `stream`. Validates the arguments first; launch errors are
@@ -42,6 +54,14 @@ int conv_int8_tile_count();
 const char* conv_int8_tile_name(int tile);
 bool conv_int8_tile_supports(int tile, const ConvInt8Args& args);
 int conv_int8_pick_tile(const ConvInt8Args& args);
+
+// Split K: what the heuristic picks for `args` run with `tile` (1: none; QYOLO_CUDA_SPLIT_K=0
+// turns the heuristic's splits off, for comparison), and the workspace a split needs.
+// conv_int8_split_workspace_bytes() is enough for any split the heuristic picks on the current
+// device: what an engine allocates once.
+int conv_int8_pick_split(const ConvInt8Args& args, int tile);
+size_t conv_int8_split_workspace_bytes(const ConvInt8Args& args, int tile, int split);
+size_t conv_int8_split_workspace_bytes();
 
 // Times every tile variant that can run `args` (`repeats` launches each on `stream`, after one
 // warm-up; the output is written) and returns the fastest: the per-layer choice an engine

@@ -110,8 +110,10 @@ void fill_int8(std::vector<int8_t>& v, std::mt19937& rng) {
 
 // Runs `shape` on the GPU with `tile` (-1: the heuristic's) in the int32 and the epilogue mode
 // and compares both with the reference. Returns the counts; failures are gtest failures.
+// `split_k` as ConvInt8Args's (0: the heuristic's), with a zeroed workspace as an engine has: the
+// second run (the epilogue) also checks that the first left the tiles' counters at zero.
 Totals run_case(const std::string& label, const ConvInt8Shape& shape, const Variant& variant,
-                int tile, uint32_t seed) {
+                int tile, uint32_t seed, int split_k = 0) {
   Totals t;
   t.cases = 1;
   std::mt19937 rng(seed);
@@ -202,7 +204,20 @@ Totals run_case(const std::string& label, const ConvInt8Shape& shape, const Vari
   args.input_layout = in_layout;
   args.weights = d_weights->as<int8_t>();
   args.tile = tile;
-  const char* tile_name = cuda::conv_int8_tile_name(tile < 0 ? cuda::conv_int8_pick_tile(args) : tile);
+  const int resolved = tile < 0 ? cuda::conv_int8_pick_tile(args) : tile;
+  const int split = split_k > 0 ? split_k : cuda::conv_int8_pick_split(args, resolved);
+  const std::string tile_name =
+      std::string(cuda::conv_int8_tile_name(resolved)) + (split > 1 ? " split " + std::to_string(split) : "");
+  const size_t workspace_bytes = std::max(cuda::conv_int8_split_workspace_bytes(),
+                                          cuda::conv_int8_split_workspace_bytes(args, resolved, split));
+  auto d_workspace = DeviceBuffer::allocate(workspace_bytes);
+  if (!d_workspace.has_value() || !ok(d_workspace->fill(0))) {
+    if (!d_workspace.has_value()) ADD_FAILURE() << label << ": " << d_workspace.status().message();
+    return t;
+  }
+  args.split_k = split_k;
+  args.workspace = d_workspace->data();
+  args.workspace_bytes = workspace_bytes;
 
   // 1. raw accumulators, exact
   args.epilogue.output = ConvOutput::kInt32Accumulator;
@@ -361,6 +376,42 @@ TEST(ConvInt8Cuda, EveryTileVariantOnEdgeShapes) {
   EXPECT_EQ(all.untouched_violations, 0);
 }
 
+// Split K forced on every mma.sync tile over the edge shapes with several K steps: parts that
+// start inside a tap (16- and 48-channel taps, the stem's space-to-depth taps), uneven parts,
+// more parts than the heuristic takes; accumulators exact and outputs as unsplit.
+TEST(ConvInt8Cuda, SplitKOnEveryMmaTileMatchesReference) {
+  SKIP_WITHOUT_GPU();
+  // batch, cin, h, w, cout, kernel, stride, pad
+  const std::vector<ConvInt8Shape> shapes = {
+      {2, 48, 17, 19, 96, 3, 2, 1}, {1, 16, 33, 31, 40, 3, 1, 1}, {1, 160, 9, 9, 520, 3, 1, 1},
+      {1, 3, 64, 62, 32, 6, 2, 2},  {3, 3, 21, 19, 48, 6, 2, 2},  {1, 128, 13, 11, 255, 3, 1, 1},
+      {1, 192, 6, 10, 64, 3, 2, 1}, {1, 256, 20, 20, 256, 3, 1, 1}, {2, 96, 7, 9, 80, 1, 1, 0},
+  };
+  Totals all;
+  int index = 0, splits = 0;
+  for (int tile = 0; tile < cuda::conv_int8_tile_count(); ++tile) {
+    if (std::string(cuda::conv_int8_tile_name(tile)).rfind("mma_", 0) != 0) continue;
+    for (const auto& s : shapes) {
+      cuda::ConvInt8Args probe;
+      probe.shape = s;
+      probe.input_layout = {stem_like(s) ? 4 : round_up(s.in_channels, 16), 0};
+      if (!cuda::conv_int8_tile_supports(tile, probe)) continue;
+      for (const int split : {2, 5}) {
+        Variant v = kVariants[index % std::size(kVariants)];
+        if (stem_like(s)) v.slice = false;
+        all.add(run_case(shape_label("split " + std::to_string(split), cuda::conv_int8_tile_name(tile), s),
+                         s, v, tile, uint32_t(501 + index), split));
+        ++index, ++splits;
+      }
+    }
+  }
+  std::printf("split K on the mma.sync tiles: %d runs, %s\n", splits, all.summary().c_str());
+  EXPECT_GT(splits, 0);
+  EXPECT_EQ(all.accumulator_mismatches, 0);
+  EXPECT_EQ(all.worse, 0);
+  EXPECT_EQ(all.untouched_violations, 0);
+}
+
 // output_block 32 (an engine head written straight into int8:chw32): the same values as the
 // NHWC output, every tile variant, with and without a residual; the padded channels zero in a
 // buffer poisoned first.
@@ -492,6 +543,23 @@ TEST(ConvInt8Cuda, RejectsBadArguments) {
   a = good;
   a.output_block = 16;
   expect_error(a, "output_block");
+  a = good;
+  a.split_k = -1;
+  expect_error(a, "split_k -1");
+  a = good;
+  a.tile = -1;
+  for (int t = 0; t < cuda::conv_int8_tile_count(); ++t)  // a direct 3x3 tile: not mma.sync
+    if (std::string(cuda::conv_int8_tile_name(t)) == "halo3x3_s1_4x32_n32") a.tile = t;
+  a.split_k = 2;
+  expect_error(a, "needs an mma.sync tile");
+  a = good;
+  for (int t = 0; t < cuda::conv_int8_tile_count(); ++t)
+    if (std::string(cuda::conv_int8_tile_name(t)) == "mma_64x64_w2x2_s4") a.tile = t;
+  a.split_k = 2;
+  expect_error(a, "needs a 16-byte aligned workspace");
+  a.workspace = dummy;
+  a.workspace_bytes = sizeof dummy;
+  expect_error(a, "needs a 16-byte aligned workspace");
 }
 
 }  // namespace

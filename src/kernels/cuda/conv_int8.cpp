@@ -1,6 +1,7 @@
 // Host side of the INT8 convolution: argument checks, the tile heuristic, and the launch.
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>
@@ -192,6 +193,69 @@ int conv_int8_pick_tile(const ConvInt8Args& args) {
   return tile_index(name);
 }
 
+namespace {
+
+bool mma_tile(int tile) {
+  const TileInfo& t = kTiles[tile];
+  return !t.wgmma && !t.stem && !t.halo_stride;
+}
+
+int k_steps(const ConvInt8Args& args) {
+  const ConvWeightFormat format = conv_int8_weight_format(args.shape, args.input_layout);
+  return (conv_int8_packed_k(args.shape, format) + 63) / 64;
+}
+
+int64_t output_tiles(const ConvInt8Args& args, int tile) {
+  const int64_t bm = kTiles[tile].block_m, bn = kTiles[tile].block_n;
+  return (args.shape.out_pixels() + bm - 1) / bm * ((args.shape.out_channels + bn - 1) / bn);
+}
+
+bool split_heuristic_enabled() {
+  static const bool enabled = [] {
+    const char* v = std::getenv("QYOLO_CUDA_SPLIT_K");
+    return !(v && std::strcmp(v, "0") == 0);
+  }();
+  return enabled;
+}
+
+// Split K's workspace: a counter per output tile, then the partials (256-byte aligned).
+constexpr size_t kSplitAlign = 256;
+size_t split_bytes(int64_t tiles, int split, int block_m, int block_n) {
+  const size_t counters = (size_t(tiles) * 4 + kSplitAlign - 1) / kSplitAlign * kSplitAlign;
+  return counters + size_t(tiles) * size_t(split) * size_t(block_m) * size_t(block_n) * 4;
+}
+
+// The heuristic's splits go to 64 x 64 tiles at most, and to at most one unit per SM.
+constexpr int kSplitMaxTile = 64 * 64;
+constexpr int kSplitMax = 8;
+constexpr int kSplitMinSteps = 6;  // K steps a part at least
+
+}  // namespace
+
+// Split where the tiles fill at most half the SMs: as many parts as keep one unit per SM, at
+// most 8, each of at least 6 K steps (the pipeline's fill and the hand-over cost about that).
+int conv_int8_pick_split(const ConvInt8Args& args, int tile) {
+  if (tile < 0 || tile >= kTileCount || !mma_tile(tile) || !split_heuristic_enabled()) return 1;
+  if (kTiles[tile].block_m * kTiles[tile].block_n > kSplitMaxTile) return 1;
+  const int64_t sms = device_traits().sms;
+  const int64_t tiles = output_tiles(args, tile);
+  if (tiles * 2 > sms) return 1;
+  const int64_t split = std::min<int64_t>({sms / tiles, k_steps(args) / kSplitMinSteps, kSplitMax});
+  return split >= 2 ? int(split) : 1;
+}
+
+size_t conv_int8_split_workspace_bytes(const ConvInt8Args& args, int tile, int split) {
+  if (tile < 0 || tile >= kTileCount || split <= 1) return 0;
+  return split_bytes(output_tiles(args, tile), split, kTiles[tile].block_m, kTiles[tile].block_n);
+}
+
+size_t conv_int8_split_workspace_bytes() {
+  // tiles * split <= SMs, tiles <= SMs / 2, tiles of at most kSplitMaxTile outputs.
+  const int sms = device_traits().sms;
+  const size_t counters = (size_t(sms) * 4 + kSplitAlign - 1) / kSplitAlign * kSplitAlign;
+  return counters + size_t(sms) * kSplitMaxTile * 4;
+}
+
 Expected<int> conv_int8_autotune(const ConvInt8Args& args, cudaStream_t stream, int repeats) {
   QYOLO_ASSIGN_OR_RETURN(Event start, Event::create());
   QYOLO_ASSIGN_OR_RETURN(Event end, Event::create());
@@ -244,6 +308,24 @@ Status conv_int8(const ConvInt8Args& a, cudaStream_t stream) {
                             format == ConvWeightFormat::kHwc4S2d ? "hwc4 space-to-depth" : "ohwi16",
                             " weights", tile >= 0 && tile < kTileCount && kTiles[tile].wgmma ? ", or no sm_90a device" : "",
                             ")");
+
+  // Split K: the caller's, or the heuristic's where the workspace holds it.
+  if (a.split_k < 0)
+    return invalid_argument("conv_int8: split_k ", a.split_k, " (0: the heuristic's, 1: none, n > 1)");
+  int split = 1;
+  if (a.split_k > 1) {
+    if (!mma_tile(tile))
+      return invalid_argument("conv_int8: split_k ", a.split_k, " needs an mma.sync tile, not ",
+                              kTiles[tile].name);
+    split = std::min(a.split_k, k_steps(a));
+    const size_t need = conv_int8_split_workspace_bytes(a, tile, split);
+    if (split > 1 && (!a.workspace || a.workspace_bytes < need || !aligned16(a.workspace)))
+      return invalid_argument("conv_int8: split_k ", split, " needs a 16-byte aligned workspace of ",
+                              need, " bytes (", a.workspace ? a.workspace_bytes : 0, " given)");
+  } else if (a.split_k == 0 && a.workspace && aligned16(a.workspace)) {
+    split = conv_int8_pick_split(a, tile);
+    if (conv_int8_split_workspace_bytes(a, tile, split) > a.workspace_bytes) split = 1;
+  }
 
   const size_t out_element = e.output == ConvOutput::kInt8 ? 1 : e.output == ConvOutput::kFloat16 ? 2 : 4;
   ConvInt8Params p{};
@@ -301,6 +383,13 @@ Status conv_int8(const ConvInt8Args& a, cudaStream_t stream) {
   p.out_block = a.output_block;
   p.out_blocks = a.output_block ? (s.out_channels + a.output_block - 1) / a.output_block : 0;
   p.out_hw = p.out_h * p.out_w;
+  p.split_k = split;
+  if (split > 1) {
+    const int64_t tiles = output_tiles(a, tile);
+    const size_t counters = split_bytes(tiles, 1, 0, 0);
+    p.split_counters = static_cast<int*>(a.workspace);
+    p.split_partials = reinterpret_cast<int4*>(static_cast<char*>(a.workspace) + counters);
+  }
 
   return check(kTiles[tile].launch(p, stream), kTiles[tile].name);
 }

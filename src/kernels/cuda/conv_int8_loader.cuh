@@ -63,9 +63,19 @@ struct ConvLoader {
     }
   }
 
-  // Points the loader at the output tile whose first pixel is m0 and first channel n0.
-  __device__ __forceinline__ void begin_tile(const ConvInt8Params& p, int m0, int n0) {
+  // Points the loader at the output tile whose first pixel is m0 and first channel n0, its K
+  // steps from k0 on (split K: not 0).
+  __device__ __forceinline__ void begin_tile(const ConvInt8Params& p, int m0, int n0, int k0 = 0) {
     tap_r = tap_r0, tap_s = tap_s0, tap_c = tap_c0, tap_off = tap_off0;
+    if (k0 != 0) {  // this thread's chunk of K step k0: its tap and byte, as load() would reach it
+      const int k = k0 * kTileK + col * 16;
+      const int tap = k / p.taps_channels;
+      tap_c = k - tap * p.taps_channels;
+      tap_r = tap / p.kernel;
+      tap_s = tap - tap_r * p.kernel;
+      tap_off = S2D ? 8 * (tap_r * p.in_w + tap_s)
+                    : (tap_r * p.in_w + tap_s) * p.in_stride + tap_c;
+    }
     const int64_t image_bytes = int64_t{p.in_h} * p.in_w * (S2D ? 4 : p.in_stride);
 #pragma unroll
     for (int i = 0; i < kARows; ++i) {

@@ -82,16 +82,121 @@ struct StepLoader {
   }
 };
 
+// The mma.sync kernel's work, with split K: a unit is one output tile's K steps [k0, k1), all
+// of them (split_k 1) or part u % split_k of tile u / split_k; a persistent block takes the
+// units blockIdx.x, + gridDim.x, ... The host keeps split_k <= the K steps, so no part is empty.
+struct SplitWalk {
+  int k_steps, split, units, steps;
+  __device__ __forceinline__ SplitWalk(const ConvInt8Params& p, int bm, int bn) {
+    const int n_tiles = (p.cout + bn - 1) / bn;
+    k_steps = (p.k_total + kTileK - 1) / kTileK;
+    split = p.split_k;
+    const int total = ((p.pixels + bm - 1) / bm) * n_tiles * split;
+    units = (total - int(blockIdx.x) + int(gridDim.x) - 1) / int(gridDim.x);
+    steps = units * k_steps;
+    if (split > 1) {
+      steps = 0;
+      for (int i = 0; i < units; ++i) {
+        int k0, k1;
+        range(i, k0, k1);
+        steps += k1 - k0;
+      }
+    }
+  }
+  __device__ __forceinline__ int unit(int i) const { return int(blockIdx.x) + i * int(gridDim.x); }
+  __device__ __forceinline__ int tile(int i) const { return split == 1 ? unit(i) : unit(i) / split; }
+  __device__ __forceinline__ int part(int i) const { return split == 1 ? 0 : unit(i) % split; }
+  __device__ __forceinline__ void range(int i, int& k0, int& k1) const {
+    const int q = part(i);
+    k0 = q * k_steps / split;
+    k1 = (q + 1) * k_steps / split;
+  }
+  // Output-channel tiles vary fastest (as TileWalk).
+  __device__ __forceinline__ void origin(const ConvInt8Params& p, int i, int bm, int bn, int& m0,
+                                         int& n0) const {
+    int n_tile;
+    m0 = p.div_n_tiles.divmod(tile(i), n_tile) * bm;
+    n0 = n_tile * bn;
+  }
+};
+
+// StepLoader over a SplitWalk's units.
+template <typename Loader, int BM, int BN, int STAGES, int kStageBytes>
+struct SplitStepLoader {
+  Loader loader;
+  int step = 0, kt = 0, k_end = 0, unit = 0;
+  __device__ __forceinline__ SplitStepLoader(const ConvInt8Params& p, int tid) : loader(p, tid) {}
+  __device__ __forceinline__ void issue(const ConvInt8Params& p, const SplitWalk& walk,
+                                        uint8_t* stages) {
+    if (step >= walk.steps) return;
+    if (kt == k_end) {
+      int m0, n0;
+      walk.range(unit, kt, k_end);
+      walk.origin(p, unit, BM, BN, m0, n0);
+      loader.begin_tile(p, m0, n0, kt);
+      ++unit;
+    }
+    uint8_t* a_tile = stages + (step % STAGES) * kStageBytes;
+    loader.load(p, a_tile, a_tile + BM * kTileK, kt);
+    ++step;
+    ++kt;
+  }
+};
+
+// Split K's hand-over at the end of a unit: every block stores its int32 partial sums (each
+// thread its own accumulators, kThreads apart, so the stores coalesce), then counts itself in
+// at the tile's counter; the last of the tile's split_k blocks resets the counter for the next
+// launch, adds the others' partials to its own and returns true (it runs the epilogue). Integer
+// sums: the result is the unsplit one exactly, in any order of arrival.
+template <int kThreads, int kMI, int kNI>
+__device__ __forceinline__ bool split_k_hand_over(const ConvInt8Params& p,
+                                                  int32_t (&acc)[kMI][kNI][4], int tile, int part,
+                                                  int tid, int* last_flag) {
+  constexpr int kVectors = kMI * kNI;
+  const int64_t tile_base = int64_t{tile} * p.split_k * kVectors * kThreads + tid;
+  int4* mine = p.split_partials + tile_base + int64_t{part} * kVectors * kThreads;
+#pragma unroll
+  for (int mi = 0; mi < kMI; ++mi)
+#pragma unroll
+    for (int ni = 0; ni < kNI; ++ni)
+      __stcg(mine + (mi * kNI + ni) * kThreads,
+             make_int4(acc[mi][ni][0], acc[mi][ni][1], acc[mi][ni][2], acc[mi][ni][3]));
+  __threadfence();  // the partials before the count
+  __syncthreads();
+  if (tid == 0) {
+    const bool last = atomicAdd(p.split_counters + tile, 1) == p.split_k - 1;
+    if (last) p.split_counters[tile] = 0;
+    *last_flag = last;
+  }
+  __syncthreads();
+  if (!*last_flag) return false;
+  __threadfence();  // the count before the others' partials
+  for (int q = 0; q < p.split_k; ++q) {
+    if (q == part) continue;
+    const int4* other = p.split_partials + tile_base + int64_t{q} * kVectors * kThreads;
+#pragma unroll
+    for (int mi = 0; mi < kMI; ++mi)
+#pragma unroll
+      for (int ni = 0; ni < kNI; ++ni) {
+        const int4 v = __ldcg(other + (mi * kNI + ni) * kThreads);
+        acc[mi][ni][0] += v.x, acc[mi][ni][1] += v.y, acc[mi][ni][2] += v.z, acc[mi][ni][3] += v.w;
+      }
+  }
+  return true;
+}
+
 template <int BM, int BN, int WARPS_M, int WARPS_N, int STAGES, bool S2D>
 __global__ void __launch_bounds__(WARPS_M* WARPS_N * 32, 1)
     conv_int8_mma_kernel(const __grid_constant__ ConvInt8Params p) {
   using Tile = MmaTile<BM, BN, WARPS_M, WARPS_N, STAGES>;
   extern __shared__ __align__(128) uint8_t smem[];
+  __shared__ int split_last;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int warp_m = warp / WARPS_N, warp_n = warp % WARPS_N;
-  const TileWalk walk(p, BM, BN);
+  const SplitWalk walk(p, BM, BN);
   wait_for_previous_kernel();
-  StepLoader<ConvLoader<BM, BN, Tile::kThreads, S2D>, BM, BN, STAGES, Tile::kStageBytes> loads(p, tid);
+  SplitStepLoader<ConvLoader<BM, BN, Tile::kThreads, S2D>, BM, BN, STAGES, Tile::kStageBytes> loads(
+      p, tid);
   float* stage = reinterpret_cast<float*>(smem + STAGES * Tile::kStageBytes) +
                  warp * epilogue_stage_floats<Tile::kWarpN>();
 
@@ -109,7 +214,12 @@ __global__ void __launch_bounds__(WARPS_M* WARPS_N * 32, 1)
     loads.issue(p, walk, smem);
     ptx::cp_async_commit();  // empty groups keep the wait count below uniform
   }
-  int kt = 0, tile = 0;
+  int unit = 0, left = 0;  // the unit being computed, and its K steps still to come
+  {
+    int k0, k1;
+    walk.range(0, k0, k1);
+    left = k1 - k0;
+  }
   for (int step = 0; step < walk.steps; ++step) {
     ptx::cp_async_wait<STAGES - 2>();
     __syncthreads();  // step's stage is visible to all; the previous step's is free to refill
@@ -140,13 +250,21 @@ __global__ void __launch_bounds__(WARPS_M* WARPS_N * 32, 1)
         for (int ni = 0; ni < Tile::kNI; ++ni) ptx::mma_s8_16x8x32(acc[mi][ni], a[mi], b[ni]);
     }
 
-    if (++kt == walk.k_steps) {
-      kt = 0;
-      int m0, n0;
-      walk.origin(p, tile, BM, BN, m0, n0);
-      epilogue_warp(p, acc, stage, m0 + warp_m * Tile::kWarpM, n0 + warp_n * Tile::kWarpN, lane,
-                    epilogue);
-      ++tile;
+    if (--left == 0) {
+      const bool finish = walk.split == 1 ||
+                          split_k_hand_over<Tile::kThreads>(p, acc, walk.tile(unit),
+                                                            walk.part(unit), tid, &split_last);
+      if (finish) {
+        int m0, n0;
+        walk.origin(p, unit, BM, BN, m0, n0);
+        epilogue_warp(p, acc, stage, m0 + warp_m * Tile::kWarpM, n0 + warp_n * Tile::kWarpN,
+                      lane, epilogue);
+      }
+      if (++unit < walk.units) {
+        int k0, k1;
+        walk.range(unit, k0, k1);
+        left = k1 - k0;
+      }
 #pragma unroll
       for (int mi = 0; mi < Tile::kMI; ++mi)
 #pragma unroll
@@ -223,7 +341,7 @@ template <int BM, int BN, int WARPS_M, int WARPS_N, int STAGES, bool S2D>
 cudaError_t launch_conv_int8_mma(const ConvInt8Params& p, cudaStream_t stream) {
   using Tile = MmaTile<BM, BN, WARPS_M, WARPS_N, STAGES>;
   return launch_persistent<conv_int8_mma_kernel<BM, BN, WARPS_M, WARPS_N, STAGES, S2D>>(
-      Tile::kThreads, Tile::kSmemBytes, conv_tiles(p, BM, BN), p, stream);
+      Tile::kThreads, Tile::kSmemBytes, conv_tiles(p, BM, BN) * p.split_k, p, stream);
 }
 
 }  // namespace qyolo::cuda

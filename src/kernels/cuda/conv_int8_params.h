@@ -40,6 +40,12 @@ struct ConvInt8Params {
   // 0: the output is an NHWC slice (out_stride). 32: int8:chw32, N x out_blocks x H x W x 32,
   // out_hw = out_h * out_w (the engine's blocked output format, written in place of a reformat).
   int out_block, out_blocks, out_hw;
+  // Split K (the mma.sync kernel only; 1 elsewhere): each output tile's K steps over split_k
+  // blocks, each block's int32 partial sums in split_partials, the tile's last block to arrive
+  // (split_counters[tile], left zero again) adding them up before the epilogue.
+  int split_k;
+  int* split_counters;
+  int4* split_partials;
 };
 
 // The kernel variants, in two lists. K runs in steps of 64 bytes; each variant is compiled in

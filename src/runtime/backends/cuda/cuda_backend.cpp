@@ -183,6 +183,11 @@ class CudaPrepared : public PreparedEngine {
     if (scratch) {
       QYOLO_ASSIGN_OR_RETURN(scratch_, DeviceBuffer::allocate(scratch));
     }
+    // Split K's counters and partials for the small int8 convs (batch 1's deep layers), zeroed
+    // once: every launch leaves them zeroed (qyolo/cuda_conv.h).
+    QYOLO_ASSIGN_OR_RETURN(split_workspace_,
+                           DeviceBuffer::allocate(cuda::conv_int8_split_workspace_bytes()));
+    QYOLO_RETURN_IF_ERROR(split_workspace_.fill(0));
     find_direct_outputs();
     find_direct_inputs();
     return Status::ok();
@@ -381,6 +386,8 @@ class CudaPrepared : public PreparedEngine {
         a.epilogue.output = ConvOutput::kInt8;
         a.epilogue.output_scale = l.conv_scale;
       }
+      a.workspace = split_workspace_.data();
+      a.workspace_bytes = split_workspace_.size();
       QYOLO_RETURN_IF_ERROR(qyolo::cuda::conv_int8(a, stream));
       if (!scratch) return Status::ok();
       qyolo::cuda::EngineLayerArgs e;
@@ -587,7 +594,7 @@ class CudaPrepared : public PreparedEngine {
   int device_ = 0;
   bool generic_only_ = false;
   cuda::Stream own_;
-  DeviceBuffer weights_, arena_, scratch_;
+  DeviceBuffer weights_, arena_, scratch_, split_workspace_;
   std::vector<LayerState> layers_;
   std::vector<cuda::Event> events_;
   std::vector<int> direct_output_;    // per layer: the output reformat its conv replaces, or -1
