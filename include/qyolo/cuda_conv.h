@@ -56,7 +56,9 @@ bool conv_int8_tile_supports(int tile, const ConvInt8Args& args);
 int conv_int8_pick_tile(const ConvInt8Args& args);
 
 // Split K: what the heuristic picks for `args` run with `tile` (1: none; QYOLO_CUDA_SPLIT_K=0
-// turns the heuristic's splits off, for comparison), and the workspace a split needs.
+// turns the heuristic's splits off, for comparison; QYOLO_CUDA_SPLIT_UNITS and
+// QYOLO_CUDA_SPLIT_MIN_STEPS are its timing knobs, src/kernels/cuda/conv_int8.cpp), and the
+// workspace a split needs.
 // conv_int8_split_workspace_bytes() is enough for any split the heuristic picks on the current
 // device: what an engine allocates once.
 int conv_int8_pick_split(const ConvInt8Args& args, int tile);

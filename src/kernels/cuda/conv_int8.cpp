@@ -210,12 +210,38 @@ int64_t output_tiles(const ConvInt8Args& args, int tile) {
   return (args.shape.out_pixels() + bm - 1) / bm * ((args.shape.out_channels + bn - 1) / bn);
 }
 
-bool split_heuristic_enabled() {
-  static const bool enabled = [] {
-    const char* v = std::getenv("QYOLO_CUDA_SPLIT_K");
-    return !(v && std::strcmp(v, "0") == 0);
+// The heuristic's split K settings, read once: QYOLO_CUDA_SPLIT_K=0 turns it off; for timing,
+// QYOLO_CUDA_SPLIT_UNITS (units an SM, 1..4) and QYOLO_CUDA_SPLIT_MIN_STEPS (K steps a part at
+// least, 1..64) override the defaults. A malformed value is conv_int8's one-line error.
+struct SplitSettings {
+  bool enabled = true;
+  int units_per_sm = 1;
+  int min_steps = 6;  // the pipeline's fill and the hand-over cost about that many steps
+  std::string error;
+};
+
+const SplitSettings& split_settings() {
+  static const SplitSettings settings = [] {
+    SplitSettings s;
+    auto read = [&s](const char* name, int lo, int hi, int& value) {
+      const char* v = std::getenv(name);
+      if (!v) return;
+      char* end = nullptr;
+      const long n = std::strtol(v, &end, 10);
+      if (end == v || *end != '\0' || n < lo || n > hi) {
+        s.error = std::string(name) + "=" + v + " (" + std::to_string(lo) + ".." + std::to_string(hi) + ")";
+        return;
+      }
+      value = int(n);
+    };
+    int on = 1;
+    read("QYOLO_CUDA_SPLIT_K", 0, 1, on);
+    s.enabled = on != 0;
+    read("QYOLO_CUDA_SPLIT_UNITS", 1, 4, s.units_per_sm);
+    read("QYOLO_CUDA_SPLIT_MIN_STEPS", 1, 64, s.min_steps);
+    return s;
   }();
-  return enabled;
+  return settings;
 }
 
 // Split K's workspace: a counter per output tile, then the partials (256-byte aligned).
@@ -225,22 +251,23 @@ size_t split_bytes(int64_t tiles, int split, int block_m, int block_n) {
   return counters + size_t(tiles) * size_t(split) * size_t(block_m) * size_t(block_n) * 4;
 }
 
-// The heuristic's splits go to 64 x 64 tiles at most, and to at most one unit per SM.
+// The heuristic's splits go to tiles of 64 x 64 outputs at most.
 constexpr int kSplitMaxTile = 64 * 64;
 constexpr int kSplitMax = 8;
-constexpr int kSplitMinSteps = 6;  // K steps a part at least
 
 }  // namespace
 
-// Split where the tiles fill at most half the SMs: as many parts as keep one unit per SM, at
-// most 8, each of at least 6 K steps (the pipeline's fill and the hand-over cost about that).
+// Split where the tiles fill at most half the unit slots (one an SM by default): as many parts
+// as the slots hold, at most 8, each of at least min_steps K steps.
 int conv_int8_pick_split(const ConvInt8Args& args, int tile) {
-  if (tile < 0 || tile >= kTileCount || !mma_tile(tile) || !split_heuristic_enabled()) return 1;
+  const SplitSettings& settings = split_settings();
+  if (tile < 0 || tile >= kTileCount || !mma_tile(tile) || !settings.enabled) return 1;
   if (kTiles[tile].block_m * kTiles[tile].block_n > kSplitMaxTile) return 1;
-  const int64_t sms = device_traits().sms;
+  const int64_t slots = int64_t{device_traits().sms} * settings.units_per_sm;
   const int64_t tiles = output_tiles(args, tile);
-  if (tiles * 2 > sms) return 1;
-  const int64_t split = std::min<int64_t>({sms / tiles, k_steps(args) / kSplitMinSteps, kSplitMax});
+  if (tiles * 2 > slots) return 1;
+  const int64_t split =
+      std::min<int64_t>({slots / tiles, k_steps(args) / settings.min_steps, kSplitMax});
   return split >= 2 ? int(split) : 1;
 }
 
@@ -250,10 +277,10 @@ size_t conv_int8_split_workspace_bytes(const ConvInt8Args& args, int tile, int s
 }
 
 size_t conv_int8_split_workspace_bytes() {
-  // tiles * split <= SMs, tiles <= SMs / 2, tiles of at most kSplitMaxTile outputs.
-  const int sms = device_traits().sms;
-  const size_t counters = (size_t(sms) * 4 + kSplitAlign - 1) / kSplitAlign * kSplitAlign;
-  return counters + size_t(sms) * kSplitMaxTile * 4;
+  // tiles * split <= slots, tiles <= slots / 2, tiles of at most kSplitMaxTile outputs.
+  const size_t slots = size_t(device_traits().sms) * split_settings().units_per_sm;
+  const size_t counters = (slots * 4 + kSplitAlign - 1) / kSplitAlign * kSplitAlign;
+  return counters + slots * kSplitMaxTile * 4;
 }
 
 Expected<int> conv_int8_autotune(const ConvInt8Args& args, cudaStream_t stream, int repeats) {
@@ -312,6 +339,8 @@ Status conv_int8(const ConvInt8Args& a, cudaStream_t stream) {
   // Split K: the caller's, or the heuristic's where the workspace holds it.
   if (a.split_k < 0)
     return invalid_argument("conv_int8: split_k ", a.split_k, " (0: the heuristic's, 1: none, n > 1)");
+  if (!split_settings().error.empty())
+    return invalid_argument("conv_int8: ", split_settings().error);
   int split = 1;
   if (a.split_k > 1) {
     if (!mma_tile(tile))
