@@ -193,13 +193,13 @@ Levels level_table(PreprocessOutput format, float input_scale) {
   return t;
 }
 
-// Groups a thread takes, one block-width apart. A launch that another follows takes more, so
-// that its blocks all start in the first wave and the next launch runs beside it for longer:
-// on an H200 at batch 64 (real images, two modes) 16 gave 0.059 ms against 0.061 with 4 (and
-// 8), 0.062 with 2, 0.074 with 32, in three alternating rounds. QYOLO_PREPROCESS_OVERLAP_GROUPS
-// (1..64) overrides it, for timing.
+// Groups a thread takes, one block-width apart. A launch that another follows may take more
+// (QYOLO_PREPROCESS_OVERLAP_GROUPS, 1..64), so that its blocks all start in the first wave and
+// the next launch runs beside it for longer. Measured on an H200 (real images, two modes) and
+// left at 4: 16 gave 0.059 ms against 0.061 at batch 64 (2, 8, 32: 0.062, 0.061, 0.074), but
+// 0.040 against 0.035 at batch 32 (fewer, longer-running threads where 4 already fit a wave).
 constexpr int kGroupsPerThread = 4;
-constexpr int kOverlapGroupsPerThread = 16;
+constexpr int kOverlapGroupsPerThread = kGroupsPerThread;
 
 // kGroup consecutive pixels of one canvas row a thread: the row's letterbox test and vertical
 // resize step once, each inside pixel's source values, the group's output through the level
