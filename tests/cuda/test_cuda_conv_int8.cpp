@@ -535,7 +535,8 @@ TEST(ConvInt8Cuda, RejectsBadArguments) {
   a.epilogue.output_scale = 0.0f;
   expect_error(a, "output_scale");
   a = good;
-  a.tile = 6;  // a space-to-depth stem tile for an ohwi16 convolution
+  for (int t = 0; t < cuda::conv_int8_tile_count(); ++t)  // a space-to-depth stem tile for an ohwi16 convolution
+    if (std::string(cuda::conv_int8_tile_name(t)) == "mma_s2d_128x32_w4x1_s4") a.tile = t;
   expect_error(a, "cannot run this convolution");
   a = good;
   a.epilogue.weight_scales = nullptr;

@@ -59,6 +59,8 @@ struct ConvInt8Params {
   X(mma_256x64_w4x2_s4, 256, 64, 4, 2, 4, false)   \
   X(mma_128x64_w2x2_s4, 128, 64, 2, 2, 4, false)   \
   X(mma_64x64_w2x2_s4, 64, 64, 2, 2, 4, false)     \
+  X(mma_64x64_w4x2_s4, 64, 64, 4, 2, 4, false)     \
+  X(mma_64x32_w2x2_s4, 64, 32, 2, 2, 4, false)     \
   X(mma_256x32_w8x1_s4, 256, 32, 8, 1, 4, false)   \
   X(mma_128x32_w4x1_s4, 128, 32, 4, 1, 4, false)   \
   X(mma_s2d_128x32_w4x1_s4, 128, 32, 4, 1, 4, true) \
