@@ -134,6 +134,19 @@ int small_tile_override() {
   return tile;
 }
 
+// QYOLO_CUDA_SMALL_POINTWISE_TILE=<tile name>: the same for small pointwise convolutions (an
+// mma.sync or wgmma variant); -1 when unset, -2 when it names no such variant.
+int small_pointwise_tile_override() {
+  static const int tile = [] {
+    const char* v = std::getenv("QYOLO_CUDA_SMALL_POINTWISE_TILE");
+    if (!v) return -1;
+    const int t = tile_index(v);
+    return t >= 0 && !kTiles[t].s2d && !kTiles[t].stem && !kTiles[t].halo_stride && !kTiles[t].im2col
+               ? t : -2;
+  }();
+  return tile;
+}
+
 }  // namespace
 
 int conv_int8_tile_count() { return kTileCount; }
@@ -190,6 +203,8 @@ int conv_int8_pick_tile(const ConvInt8Args& args) {
     // 0.440 -> 0.420 ms, yolov5n 0.373 -> 0.349 ms on an H200 (twice as many warps to hide
     // each K step's latency: one block an SM at these sizes).
     if (small && !pointwise && small_tile_override() >= 0) return small_tile_override();
+    if (small && pointwise && small_pointwise_tile_override() >= 0)
+      return small_pointwise_tile_override();
     if (small) name = pointwise ? "wgmma_128x32_s4" : "mma_64x64_w4x2_s4";
     else if (cout <= 32) name = pointwise ? "wgmma_128x32_s4" : "mma_128x32_w4x1_s4";
     else if (cout <= 64) name = "wgmma_128x64_s4";
@@ -361,6 +376,10 @@ Status conv_int8(const ConvInt8Args& a, cudaStream_t stream) {
   if (small_tile_override() == -2)
     return invalid_argument("conv_int8: QYOLO_CUDA_SMALL_TILE=", std::getenv("QYOLO_CUDA_SMALL_TILE"),
                             " is no mma.sync tile variant (conv_int8_tile_name)");
+  if (small_pointwise_tile_override() == -2)
+    return invalid_argument("conv_int8: QYOLO_CUDA_SMALL_POINTWISE_TILE=",
+                            std::getenv("QYOLO_CUDA_SMALL_POINTWISE_TILE"),
+                            " is no mma.sync or wgmma tile variant (conv_int8_tile_name)");
   int split = 1;
   if (a.split_k > 1) {
     if (!mma_tile(tile))
