@@ -498,6 +498,45 @@ TEST(ConvInt8Cuda, BlockedChw32OutputEqualsTheNhwcOutput) {
               (long long)compared, (long long)runs);
 }
 
+// The split-K heuristic and its workspace sizes are host code: this runs everywhere (the SM
+// count is the device's, 132 where there is none, as the heuristic assumes).
+TEST(ConvInt8Cuda, SplitHeuristicSplitsOnlySmallProblems) {
+  int sms = 132, device = 0, count = 0;
+  if (cudaGetDeviceCount(&count) == cudaSuccess && count > 0 && cudaGetDevice(&device) == cudaSuccess)
+    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  cudaGetLastError();
+  auto tile = [](const char* name) {
+    for (int t = 0; t < cuda::conv_int8_tile_count(); ++t)
+      if (std::string(cuda::conv_int8_tile_name(t)) == name) return t;
+    return -1;
+  };
+  const int mma = tile("mma_64x64_w4x2_s4"), big = tile("mma_128x128_w2x2_s4");
+  const int wgmma = tile("wgmma_64x64_s4");
+  ASSERT_GE(mma, 0);
+  ASSERT_GE(big, 0);
+  ASSERT_GE(wgmma, 0);
+  cuda::ConvInt8Args a;
+  a.shape = {1, 256, 20, 20, 256, 3, 1, 1};  // 7 x 4 = 28 tiles of 64 x 64, 36 K steps
+  a.input_layout = {256, 0};
+  const int tiles = 28, steps = 36;
+  const int expected = tiles * 2 > sms ? 1 : std::max(1, std::min({sms / tiles, steps / 6, 8}));
+  EXPECT_EQ(cuda::conv_int8_pick_split(a, mma), expected < 2 ? 1 : expected);
+  if (expected >= 2) {
+    // Counters (256-byte aligned), then a 64 x 64 int32 partial a unit.
+    EXPECT_EQ(cuda::conv_int8_split_workspace_bytes(a, mma, expected),
+              256 + size_t(tiles) * expected * 64 * 64 * 4);
+    EXPECT_LE(cuda::conv_int8_split_workspace_bytes(a, mma, expected),
+              cuda::conv_int8_split_workspace_bytes());
+  }
+  EXPECT_EQ(cuda::conv_int8_pick_split(a, wgmma), 1);  // not an mma.sync tile
+  EXPECT_EQ(cuda::conv_int8_pick_split(a, big), 1);    // tiles above 64 x 64 are not split
+  EXPECT_EQ(cuda::conv_int8_split_workspace_bytes(a, mma, 1), 0u);
+  a.shape.batch = 16;  // 100 x 4 = 400 tiles: enough work unsplit
+  EXPECT_EQ(cuda::conv_int8_pick_split(a, mma), 1);
+  a.shape = {1, 256, 20, 20, 256, 1, 1, 0};  // 4 K steps: too few to split
+  EXPECT_EQ(cuda::conv_int8_pick_split(a, mma), 1);
+}
+
 // Argument checks happen before anything touches the GPU, so this runs everywhere.
 TEST(ConvInt8Cuda, RejectsBadArguments) {
   alignas(16) static int8_t dummy[64];
