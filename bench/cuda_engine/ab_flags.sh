@@ -9,6 +9,7 @@
 #
 # "" is the plain build; OLD=old.tgz adds the old revision's plain build. <dir> as for run.sh
 # (its googletest/). The builds run in parallel (BUILD_ROOT, default /tmp/qyolo_ab).
+# For the library's environment knobs (one build), ab_env.sh.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 dir=$(realpath "${1:?usage: ab_flags.sh <dir> <engine>... -- <flags>...}")
