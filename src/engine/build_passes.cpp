@@ -3,7 +3,9 @@
 // changes where values live, never what they are.
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <set>
+#include <string>
 
 #include "ops/conv_params.h"
 #include "qyolo/engine_builder.h"
@@ -489,6 +491,8 @@ Status insert_precision_converts(BuildGraph& g, PassReport& report) {
 
 Status remove_concat(BuildGraph& g, const BuildOptions& options, PassReport& report) {
   int concats = 0, in_place = 0, requantized = 0, copies = 0;
+  // Why each copy is one, in the report (what a fusion would have to handle to remove it).
+  std::map<std::string, int> copy_reasons;
   std::vector<BuildOp> op_of;
   for (const BuildLayer& l : g.layers) op_of.push_back(l.op);
   const auto users = consumers(g);
@@ -550,6 +554,17 @@ Status remove_concat(BuildGraph& g, const BuildOptions& options, PassReport& rep
         copy.output = add_value(g, slice);
         out.push_back(std::move(copy));
         ++copies;
+        const BuildOp producer_op = in.producer >= 0 ? op_of[in.producer] : BuildOp::kInputReformat;
+        std::string reason;
+        if (!options.fusion) reason = "fusion off";
+        else if (!free) reason = "layout";
+        else if (producer_op == BuildOp::kConv && conv && conv->residual >= 0)
+          reason = "after a fused Add";
+        else if (producer_op == BuildOp::kConv && users[v].size() > 1) reason = "read by other layers too";
+        else if (producer_op == BuildOp::kMaxPool) reason = "from a MaxPool";
+        else if (producer_op == BuildOp::kResize) reason = "from a Resize";
+        else reason = "other";
+        ++copy_reasons[reason];
       }
       seen.insert(v);
       offset += in.channels;
@@ -559,11 +574,14 @@ Status remove_concat(BuildGraph& g, const BuildOptions& options, PassReport& rep
   g.layers = std::move(out);
   for (size_t i = 0; i < g.layers.size(); ++i)
     if (g.layers[i].op != BuildOp::kOutputReformat) g.values[g.layers[i].output].producer = int(i);
+  std::string why;
+  for (const auto& [reason, count] : copy_reasons)
+    why += str_cat(why.empty() ? "" : ", ", count, " ", reason);
   report = {"remove_concat",
             str_cat(concats, " Concat removed: ", in_place,
                     " inputs written in place into their channel slice (", requantized,
                     " of them by a conv rounding at its own scale first), ", copies,
-                    " copied (scale differs, or fusion off)")};
+                    " copied", copies ? " (" + why + ")" : std::string())};
   return Status::ok();
 }
 
