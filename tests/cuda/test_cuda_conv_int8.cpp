@@ -103,6 +103,21 @@ bool stem_like(const ConvInt8Shape& s) {
   return s.in_channels <= 4 && s.stride == 2 && s.kernel % 2 == 0 && s.pad % 2 == 0;
 }
 
+// The tile variant of that name, -1 if there is none.
+int tile_named(const std::string& name) {
+  for (int t = 0; t < cuda::conv_int8_tile_count(); ++t)
+    if (cuda::conv_int8_tile_name(t) == name) return t;
+  return -1;
+}
+
+// Whether `tile` runs `s` with the edge tests' input layout (hwc4 for the stem's shapes).
+bool tile_runs(int tile, const ConvInt8Shape& s) {
+  cuda::ConvInt8Args probe;
+  probe.shape = s;
+  probe.input_layout = {stem_like(s) ? 4 : round_up(s.in_channels, 16), 0};
+  return cuda::conv_int8_tile_supports(tile, probe);
+}
+
 void fill_int8(std::vector<int8_t>& v, std::mt19937& rng) {
   std::uniform_int_distribution<int> d(-128, 127);
   for (auto& x : v) x = static_cast<int8_t>(d(rng));
@@ -358,10 +373,7 @@ TEST(ConvInt8Cuda, EveryTileVariantOnEdgeShapes) {
   for (int tile = 0; tile < cuda::conv_int8_tile_count(); ++tile) {
     Totals per_tile;
     for (const auto& s : shapes) {
-      cuda::ConvInt8Args probe;
-      probe.shape = s;
-      probe.input_layout = {stem_like(s) ? 4 : round_up(s.in_channels, 16), 0};
-      if (!cuda::conv_int8_tile_supports(tile, probe)) continue;
+      if (!tile_runs(tile, s)) continue;
       Variant v = kVariants[index % std::size(kVariants)];
       if (stem_like(s)) v.slice = false;  // the hwc4 input is a whole tensor
       per_tile.add(run_case(shape_label("edge", cuda::conv_int8_tile_name(tile), s), s, v, tile,
@@ -388,25 +400,22 @@ TEST(ConvInt8Cuda, SplitKOnEveryMmaTileMatchesReference) {
       {1, 192, 6, 10, 64, 3, 2, 1}, {1, 256, 20, 20, 256, 3, 1, 1}, {2, 96, 7, 9, 80, 1, 1, 0},
   };
   Totals all;
-  int index = 0, splits = 0;
+  int runs = 0;
   for (int tile = 0; tile < cuda::conv_int8_tile_count(); ++tile) {
     if (std::string(cuda::conv_int8_tile_name(tile)).rfind("mma_", 0) != 0) continue;
     for (const auto& s : shapes) {
-      cuda::ConvInt8Args probe;
-      probe.shape = s;
-      probe.input_layout = {stem_like(s) ? 4 : round_up(s.in_channels, 16), 0};
-      if (!cuda::conv_int8_tile_supports(tile, probe)) continue;
+      if (!tile_runs(tile, s)) continue;
       for (const int split : {2, 5}) {
-        Variant v = kVariants[index % std::size(kVariants)];
+        Variant v = kVariants[runs % std::size(kVariants)];
         if (stem_like(s)) v.slice = false;
         all.add(run_case(shape_label("split " + std::to_string(split), cuda::conv_int8_tile_name(tile), s),
-                         s, v, tile, uint32_t(501 + index), split));
-        ++index, ++splits;
+                         s, v, tile, uint32_t(501 + runs), split));
+        ++runs;
       }
     }
   }
-  std::printf("split K on the mma.sync tiles: %d runs, %s\n", splits, all.summary().c_str());
-  EXPECT_GT(splits, 0);
+  std::printf("split K on the mma.sync tiles: %d runs, %s\n", runs, all.summary().c_str());
+  EXPECT_GT(runs, 0);
   EXPECT_EQ(all.accumulator_mismatches, 0);
   EXPECT_EQ(all.worse, 0);
   EXPECT_EQ(all.untouched_violations, 0);
@@ -505,13 +514,8 @@ TEST(ConvInt8Cuda, SplitHeuristicSplitsOnlySmallProblems) {
   if (cudaGetDeviceCount(&count) == cudaSuccess && count > 0 && cudaGetDevice(&device) == cudaSuccess)
     cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
   cudaGetLastError();
-  auto tile = [](const char* name) {
-    for (int t = 0; t < cuda::conv_int8_tile_count(); ++t)
-      if (std::string(cuda::conv_int8_tile_name(t)) == name) return t;
-    return -1;
-  };
-  const int mma = tile("mma_64x64_w4x2_s4"), big = tile("mma_128x128_w2x2_s4");
-  const int wgmma = tile("wgmma_64x64_s4");
+  const int mma = tile_named("mma_64x64_w4x2_s4"), big = tile_named("mma_128x128_w2x2_s4");
+  const int wgmma = tile_named("wgmma_64x64_s4");
   ASSERT_GE(mma, 0);
   ASSERT_GE(big, 0);
   ASSERT_GE(wgmma, 0);
@@ -520,7 +524,7 @@ TEST(ConvInt8Cuda, SplitHeuristicSplitsOnlySmallProblems) {
   a.input_layout = {256, 0};
   const int tiles = 28, steps = 36;
   const int expected = tiles * 2 > sms ? 1 : std::max(1, std::min({sms / tiles, steps / 6, 8}));
-  EXPECT_EQ(cuda::conv_int8_pick_split(a, mma), expected < 2 ? 1 : expected);
+  EXPECT_EQ(cuda::conv_int8_pick_split(a, mma), expected);
   if (expected >= 2) {
     // Counters (256-byte aligned), then a 64 x 64 int32 partial a unit.
     EXPECT_EQ(cuda::conv_int8_split_workspace_bytes(a, mma, expected),
@@ -574,8 +578,7 @@ TEST(ConvInt8Cuda, RejectsBadArguments) {
   a.epilogue.output_scale = 0.0f;
   expect_error(a, "output_scale");
   a = good;
-  for (int t = 0; t < cuda::conv_int8_tile_count(); ++t)  // a space-to-depth stem tile for an ohwi16 convolution
-    if (std::string(cuda::conv_int8_tile_name(t)) == "mma_s2d_128x32_w4x1_s4") a.tile = t;
+  a.tile = tile_named("mma_s2d_128x32_w4x1_s4");  // a space-to-depth tile for an ohwi16 convolution
   expect_error(a, "cannot run this convolution");
   a = good;
   a.epilogue.weight_scales = nullptr;
@@ -587,14 +590,11 @@ TEST(ConvInt8Cuda, RejectsBadArguments) {
   a.split_k = -1;
   expect_error(a, "split_k -1");
   a = good;
-  a.tile = -1;
-  for (int t = 0; t < cuda::conv_int8_tile_count(); ++t)  // a direct 3x3 tile: not mma.sync
-    if (std::string(cuda::conv_int8_tile_name(t)) == "halo3x3_s1_4x32_n32") a.tile = t;
+  a.tile = tile_named("halo3x3_s1_4x32_n32");  // a direct 3x3 tile: not mma.sync
   a.split_k = 2;
   expect_error(a, "needs an mma.sync tile");
   a = good;
-  for (int t = 0; t < cuda::conv_int8_tile_count(); ++t)
-    if (std::string(cuda::conv_int8_tile_name(t)) == "mma_64x64_w2x2_s4") a.tile = t;
+  a.tile = tile_named("mma_64x64_w2x2_s4");
   a.split_k = 2;
   expect_error(a, "needs a 16-byte aligned workspace");
   a.workspace = dummy;

@@ -122,29 +122,57 @@ int tile_index(const char* name) {
   return -1;
 }
 
-// QYOLO_CUDA_SMALL_TILE=<mma tile name>: the heuristic's tile for small (one-wave) windowed
-// convolutions, for timing; -1 when unset, -2 when it names no mma.sync variant.
-int small_tile_override() {
-  static const int tile = [] {
-    const char* v = std::getenv("QYOLO_CUDA_SMALL_TILE");
-    if (!v) return -1;
-    const int t = tile_index(v);
-    return t >= 0 && std::strncmp(v, "mma_", 4) == 0 && !kTiles[t].s2d ? t : -2;
-  }();
-  return tile;
-}
+// The heuristic's timing knobs, read from the environment once (docs/cuda_kernels.md): split K
+// off (QYOLO_CUDA_SPLIT_K=0), its unit slots an SM (QYOLO_CUDA_SPLIT_UNITS, 1..4) and least K
+// steps a part (QYOLO_CUDA_SPLIT_MIN_STEPS, 1..64), and the tile of small windowed
+// (QYOLO_CUDA_SMALL_TILE, an mma.sync variant) and pointwise (QYOLO_CUDA_SMALL_POINTWISE_TILE,
+// mma.sync or wgmma) convolutions. A malformed value is conv_int8's one-line error; the
+// heuristic then keeps its defaults.
+struct Knobs {
+  bool split_enabled = true;
+  int split_units_per_sm = 1;
+  int split_min_steps = 6;  // the pipeline's fill and the hand-over cost about that many steps
+  int small_tile = -1;      // -1: the heuristic's
+  int small_pointwise_tile = -1;
+  std::string error;
+};
 
-// QYOLO_CUDA_SMALL_POINTWISE_TILE=<tile name>: the same for small pointwise convolutions (an
-// mma.sync or wgmma variant); -1 when unset, -2 when it names no such variant.
-int small_pointwise_tile_override() {
-  static const int tile = [] {
-    const char* v = std::getenv("QYOLO_CUDA_SMALL_POINTWISE_TILE");
-    if (!v) return -1;
-    const int t = tile_index(v);
-    return t >= 0 && !kTiles[t].s2d && !kTiles[t].stem && !kTiles[t].halo_stride && !kTiles[t].im2col
-               ? t : -2;
+const Knobs& knobs() {
+  static const Knobs knobs = [] {
+    Knobs k;
+    auto fail = [&k](const char* name, const char* value, const char* what) {
+      if (k.error.empty()) k.error = std::string(name) + "=" + value + " (" + what + ")";
+    };
+    auto number = [&](const char* name, int lo, int hi, int& out) {
+      const char* v = std::getenv(name);
+      if (!v) return;
+      char* end = nullptr;
+      const long n = std::strtol(v, &end, 10);
+      if (end == v || *end != '\0' || n < lo || n > hi)
+        return fail(name, v, (std::to_string(lo) + ".." + std::to_string(hi)).c_str());
+      out = int(n);
+    };
+    auto tile = [&](const char* name, bool pointwise, int& out) {
+      const char* v = std::getenv(name);
+      if (!v) return;
+      const int t = tile_index(v);
+      const bool ok = t >= 0 && !kTiles[t].s2d && !kTiles[t].stem && !kTiles[t].halo_stride &&
+                      !kTiles[t].im2col && (pointwise || !kTiles[t].wgmma);
+      if (!ok)
+        return fail(name, v, pointwise ? "no mma.sync or wgmma tile variant"
+                                       : "no mma.sync tile variant");
+      out = t;
+    };
+    int split = 1;
+    number("QYOLO_CUDA_SPLIT_K", 0, 1, split);
+    k.split_enabled = split != 0;
+    number("QYOLO_CUDA_SPLIT_UNITS", 1, 4, k.split_units_per_sm);
+    number("QYOLO_CUDA_SPLIT_MIN_STEPS", 1, 64, k.split_min_steps);
+    tile("QYOLO_CUDA_SMALL_TILE", false, k.small_tile);
+    tile("QYOLO_CUDA_SMALL_POINTWISE_TILE", true, k.small_pointwise_tile);
+    return k;
   }();
-  return tile;
+  return knobs;
 }
 
 }  // namespace
@@ -202,9 +230,8 @@ int conv_int8_pick_tile(const ConvInt8Args& args) {
     // split K where its tiles leave SMs idle; against 4 warps (32 x 32 each) yolov5s batch 1
     // 0.440 -> 0.420 ms, yolov5n 0.373 -> 0.349 ms on an H200 (twice as many warps to hide
     // each K step's latency: one block an SM at these sizes).
-    if (small && !pointwise && small_tile_override() >= 0) return small_tile_override();
-    if (small && pointwise && small_pointwise_tile_override() >= 0)
-      return small_pointwise_tile_override();
+    if (small && (pointwise ? knobs().small_pointwise_tile : knobs().small_tile) >= 0)
+      return pointwise ? knobs().small_pointwise_tile : knobs().small_tile;
     if (small) name = pointwise ? "wgmma_128x32_s4" : "mma_64x64_w4x2_s4";
     else if (cout <= 32) name = pointwise ? "wgmma_128x32_s4" : "mma_128x32_w4x1_s4";
     else if (cout <= 64) name = "wgmma_128x64_s4";
@@ -242,46 +269,9 @@ int64_t output_tiles(const ConvInt8Args& args, int tile) {
   return (args.shape.out_pixels() + bm - 1) / bm * ((args.shape.out_channels + bn - 1) / bn);
 }
 
-// The heuristic's split K settings, read once: QYOLO_CUDA_SPLIT_K=0 turns it off; for timing,
-// QYOLO_CUDA_SPLIT_UNITS (units an SM, 1..4) and QYOLO_CUDA_SPLIT_MIN_STEPS (K steps a part at
-// least, 1..64) override the defaults. A malformed value is conv_int8's one-line error.
-struct SplitSettings {
-  bool enabled = true;
-  int units_per_sm = 1;
-  int min_steps = 6;  // the pipeline's fill and the hand-over cost about that many steps
-  std::string error;
-};
-
-const SplitSettings& split_settings() {
-  static const SplitSettings settings = [] {
-    SplitSettings s;
-    auto read = [&s](const char* name, int lo, int hi, int& value) {
-      const char* v = std::getenv(name);
-      if (!v) return;
-      char* end = nullptr;
-      const long n = std::strtol(v, &end, 10);
-      if (end == v || *end != '\0' || n < lo || n > hi) {
-        s.error = std::string(name) + "=" + v + " (" + std::to_string(lo) + ".." + std::to_string(hi) + ")";
-        return;
-      }
-      value = int(n);
-    };
-    int on = 1;
-    read("QYOLO_CUDA_SPLIT_K", 0, 1, on);
-    s.enabled = on != 0;
-    read("QYOLO_CUDA_SPLIT_UNITS", 1, 4, s.units_per_sm);
-    read("QYOLO_CUDA_SPLIT_MIN_STEPS", 1, 64, s.min_steps);
-    return s;
-  }();
-  return settings;
-}
-
-// Split K's workspace: a counter per output tile, then the partials (256-byte aligned).
-constexpr size_t kSplitAlign = 256;
-size_t split_bytes(int64_t tiles, int split, int block_m, int block_n) {
-  const size_t counters = (size_t(tiles) * 4 + kSplitAlign - 1) / kSplitAlign * kSplitAlign;
-  return counters + size_t(tiles) * size_t(split) * size_t(block_m) * size_t(block_n) * 4;
-}
+// Split K's workspace: an int counter per output tile, padded to 256 bytes, then the int32
+// partials, a block_m x block_n tile per unit.
+size_t split_counter_bytes(int64_t tiles) { return (size_t(tiles) * 4 + 255) / 256 * 256; }
 
 // The heuristic's splits go to tiles of 64 x 64 outputs at most.
 constexpr int kSplitMaxTile = 64 * 64;
@@ -292,27 +282,27 @@ constexpr int kSplitMax = 8;
 // Split where the tiles fill at most half the unit slots (one an SM by default): as many parts
 // as the slots hold, at most 8, each of at least min_steps K steps.
 int conv_int8_pick_split(const ConvInt8Args& args, int tile) {
-  const SplitSettings& settings = split_settings();
-  if (tile < 0 || tile >= kTileCount || !mma_tile(tile) || !settings.enabled) return 1;
+  if (tile < 0 || tile >= kTileCount || !mma_tile(tile) || !knobs().split_enabled) return 1;
   if (kTiles[tile].block_m * kTiles[tile].block_n > kSplitMaxTile) return 1;
-  const int64_t slots = int64_t{device_traits().sms} * settings.units_per_sm;
+  const int64_t slots = int64_t{device_traits().sms} * knobs().split_units_per_sm;
   const int64_t tiles = output_tiles(args, tile);
   if (tiles * 2 > slots) return 1;
   const int64_t split =
-      std::min<int64_t>({slots / tiles, k_steps(args) / settings.min_steps, kSplitMax});
+      std::min<int64_t>({slots / tiles, k_steps(args) / knobs().split_min_steps, kSplitMax});
   return split >= 2 ? int(split) : 1;
 }
 
 size_t conv_int8_split_workspace_bytes(const ConvInt8Args& args, int tile, int split) {
   if (tile < 0 || tile >= kTileCount || split <= 1) return 0;
-  return split_bytes(output_tiles(args, tile), split, kTiles[tile].block_m, kTiles[tile].block_n);
+  const int64_t tiles = output_tiles(args, tile);
+  return split_counter_bytes(tiles) +
+         size_t(tiles) * size_t(split) * size_t(kTiles[tile].block_m) * size_t(kTiles[tile].block_n) * 4;
 }
 
 size_t conv_int8_split_workspace_bytes() {
   // tiles * split <= slots, tiles <= slots / 2, tiles of at most kSplitMaxTile outputs.
-  const size_t slots = size_t(device_traits().sms) * split_settings().units_per_sm;
-  const size_t counters = (slots * 4 + kSplitAlign - 1) / kSplitAlign * kSplitAlign;
-  return counters + slots * kSplitMaxTile * 4;
+  const size_t slots = size_t(device_traits().sms) * knobs().split_units_per_sm;
+  return split_counter_bytes(int64_t(slots)) + slots * kSplitMaxTile * 4;
 }
 
 Expected<int> conv_int8_autotune(const ConvInt8Args& args, cudaStream_t stream, int repeats) {
@@ -371,15 +361,7 @@ Status conv_int8(const ConvInt8Args& a, cudaStream_t stream) {
   // Split K: the caller's, or the heuristic's where the workspace holds it.
   if (a.split_k < 0)
     return invalid_argument("conv_int8: split_k ", a.split_k, " (0: the heuristic's, 1: none, n > 1)");
-  if (!split_settings().error.empty())
-    return invalid_argument("conv_int8: ", split_settings().error);
-  if (small_tile_override() == -2)
-    return invalid_argument("conv_int8: QYOLO_CUDA_SMALL_TILE=", std::getenv("QYOLO_CUDA_SMALL_TILE"),
-                            " is no mma.sync tile variant (conv_int8_tile_name)");
-  if (small_pointwise_tile_override() == -2)
-    return invalid_argument("conv_int8: QYOLO_CUDA_SMALL_POINTWISE_TILE=",
-                            std::getenv("QYOLO_CUDA_SMALL_POINTWISE_TILE"),
-                            " is no mma.sync or wgmma tile variant (conv_int8_tile_name)");
+  if (!knobs().error.empty()) return invalid_argument("conv_int8: ", knobs().error);
   int split = 1;
   if (a.split_k > 1) {
     if (!mma_tile(tile))
@@ -453,10 +435,9 @@ Status conv_int8(const ConvInt8Args& a, cudaStream_t stream) {
   p.out_hw = p.out_h * p.out_w;
   p.split_k = split;
   if (split > 1) {
-    const int64_t tiles = output_tiles(a, tile);
-    const size_t counters = split_bytes(tiles, 1, 0, 0);
     p.split_counters = static_cast<int*>(a.workspace);
-    p.split_partials = reinterpret_cast<int4*>(static_cast<char*>(a.workspace) + counters);
+    p.split_partials = reinterpret_cast<int4*>(static_cast<char*>(a.workspace) +
+                                               split_counter_bytes(output_tiles(a, tile)));
   }
 
   return check(kTiles[tile].launch(p, stream), kTiles[tile].name);

@@ -199,7 +199,6 @@ Levels level_table(PreprocessOutput format, float input_scale) {
 // left at 4: 16 gave 0.059 ms against 0.061 at batch 64 (2, 8, 32: 0.062, 0.061, 0.074), but
 // 0.040 against 0.035 at batch 32 (fewer, longer-running threads where 4 already fit a wave).
 constexpr int kGroupsPerThread = 4;
-constexpr int kOverlapGroupsPerThread = kGroupsPerThread;
 
 // kGroup consecutive pixels of one canvas row a thread: the row's letterbox test and vertical
 // resize step once, each inside pixel's source values, the group's output through the level
@@ -387,7 +386,7 @@ Status preprocess(const PreprocessArgs& args, cudaStream_t stream) {
   if (!args.output) return invalid_argument(kOp, ": output is null");
   if (args.output_format == PreprocessOutput::kInt8Hwc4)
     QYOLO_RETURN_IF_ERROR(ops::check_scale(kOp, "input_scale", args.input_scale));
-  int overlap_groups = kOverlapGroupsPerThread;
+  int overlap_groups = kGroupsPerThread;
   if (const char* v = std::getenv("QYOLO_PREPROCESS_OVERLAP_GROUPS")) {
     char* end = nullptr;
     const long n = std::strtol(v, &end, 10);
