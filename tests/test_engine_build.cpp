@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <set>
 
 #include "engine_test_graphs.h"
 #include "qyolo/engine_builder.h"
@@ -64,10 +65,31 @@ TEST(EngineBuild, EveryPassReportsWhatItDid) {
   EXPECT_NE(find_pass(*r, "plan_memory")->summary.find("peak"), std::string::npos);
 }
 
+// Every Concat input with another scale than its Concat: the producers do the reference's
+// requantizing copy themselves — a conv read by the Concat alone rounding at its own scale
+// first (conv_scale), the fused Add's third rounding, a MaxPool and a Resize rounding at their
+// own scale (requant_from), and the stem conv and a MaxPool that other layers read too writing
+// the slice besides their own tensor (also_output) — and the numbers equal the reference's.
 TEST(EngineBuild, MatchesTheReferenceWithUnequalConcatScales) {
   GraphMaker m = yolo_like();
   BuildOptions o;
   o.scales = m.scales();
+  auto r = build_engine(m.graph, o);
+  ASSERT_TRUE(r) << r.status().message();
+  int copies = 0, rounding = 0, besides = 0;
+  std::set<std::string> kinds;
+  for (const EngineLayer& l : r->engine.layers) {
+    copies += l.op == "Copy" || l.op == "Requantize";
+    rounding += l.requant_from > 0.0f;
+    besides += l.also_output >= 0;
+    if (l.requant_from > 0.0f || l.also_output >= 0) kinds.insert(l.op);
+  }
+  const std::string& s = find_pass(*r, "remove_concat")->summary;
+  EXPECT_EQ(copies, 0) << s;
+  EXPECT_EQ(rounding, 3) << s;  // the fused Add, pool2, the Resize
+  EXPECT_EQ(besides, 3) << s;   // the stem, the downsampling conv, pool1
+  EXPECT_EQ(kinds, (std::set<std::string>{"Conv+SiLU", "Conv+SiLU+Add", "MaxPool", "Resize"}))
+      << s;
   expect_equal_to_reference(m.graph, o);
 }
 

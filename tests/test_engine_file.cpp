@@ -63,7 +63,7 @@ TEST(EngineFile, DamageIsOneLineError) {
   expect_one_line_error(bytes, "not a qyolo engine");
   bytes = good;
   bytes[8] = 9;
-  expect_one_line_error(bytes, "format version 9, this qyolo reads 1");
+  expect_one_line_error(bytes, "format version 9, this qyolo reads 2");
   bytes = good;
   const EngineTarget cuda = EngineTarget::kCuda;
   expect_one_line_error(bytes, "built for target cpu, this device is cuda", &cuda);
@@ -100,6 +100,24 @@ TEST(EngineFile, InconsistentPayloadIsRefused) {
   e = small_engine();
   layer_of(e, LayerKind::kConv).precision = ElementType::kFloat32;
   expect_one_line_error(serialize_engine(e), "fp32 convolution");
+  // A fused Concat copy only on an int8 Conv, MaxPool or Resize, into an int8 tensor.
+  e = small_engine();
+  layer_of(e, LayerKind::kOutputReformat).also_output = 0;
+  expect_one_line_error(serialize_engine(e), "a fused Concat copy on a Reformat layer");
+  e = small_engine();
+  layer_of(e, LayerKind::kMaxPool).also_output = int(e.tensors.size());
+  expect_one_line_error(serialize_engine(e), "also_output out of range");
+  e = small_engine();
+  layer_of(e, LayerKind::kMaxPool).requant_from = -1.0f;
+  expect_one_line_error(serialize_engine(e), "requant_from -1");
+  e = small_engine();
+  layer_of(e, LayerKind::kMaxPool).requant_from = 0.5f;
+  layer_of(e, LayerKind::kMaxPool).also_output = layer_of(e, LayerKind::kMaxPool).output;
+  expect_one_line_error(serialize_engine(e), "both requant_from and also_output set");
+  e = small_engine();
+  layer_of(e, LayerKind::kConv).precision = ElementType::kFloat16;
+  layer_of(e, LayerKind::kConv).requant_from = 0.5f;
+  expect_one_line_error(serialize_engine(e), "a fused Concat copy on a Conv");
   e = small_engine();
   e.layers[1].kind = static_cast<LayerKind>(77);
   expect_one_line_error(serialize_engine(e), "unknown kind 77");

@@ -67,6 +67,17 @@ struct NhwcShape {
   int batch = 1, height = 0, width = 0, channels = 0;
 };
 
+// A Concat's requantizing copy fused into a MaxPool or Resize (the engine's
+// EngineLayer::requant_from / also_output): mid_scale > 0 requantizes the selected value to
+// mid_scale first, then to output_scale (the reference's own tensor, then its copy: two
+// roundings); y2, when set, also receives y requantized from output_scale to y2_scale.
+struct FusedCopyInt8 {
+  float mid_scale = 0.0f;
+  int8_t* y2 = nullptr;
+  ChannelSlice y2_layout;
+  float y2_scale = 1.0f;
+};
+
 // MaxPool with a k x k window, stride, symmetric padding (padding never wins, as -inf).
 struct MaxPoolInt8Args {
   NhwcShape input;  // output size follows from kernel/stride/pad (floor)
@@ -76,6 +87,7 @@ struct MaxPoolInt8Args {
   int8_t* y = nullptr;
   ChannelSlice y_layout;
   float input_scale = 1.0f, output_scale = 1.0f;
+  FusedCopyInt8 copy;
 };
 Status maxpool_int8(const MaxPoolInt8Args& args, cudaStream_t stream);
 inline int pool_out_size(int in, int kernel, int stride, int pad) {
@@ -91,6 +103,7 @@ struct ResizeNearestInt8Args {
   int8_t* y = nullptr;
   ChannelSlice y_layout;
   float input_scale = 1.0f, output_scale = 1.0f;
+  FusedCopyInt8 copy;
 };
 Status resize_nearest_int8(const ResizeNearestInt8Args& args, cudaStream_t stream);
 

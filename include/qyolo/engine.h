@@ -19,7 +19,7 @@ namespace qyolo {
 
 // "QYOLOENG" then the format version; bump kEngineFormatVersion on any layout change.
 inline constexpr char kEngineMagic[8] = {'Q', 'Y', 'O', 'L', 'O', 'E', 'N', 'G'};
-inline constexpr uint32_t kEngineFormatVersion = 1;
+inline constexpr uint32_t kEngineFormatVersion = 2;
 
 enum class EngineTarget : uint32_t { kCpu = 1, kCuda = 2 };
 // "cpu", "cuda"; "unknown(N)" otherwise.
@@ -126,11 +126,28 @@ struct EngineLayer {
   // rounded at conv_scale, then `table` maps it, as the reference's 256-entry table does.
   WeightRange table;  // int8[256], index q + 128
 
+  // A Concat's requantizing copy, fused (int8 Conv, MaxPool, Resize; remove_concat). The
+  // reference writes the layer's own int8 tensor, then requantizes it into the Concat:
+  // - `requant_from` > 0 (the own tensor is read by the Concat alone): the layer rounds its
+  //   result to int8 at requant_from (the own tensor's scale), and `output`, a slice of the
+  //   Concat, receives requantize(q, requant_from, output's scale);
+  // - `also_output` >= 0 (the own tensor has other readers): `output` receives q as usual and
+  //   also_output, a slice of the Concat, receives requantize(q, output's scale, its scale).
+  // requantize(q, from, to) = quantize_rne(float(q) * from, to), a copy when from == to.
+  float requant_from = 0.0f;
+  int also_output = -1;  // tensor index
+
   // kMaxPool.
   int kernel = 1, stride = 1, pad = 0;
   // kResizeNearest.
   int factor = 1;
 };
+
+struct Engine;
+// The scale the layer rounds its int8 result at: requant_from when set, else its output's.
+float layer_round_scale(const Engine& engine, const EngineLayer& layer);
+// requantize(q, from, to) of EngineLayer's fused Concat copy, for every q (index q + 128).
+void requantize_table(float from, float to, int8_t* table);
 
 // Per-layer precision decision, kept for the fallback report (DLA's "layers running on GPU").
 struct EngineFallback {

@@ -28,6 +28,10 @@ struct BuildOptions {
   IoFormat output_format = IoFormat::kFp32Chw;
   bool fusion = true;        // false: QYOLO_DISABLE_FUSION=1, the unfused graph
   bool reuse_memory = true;  // false: every buffer its own bytes (per-layer debugging)
+  // Concat inputs at another scale requantized by their producers (MaxPool, Resize, a conv's
+  // third rounding or second output); false: QYOLO_KEEP_CONCAT_COPIES=1, Requantize layers for
+  // them as before format 2 (for timing comparisons).
+  bool fuse_concat_copies = true;
   std::map<std::string, Shape> input_shapes;
   std::string source;  // model file name, recorded in the engine
   std::string qyolo_version = "0.1.0";
@@ -78,6 +82,12 @@ struct BuildLayer {
   // at the output value's scale: a Concat input written in place although the Concat has
   // another scale, the reference's requantizing copy fused (remove_concat).
   float conv_scale = 0.0f;
+  // A Concat's requantizing copy done by this layer (int8 Conv, MaxPool, Resize; EngineLayer
+  // says how): > 0: the layer rounds at this scale (its own tensor's, read by the Concat alone)
+  // and writes its output value, now the Concat's slice, requantized; also_output >= 0: the
+  // value index of the Concat slice that receives the output requantized, besides the output.
+  float requant_from = 0.0f;
+  int also_output = -1;
   // kMaxPool / kResize
   int kernel = 1, stride = 1, pad = 0, factor = 1;
 };

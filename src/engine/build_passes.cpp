@@ -490,7 +490,7 @@ Status insert_precision_converts(BuildGraph& g, PassReport& report) {
 }
 
 Status remove_concat(BuildGraph& g, const BuildOptions& options, PassReport& report) {
-  int concats = 0, in_place = 0, requantized = 0, copies = 0;
+  int concats = 0, in_place = 0, requantized = 0, fused_copies = 0, copies = 0;
   // Why each copy is one, in the report (what a fusion would have to handle to remove it).
   std::map<std::string, int> copy_reasons;
   std::vector<BuildOp> op_of;
@@ -518,25 +518,54 @@ Status remove_concat(BuildGraph& g, const BuildOptions& options, PassReport& rep
           in.type == target.type && (target.type != ElementType::kInt8 || in.scale == target.scale);
       // An int8 conv read by this Concat alone can round at its own scale and write the
       // Concat's: the reference's requantizing copy, in the conv's epilogue.
-      BuildLayer* conv = in.producer >= 0 && moved_to[in.producer] >= 0
+      // The layer that produced this input (already moved to `out`).
+      BuildLayer* maker = in.producer >= 0 && moved_to[in.producer] >= 0
                              ? &out[moved_to[in.producer]]
                              : nullptr;
       const bool requantize_in_conv =
-          conv && conv->op == BuildOp::kConv && conv->precision == ElementType::kInt8 &&
+          maker && maker->op == BuildOp::kConv && maker->precision == ElementType::kInt8 &&
           in.type == ElementType::kInt8 && target.type == ElementType::kInt8 && in.scale > 0.0f &&
-          target.scale > 0.0f && conv->residual < 0 && conv->activation != Activation::kSigmoid &&
-          conv->conv_scale == 0.0f && users[v].size() == 1;
+          target.scale > 0.0f && maker->residual < 0 && maker->activation != Activation::kSigmoid &&
+          maker->conv_scale == 0.0f && users[v].size() == 1;
       const bool free = options.fusion && in.parent < 0 && !in.graph_output && producer_ok &&
                         aligned && !seen.count(v);
+      // Otherwise an int8 Conv (not Sigmoid), MaxPool or Resize does the requantizing copy
+      // itself: rounding at its own scale when the Concat is the only reader (requant_from),
+      // or writing the slice besides its own tensor (also_output).
+      const bool int8_copy_layer =
+          options.fuse_concat_copies && maker && in.type == ElementType::kInt8 && target.type == ElementType::kInt8 &&
+          in.scale > 0.0f && target.scale > 0.0f && maker->requant_from == 0.0f &&
+          maker->also_output < 0 && maker->precision == ElementType::kInt8 &&
+          ((maker->op == BuildOp::kConv && maker->activation != Activation::kSigmoid) ||
+           maker->op == BuildOp::kMaxPool || maker->op == BuildOp::kResize);
+      const bool only_reader = users[v].size() == 1;
       if (free && (same_numbers || requantize_in_conv)) {
         if (!same_numbers) {
-          conv->conv_scale = in.scale;
+          maker->conv_scale = in.scale;
           in.scale = target.scale;
           ++requantized;
         }
         in.parent = l.output;
         in.channel_offset = offset;
         ++in_place;
+      } else if (free && int8_copy_layer && only_reader && maker->conv_scale == 0.0f) {
+        maker->requant_from = in.scale;
+        in.scale = target.scale;
+        in.parent = l.output;
+        in.channel_offset = offset;
+        ++in_place;
+        ++fused_copies;
+      } else if (free && int8_copy_layer && !only_reader) {
+        BuildValue slice = target;
+        slice.name = str_cat(target.name, "[", offset, ":", offset + in.channels, "]");
+        slice.channels = in.channels;
+        slice.parent = l.output;
+        slice.channel_offset = offset;
+        slice.graph_output = false;
+        slice.producer = moved_to[in.producer];
+        maker->also_output = add_value(g, slice);
+        ++in_place;
+        ++fused_copies;
       } else {
         BuildValue slice = target;
         slice.name = str_cat(target.name, "[", offset, ":", offset + in.channels, "]");
@@ -557,12 +586,17 @@ Status remove_concat(BuildGraph& g, const BuildOptions& options, PassReport& rep
         const BuildOp producer_op = in.producer >= 0 ? op_of[in.producer] : BuildOp::kInputReformat;
         std::string reason;
         if (!options.fusion) reason = "fusion off";
+        else if (!options.fuse_concat_copies && free) reason = "QYOLO_KEEP_CONCAT_COPIES=1";
         else if (!free) reason = "layout";
-        else if (producer_op == BuildOp::kConv && conv && conv->residual >= 0)
-          reason = "after a fused Add";
-        else if (producer_op == BuildOp::kConv && users[v].size() > 1) reason = "read by other layers too";
-        else if (producer_op == BuildOp::kMaxPool) reason = "from a MaxPool";
-        else if (producer_op == BuildOp::kResize) reason = "from a Resize";
+        else if (maker && (maker->requant_from > 0.0f || maker->also_output >= 0 ||
+                           maker->conv_scale > 0.0f))
+          reason = "producer writes another copy already";
+        else if (in.type != ElementType::kInt8 || target.type != ElementType::kInt8)
+          reason = "not int8";
+        else if (producer_op == BuildOp::kConv) reason = "from a Conv+Sigmoid";
+        else if (producer_op == BuildOp::kAdd) reason = "from an unfused Add";
+        else if (producer_op == BuildOp::kMul) reason = "from a Mul";
+        else if (producer_op == BuildOp::kSigmoid) reason = "from a Sigmoid";
         else reason = "other";
         ++copy_reasons[reason];
       }
@@ -572,15 +606,18 @@ Status remove_concat(BuildGraph& g, const BuildOptions& options, PassReport& rep
     l.removed = true;  // its output is the buffer its inputs were written into
   }
   g.layers = std::move(out);
-  for (size_t i = 0; i < g.layers.size(); ++i)
+  for (size_t i = 0; i < g.layers.size(); ++i) {
     if (g.layers[i].op != BuildOp::kOutputReformat) g.values[g.layers[i].output].producer = int(i);
+    if (g.layers[i].also_output >= 0) g.values[g.layers[i].also_output].producer = int(i);
+  }
   std::string why;
   for (const auto& [reason, count] : copy_reasons)
     why += str_cat(why.empty() ? "" : ", ", count, " ", reason);
   report = {"remove_concat",
             str_cat(concats, " Concat removed: ", in_place,
                     " inputs written in place into their channel slice (", requantized,
-                    " of them by a conv rounding at its own scale first), ", copies,
+                    " of them by a conv rounding at its own scale first, ", fused_copies,
+                    " by their producer requantizing as the reference's copy does), ", copies,
                     " copied", copies ? " (" + why + ")" : std::string())};
   return Status::ok();
 }

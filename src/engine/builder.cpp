@@ -211,6 +211,7 @@ Expected<Engine> lower(const BuildGraph& g, const BuildOptions& options,
       for (int v : l->inputs) use(v);
     if (l->op != BuildOp::kOutputReformat) use(l->output);
     use(l->residual);
+    use(l->also_output);
     if (l->op == BuildOp::kInputReformat && options.input_format == IoFormat::kInt8Hwc4)
       hwc4[l->output] = true;
   }
@@ -290,6 +291,8 @@ Expected<Engine> lower(const BuildGraph& g, const BuildOptions& options,
     }
     l.output = b->op == BuildOp::kOutputReformat ? b->output : tensor_of[b->output];
     l.residual = b->residual >= 0 ? tensor_of[b->residual] : -1;
+    l.requant_from = b->requant_from;
+    l.also_output = b->also_output >= 0 ? tensor_of[b->also_output] : -1;
     l.kernel = b->kernel;
     l.stride = b->stride;
     l.pad = b->pad;
@@ -311,6 +314,7 @@ Expected<Engine> lower(const BuildGraph& g, const BuildOptions& options,
     if (l.kind != LayerKind::kInputReformat) touched = l.inputs;
     if (l.kind != LayerKind::kOutputReformat) touched.push_back(l.output);
     if (l.residual >= 0) touched.push_back(l.residual);
+    if (l.also_output >= 0) touched.push_back(l.also_output);
     for (int t : touched) {
       ArenaBuffer& b = e.buffers[e.tensors[t].buffer];
       b.first_layer = std::min(b.first_layer, int(j));

@@ -1,4 +1,5 @@
 // The engine file format (docs/engine_format.md) and the engine's structural checks.
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <iterator>
@@ -109,6 +110,15 @@ int64_t EngineIo::image_bytes() const {
   return 0;
 }
 
+float layer_round_scale(const Engine& engine, const EngineLayer& layer) {
+  return layer.requant_from > 0.0f ? layer.requant_from : engine.tensors[layer.output].scale;
+}
+
+void requantize_table(float from, float to, int8_t* table) {
+  for (int q = -128; q < 128; ++q)
+    table[q + 128] = from == to ? int8_t(q) : quantize_rne(float(q) * from, to);
+}
+
 WeightRange Engine::add_weights(const void* data, size_t bytes) {
   WeightRange range;
   range.offset = (weights.size() + 63) / 64 * 64;
@@ -195,6 +205,29 @@ Status validate_engine(const Engine& e) {
         break;
       default:
         return unsupported("layer '", l.name, "': unknown kind ", uint32_t(l.kind));
+    }
+    if (l.also_output >= tensors || l.also_output < -1)
+      return invalid_argument("layer '", l.name, "': also_output out of range");
+    if (l.requant_from < 0.0f || !std::isfinite(l.requant_from))
+      return invalid_argument("layer '", l.name, "': requant_from ", l.requant_from);
+    if (l.requant_from > 0.0f || l.also_output >= 0) {
+      const bool kind_ok = (l.kind == LayerKind::kConv && l.precision == ElementType::kInt8 &&
+                            l.activation != Activation::kSigmoid) ||
+                           l.kind == LayerKind::kMaxPool || l.kind == LayerKind::kResizeNearest;
+      if (!kind_ok)
+        return invalid_argument("layer '", l.name, "': a fused Concat copy on a ", l.op, " layer");
+      if (l.requant_from > 0.0f && l.also_output >= 0)
+        return invalid_argument("layer '", l.name, "': both requant_from and also_output set");
+      if (e.tensors[l.output].type != ElementType::kInt8 ||
+          (l.also_output >= 0 && e.tensors[l.also_output].type != ElementType::kInt8))
+        return invalid_argument("layer '", l.name, "': a fused Concat copy needs int8 tensors");
+      if (l.also_output >= 0) {
+        const EngineTensor& a = e.tensors[l.also_output];
+        const EngineTensor& o = e.tensors[l.output];
+        if (a.channels != o.channels || a.height != o.height || a.width != o.width)
+          return invalid_argument("layer '", l.name, "': also_output '", a.name,
+                                  "' differs in shape from output '", o.name, "'");
+      }
     }
   }
   return Status::ok();
@@ -344,6 +377,8 @@ std::vector<uint8_t> serialize_engine(const Engine& e) {
     for (const WeightRange* r : {&l.weights, &l.weight_scales, &l.bias, &l.table}) w.range(*r);
     w.i32(l.residual);
     w.f32(l.conv_scale);
+    w.f32(l.requant_from);
+    w.i32(l.also_output);
     for (int v : {l.kernel, l.stride, l.pad, l.factor}) w.i32(v);
   }
   w.u32(uint32_t(e.fallbacks.size()));
@@ -451,6 +486,8 @@ Expected<Engine> deserialize_engine(const void* data, size_t size, const std::st
     for (WeightRange* w : {&l.weights, &l.weight_scales, &l.bias, &l.table}) *w = r.range();
     l.residual = r.i32();
     l.conv_scale = r.f32();
+    l.requant_from = r.f32();
+    l.also_output = r.i32();
     for (int* v : {&l.kernel, &l.stride, &l.pad, &l.factor}) *v = r.i32();
     e.layers.push_back(std::move(l));
   }

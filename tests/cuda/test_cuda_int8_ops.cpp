@@ -230,6 +230,85 @@ TEST(CudaInt8Ops, SixteenChannelPathsMatchExactly) {
   }
 }
 
+// A Concat's requantizing copy fused into MaxPool and Resize (FusedCopyInt8): mid_scale rounds
+// at the layer's own scale, then at the output's (two roundings, as the reference's own tensor
+// and its copy); y2 receives y requantized to its scale. Both the 16-channel kernels (aligned
+// slices) and the element kernels (a slice at offset 8), each output byte as the reference's.
+TEST(CudaInt8Ops, FusedConcatCopiesMatchExactly) {
+  QYOLO_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(9);
+  const float s_in = 0.037f, s_own = 0.052f, s_cat = 0.0611f;
+  for (const int offset : {16, 8}) {
+    const cuda::NhwcShape shape{2, 9, 10, 32};
+    const ChannelSlice in{48, 16}, own{32, 0}, cat{96, offset};
+    Tensor8 x = random_tensor(shape, in, rng);
+    for (const bool resize : {false, true}) {
+      const cuda::NhwcShape out_shape =
+          resize ? cuda::NhwcShape{2, 18, 20, 32} : shape;
+      // The selected value of each output element.
+      auto selected = [&](int n, int oy, int ox, int c) {
+        if (resize) return x.at(n, oy / 2, ox / 2, c);
+        int best = -128;
+        for (int ky = std::max(oy - 2, 0); ky < std::min(oy + 3, shape.height); ++ky)
+          for (int kx = std::max(ox - 2, 0); kx < std::min(ox + 3, shape.width); ++kx)
+            best = std::max(best, int(x.at(n, ky, kx, c)));
+        return int8_t(best);
+      };
+      auto launch = [&](const cuda::DeviceBuffer& dx, int8_t* y, ChannelSlice y_layout,
+                        float y_scale, const cuda::FusedCopyInt8& copy) {
+        if (resize) {
+          cuda::ResizeNearestInt8Args a;
+          a.input = shape, a.factor = 2;
+          a.x = dx.as<int8_t>(), a.x_layout = in, a.y = y, a.y_layout = y_layout;
+          a.input_scale = s_in, a.output_scale = y_scale, a.copy = copy;
+          return cuda::resize_nearest_int8(a, nullptr);
+        }
+        cuda::MaxPoolInt8Args a;
+        a.input = shape, a.kernel = 5, a.stride = 1, a.pad = 2;
+        a.x = dx.as<int8_t>(), a.x_layout = in, a.y = y, a.y_layout = y_layout;
+        a.input_scale = s_in, a.output_scale = y_scale, a.copy = copy;
+        return cuda::maxpool_int8(a, nullptr);
+      };
+      const std::string what = std::string(resize ? "resize" : "maxpool") + ", slice offset " +
+                               std::to_string(offset);
+      auto dx = upload(x.data);
+      {  // read by the Concat alone: rounded at its own scale, then the Concat's
+        Tensor8 y = random_tensor(out_shape, cat, rng);
+        Tensor8 e = y;
+        for (int n = 0; n < 2; ++n)
+          for (int oy = 0; oy < out_shape.height; ++oy)
+            for (int ox = 0; ox < out_shape.width; ++ox)
+              for (int c = 0; c < 32; ++c)
+                e.at(n, oy, ox, c) = requantize_ref(
+                    requantize_ref(selected(n, oy, ox, c), s_in, s_own), s_own, s_cat);
+        auto dy = upload(y.data);
+        cuda::FusedCopyInt8 copy;
+        copy.mid_scale = s_own;
+        QYOLO_ASSERT_OK(launch(dx, dy.as<int8_t>(), cat, s_cat, copy));
+        EXPECT_EQ(count_differences(e.data, dy), 0) << what << ", mid_scale";
+      }
+      {  // read by others too: its own tensor, and the Concat's slice besides
+        Tensor8 y = random_tensor(out_shape, own, rng), y2 = random_tensor(out_shape, cat, rng);
+        Tensor8 e = y, e2 = y2;
+        for (int n = 0; n < 2; ++n)
+          for (int oy = 0; oy < out_shape.height; ++oy)
+            for (int ox = 0; ox < out_shape.width; ++ox)
+              for (int c = 0; c < 32; ++c) {
+                e.at(n, oy, ox, c) = requantize_ref(selected(n, oy, ox, c), s_in, s_own);
+                e2.at(n, oy, ox, c) = requantize_ref(e.at(n, oy, ox, c), s_own, s_cat);
+              }
+        auto dy = upload(y.data);
+        auto dy2 = upload(y2.data);
+        cuda::FusedCopyInt8 copy;
+        copy.y2 = dy2.as<int8_t>(), copy.y2_layout = cat, copy.y2_scale = s_cat;
+        QYOLO_ASSERT_OK(launch(dx, dy.as<int8_t>(), own, s_own, copy));
+        EXPECT_EQ(count_differences(e.data, dy), 0) << what << ", y";
+        EXPECT_EQ(count_differences(e2.data, dy2), 0) << what << ", y2";
+      }
+    }
+  }
+}
+
 TEST(CudaInt8Ops, BadSlicesAndWindowsAreOneLineErrors) {
   int8_t dummy[16];
   cuda::MaxPoolInt8Args a;
@@ -250,6 +329,16 @@ TEST(CudaInt8Ops, BadSlicesAndWindowsAreOneLineErrors) {
   r.output_scale = 0.0f;
   s = cuda::requantize_int8(r, nullptr);
   EXPECT_NE(s.message().find("output_scale"), std::string::npos) << s.message();
+  a.pad = 2;
+  a.copy.y2 = dummy;
+  a.copy.y2_layout = {16, 4};
+  s = cuda::maxpool_int8(a, nullptr);
+  EXPECT_NE(s.message().find("maxpool_int8: y2 channels [4, 20)"), std::string::npos)
+      << s.message();
+  a.copy = {};
+  a.copy.mid_scale = -1.0f;
+  s = cuda::maxpool_int8(a, nullptr);
+  EXPECT_NE(s.message().find("mid_scale -1"), std::string::npos) << s.message();
 }
 
 }  // namespace

@@ -65,6 +65,8 @@ int run_build(const BuildFlags& flags) {
   options.output_format = *out;
   if (const char* off = std::getenv("QYOLO_DISABLE_FUSION"); off && std::string(off) == "1")
     options.fusion = false;
+  if (const char* keep = std::getenv("QYOLO_KEEP_CONCAT_COPIES"); keep && std::string(keep) == "1")
+    options.fuse_concat_copies = false;
 
   auto built = build_engine(*graph, options);
   if (!built) return report_error("build", with_context(built.status(), flags.onnx));

@@ -75,6 +75,7 @@ class CpuPrepared : public PreparedEngine {
         default:
           status = cpu_engine::run_pointwise(ctx, int(i));
       }
+      if (status.is_ok()) status = cpu_engine::apply_fused_copy(ctx, int(i));
       if (!status.is_ok()) return status;
       if (args.layer_ms)
         (*args.layer_ms)[i] =

@@ -70,7 +70,7 @@ Status run_conv_int8(const Context& ctx, int index) {
   ep.silu = l.activation == Activation::kSilu;
   const int8_t* table = e.weight_data<int8_t>(l.table);
   const EngineTensor* res = l.residual >= 0 ? &e.tensors[l.residual] : nullptr;
-  const float out_scale = out.scale;
+  const float out_scale = layer_round_scale(e, l);  // a fused Concat copy: apply_fused_copy
   // Rounded at the conv's own scale first, then the reference's separate Add or its
   // requantizing copy into a Concat of another scale: conv_int8.h's conv_scale arithmetic.
   const bool rounded_first = !table && l.conv_scale > 0.0f;

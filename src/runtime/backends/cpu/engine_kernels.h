@@ -38,6 +38,9 @@ struct Context {
 Status run_conv_int8(const Context& ctx, int layer);
 Status run_conv_fp16(const Context& ctx, int layer);
 Status run_pointwise(const Context& ctx, int layer);  // MaxPool, Resize, Convert, Add, Mul, Sigmoid
+// A layer's fused Concat copy (EngineLayer::requant_from / also_output), after the layer ran
+// with layer_round_scale: the output requantized in place, or into also_output.
+Status apply_fused_copy(const Context& ctx, int layer);
 Status run_input_reformat(const Context& ctx, int layer, const void* input);
 Status run_output_reformat(const Context& ctx, int layer, void* output);
 

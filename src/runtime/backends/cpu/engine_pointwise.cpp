@@ -61,7 +61,8 @@ uint8_t* image_bytes(const Context& ctx, int t, int n) {
 Status run_pointwise(const Context& ctx, int index) {
   const Engine& e = *ctx.engine;
   const EngineLayer& l = e.layers[index];
-  const EngineTensor& out = e.tensors[l.output];
+  EngineTensor out = e.tensors[l.output];
+  out.scale = layer_round_scale(e, l);  // a fused Concat copy: apply_fused_copy follows
   const EngineTensor& in = e.tensors[l.inputs[0]];
   const int h = out.height, w = out.width, c_n = out.channels;
   for (int n = 0; n < ctx.batch; ++n) {
@@ -147,6 +148,26 @@ Status run_pointwise(const Context& ctx, int index) {
       default:
         return internal_error("layer '", l.name, "': not a pointwise layer");
     }
+  }
+  return Status::ok();
+}
+
+Status apply_fused_copy(const Context& ctx, int index) {
+  const Engine& e = *ctx.engine;
+  const EngineLayer& l = e.layers[index];
+  if (l.requant_from <= 0.0f && l.also_output < 0) return Status::ok();
+  const EngineTensor& out = e.tensors[l.output];
+  const EngineTensor& dst = l.also_output >= 0 ? e.tensors[l.also_output] : out;
+  int8_t table[256];
+  requantize_table(l.also_output >= 0 ? out.scale : l.requant_from, dst.scale, table);
+  const int64_t hw = int64_t(out.height) * out.width;
+  for (int n = 0; n < ctx.batch; ++n) {
+    const int8_t* x = ctx.image<int8_t>(l.output, n);
+    int8_t* y = ctx.image<int8_t>(l.also_output >= 0 ? l.also_output : l.output, n);
+#pragma omp parallel for
+    for (int64_t p = 0; p < hw; ++p)
+      for (int c = 0; c < out.channels; ++c)
+        y[p * dst.layout.stride + c] = table[x[p * out.layout.stride + c] + 128];
   }
   return Status::ok();
 }

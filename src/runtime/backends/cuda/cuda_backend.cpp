@@ -7,7 +7,11 @@
 //   int8 Conv            conv_int8 (qyolo/cuda_conv.h), SiLU and residual fused, the residual
 //                        rounded at the conv's own scale first where the engine says so
 //                        (EngineLayer::conv_scale, the epilogue's conv_scale); a table after
-//                        the conv goes through a scratch tensor and a second element-wise pass
+//                        the conv goes through a scratch tensor and a second element-wise pass;
+//                        a fused Concat copy (EngineLayer::requant_from / also_output) through
+//                        the epilogue's requant_table, built here at load
+//   int8 MaxPool, Resize the 16-channel kernels of qyolo/cuda_ops.h, a fused Concat copy as
+//                        their FusedCopyInt8
 //   fp16 Conv            conv_fp16 (qyolo/cuda_ops.h), weights repacked at load
 //   everything else      engine_layer / engine_*_reformat (kernels/cuda/engine_layers.h)
 #include "qyolo/runtime.h"
@@ -157,6 +161,14 @@ class CudaPrepared : public PreparedEngine {
     for (size_t i = 0; i < engine_.layers.size(); ++i) {
       const EngineLayer& l = engine_.layers[i];
       if (l.kind != LayerKind::kConv) continue;
+      if (l.precision == ElementType::kInt8 && has_fused_copy(l)) {  // its 256-entry table
+        int8_t table[256];
+        const float from = l.also_output >= 0 ? engine_.tensors[l.output].scale : l.requant_from;
+        const float to = engine_.tensors[l.also_output >= 0 ? l.also_output : l.output].scale;
+        requantize_table(from, to, table);
+        QYOLO_ASSIGN_OR_RETURN(layers_[i].requant_table, DeviceBuffer::allocate(256));
+        QYOLO_RETURN_IF_ERROR(layers_[i].requant_table.upload(table, 256));
+      }
       if (l.precision == ElementType::kInt8 && needs_scratch(l))
         scratch = std::max(scratch, size_t(round_up(l.shape.out_channels, 16)) *
                                         l.shape.out_h() * l.shape.out_w() * engine_.max_batch);
@@ -286,6 +298,10 @@ class CudaPrepared : public PreparedEngine {
   // A Conv whose output goes through a table (Conv + Sigmoid at the conv's own scale) runs into
   // a scratch tensor, then the table pass; the residual Add rounds in the epilogue (conv_scale).
   static bool needs_scratch(const EngineLayer& l) { return l.table.bytes > 0; }
+  // A Concat's requantizing copy done by the layer (EngineLayer::requant_from / also_output).
+  static bool has_fused_copy(const EngineLayer& l) {
+    return l.requant_from > 0.0f || l.also_output >= 0;
+  }
 
   // Image n of tensor t at channel 0 of its buffer's row: what the kernels of cuda_conv.h and
   // cuda_ops.h take, with the slice's offset in their ChannelSlice.
@@ -348,10 +364,11 @@ class CudaPrepared : public PreparedEngine {
     const EngineTensor& in = engine_.tensors[l.inputs[0]];
     const EngineTensor& out = engine_.tensors[l.output];
     const EngineTensor* res = l.residual >= 0 ? &engine_.tensors[l.residual] : nullptr;
+    const EngineTensor* also = l.also_output >= 0 ? &engine_.tensors[l.also_output] : nullptr;
     const bool scratch = needs_scratch(l);
     const int scratch_stride = round_up(l.shape.out_channels, 16);
     const int64_t scratch_image = int64_t(scratch_stride) * l.shape.out_h() * l.shape.out_w();
-    return per_batch({&in, &out, res}, batch, [&](int n, int count) -> Status {
+    return per_batch({&in, &out, res, also}, batch, [&](int n, int count) -> Status {
       qyolo::cuda::ConvInt8Args a;
       a.shape = l.shape;
       a.shape.batch = count;
@@ -365,9 +382,16 @@ class CudaPrepared : public PreparedEngine {
       a.epilogue.bias = static_cast<const float*>(weight(l.bias));
       a.epilogue.silu = l.activation == Activation::kSilu;
       a.epilogue.output = out.type == ElementType::kFloat16 ? ConvOutput::kFloat16 : ConvOutput::kInt8;
-      a.epilogue.output_scale = out.scale;
+      a.epilogue.output_scale = layer_round_scale(engine_, l);
       a.output = image_base(out, n);
       a.output_layout = out.layout;
+      if (has_fused_copy(l)) {  // the Concat's copy: requant_table, into the slice or in place
+        a.requant_table = layers_[index].requant_table.as<int8_t>();
+        if (also) {
+          a.requant_output = static_cast<int8_t*>(image_base(*also, n));
+          a.requant_layout = also->layout;
+        }
+      }
       if (direct_dst) {
         a.output = static_cast<uint8_t*>(direct_dst) + n * direct_image;
         a.output_block = 32;
@@ -437,10 +461,20 @@ class CudaPrepared : public PreparedEngine {
     if (in.type != ElementType::kInt8 || out.type != ElementType::kInt8 || l.inputs.size() != 1 ||
         !batch_contiguous(engine_, in) || !batch_contiguous(engine_, out))
       return false;
+    const EngineTensor* also = l.also_output >= 0 ? &engine_.tensors[l.also_output] : nullptr;
+    if (also && !batch_contiguous(engine_, *also)) return false;
     const qyolo::cuda::NhwcShape input{batch, in.height, in.width, out.channels};
     const qyolo::cuda::NhwcShape output{batch, out.height, out.width, out.channels};
     auto* x = static_cast<const int8_t*>(image_base(in, 0));
     auto* y = static_cast<int8_t*>(image_base(out, 0));
+    // A Concat's copy done here (EngineLayer::requant_from / also_output).
+    qyolo::cuda::FusedCopyInt8 copy;
+    copy.mid_scale = l.requant_from;
+    if (also) {
+      copy.y2 = static_cast<int8_t*>(image_base(*also, 0));
+      copy.y2_layout = also->layout;
+      copy.y2_scale = also->scale;
+    }
     switch (l.kind) {
       case LayerKind::kMaxPool: {
         qyolo::cuda::MaxPoolInt8Args a;
@@ -448,6 +482,7 @@ class CudaPrepared : public PreparedEngine {
         a.kernel = l.kernel, a.stride = l.stride, a.pad = l.pad;
         a.x = x, a.x_layout = in.layout, a.y = y, a.y_layout = out.layout;
         a.input_scale = in.scale, a.output_scale = out.scale;
+        a.copy = copy;
         status = qyolo::cuda::maxpool_int8(a, stream);
         return true;
       }
@@ -457,6 +492,7 @@ class CudaPrepared : public PreparedEngine {
         a.factor = l.factor;
         a.x = x, a.x_layout = in.layout, a.y = y, a.y_layout = out.layout;
         a.input_scale = in.scale, a.output_scale = out.scale;
+        a.copy = copy;
         status = qyolo::cuda::resize_nearest_int8(a, stream);
         return true;
       }
@@ -488,6 +524,9 @@ class CudaPrepared : public PreparedEngine {
     const EngineTensor* in2 = l.inputs.size() > 1 ? &engine_.tensors[l.inputs[1]] : nullptr;
     Status fast;
     if (!generic_only_ && int8_fast_path(l, batch, stream, fast)) return fast;
+    if (has_fused_copy(l))
+      return unsupported("layer '", l.name, "': its fused Concat copy needs the int8 kernels ",
+                         "(QYOLO_CUDA_GENERIC_LAYERS unset, batch-contiguous tensors)");
     qyolo::cuda::EngineLayerArgs e;
     switch (l.kind) {
       case LayerKind::kMaxPool:
@@ -588,6 +627,7 @@ class CudaPrepared : public PreparedEngine {
 
   struct LayerState {
     DeviceBuffer fp16_weights, fp16_bias;
+    DeviceBuffer requant_table;  // int8 convs with a fused Concat copy: int8[256]
   };
 
   const Engine& engine_;  // owned by the Module, which outlives this
