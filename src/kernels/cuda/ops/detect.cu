@@ -190,6 +190,7 @@ __device__ void blocked_row_candidates(const Heads& h, const float (*tables)[256
 // Zeroes the candidate counters and writes the int8 heads' sigmoid tables to global memory
 // (Heads::device_tables), block l level l's.
 __global__ void prepare_kernel(Heads h, int batch, int* counts, float* tables) {
+  wait_for_previous_kernel();
   if (blockIdx.x == 0)
     for (int n = threadIdx.x; n < batch; n += blockDim.x) counts[n] = 0;
   if (tables) tables[blockIdx.x * 256 + threadIdx.x] = h.tables.values[blockIdx.x][threadIdx.x];
@@ -206,6 +207,7 @@ __global__ void __launch_bounds__(kCandidateThreads)
     candidates_kernel(Heads h, float conf, bool multi_label, bool vector, int capacity,
                       int* counts, uint64_t* keys) {
   __shared__ float tables[3][256];  // int8 heads' sigmoid tables, read per field
+  wait_for_previous_kernel();
   if (h.args.type == HeadType::kInt8) {
     for (int i = threadIdx.x; i < 3 * 256; i += blockDim.x)
       tables[i / 256][i % 256] =
@@ -235,6 +237,7 @@ using ScoreSort = cub::BlockRadixSort<uint64_t, kScoreSortThreads, kScoreSortIte
 // empty, the block sort takes them).
 __global__ void segments_kernel(const int* counts, int batch, int capacity, int block_max,
                                 int* begin, int* end, int* candidate_counts) {
+  wait_for_previous_kernel();
   const int n = blockIdx.x * blockDim.x + threadIdx.x;
   if (n >= batch) return;
   const int count = min(counts[n], capacity);
@@ -250,6 +253,7 @@ __global__ void __launch_bounds__(kScoreSortThreads)
     score_sort_kernel(const int* counts, int capacity, CompactKeys compact, const uint64_t* keys_in,
                       uint64_t* keys_out) {
   extern __shared__ __align__(16) unsigned char sort_smem[];
+  wait_for_previous_kernel();
   const int n = blockIdx.x;
   const int count = min(counts[n], capacity);
   if (count > kBlockSortMax || count == 0) return;
@@ -385,29 +389,33 @@ Status detect(const DetectArgs& a, cudaStream_t stream) {
   h.device_tables = tables;
   QYOLO_ASSIGN_OR_RETURN(const NmsPlan nms, plan_nms(a));
 
-  prepare_kernel<<<3, 256, 0, stream>>>(h, batch, counts, tables);
-  QYOLO_RETURN_IF_ERROR(ops::launched(kOp));
+  // Detect's kernels overlap their launches with the kernel before (launch.cuh): each waits for
+  // it first. The segmented sort's kernels (cub's) are launched plainly.
+  QYOLO_RETURN_IF_ERROR(check(launch_kernel<prepare_kernel>(3, 256, 0, stream, h, batch, counts, tables), kOp));
   bool vector = true;  // every head blocked and 16-byte aligned: 16-byte loads
   for (const HeadTensor& t : a.heads.heads)
     vector = vector && t.channel_block != 0 && reinterpret_cast<uintptr_t>(t.data) % 16 == 0;
-  candidates_kernel<<<dim3(ops::blocks_for(h.rows, kCandidateThreads), batch), kCandidateThreads,
-                      0, stream>>>(
-      h, a.conf_threshold, a.multi_label, vector, a.max_candidates, counts, keys_in);
-  QYOLO_RETURN_IF_ERROR(ops::launched(kOp));
+  QYOLO_RETURN_IF_ERROR(check(
+      launch_kernel<candidates_kernel>(dim3(ops::blocks_for(h.rows, kCandidateThreads), batch),
+                                       kCandidateThreads, 0, stream, h, a.conf_threshold,
+                                       a.multi_label, vector, a.max_candidates, counts, keys_in),
+      kOp));
   // The block sort takes one SM an image: it pays from about 16 images on. yolov5s on an H200,
   // detect with the block sort / the segmented sort alone: batch 1 0.249 / 0.165 ms, 8 0.470 /
   // 0.449, 16 0.527 / 0.524, 32 0.628 / 0.661, 64 0.744 / 0.776.
   const bool block_sort = batch >= kBlockSortMinBatch && score_sort_available();
-  segments_kernel<<<ops::blocks_for(batch, 128), 128, 0, stream>>>(counts, batch, a.max_candidates,
-                                                                   block_sort ? kBlockSortMax : 0,
-                                                                   begin, end, a.candidate_counts);
-  QYOLO_RETURN_IF_ERROR(ops::launched(kOp));
+  QYOLO_RETURN_IF_ERROR(check(
+      launch_kernel<segments_kernel>(ops::blocks_for(batch, 128), 128, 0, stream, counts, batch,
+                                     a.max_candidates, block_sort ? kBlockSortMax : 0, begin,
+                                     end, a.candidate_counts),
+      kOp));
   if (block_sort) {
     const CompactKeys compact =
         make_compact_keys(static_cast<uint64_t>(h.rows) * h.args.classes, a.conf_threshold);
-    score_sort_kernel<<<batch, kScoreSortThreads, sizeof(ScoreSort::TempStorage), stream>>>(
-        counts, a.max_candidates, compact, keys_in, keys_out);
-    QYOLO_RETURN_IF_ERROR(ops::launched(kOp));
+    QYOLO_RETURN_IF_ERROR(check(launch_kernel<score_sort_kernel>(
+                                    batch, kScoreSortThreads, sizeof(ScoreSort::TempStorage),
+                                    stream, counts, a.max_candidates, compact, keys_in, keys_out),
+                                kOp));
   }
   size_t sort_bytes = l.sort_bytes;
   QYOLO_RETURN_IF_ERROR(

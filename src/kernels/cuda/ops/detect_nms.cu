@@ -32,6 +32,7 @@ __global__ void __launch_bounds__(kClassSortThreads)
     class_sort_kernel(const int* counts, int capacity, int max_nms, int classes,
                       const uint64_t* sorted, uint64_t* class_keys, int* class_first) {
   __shared__ int next[kMaxClasses + 1];                     // each class's next position
+  wait_for_previous_kernel();
   __shared__ int before[kClassSortWarps][kMaxClasses + 1];  // a warp's count, then earlier warps'
   const int n = blockIdx.x, t = threadIdx.x, lane = t & 31, warp = t >> 5;
   const int total = min(min(counts[n], capacity), max_nms);
@@ -109,6 +110,7 @@ __device__ __forceinline__ bool iou_above(float4 a, float area_a, float4 b, floa
 // The boxes of the max_nms best in class_keys order (class-offset corners), so each class's
 // are contiguous and a pass over them reads consecutive addresses; and the kept bits cleared.
 __global__ void nms_boxes_kernel(NmsParams p) {
+  wait_for_previous_kernel();
   const int n = blockIdx.y;
   const int total = nms_count(p, n);
   const uint64_t* keys = p.keys + int64_t{n} * p.capacity;
@@ -147,6 +149,7 @@ __global__ void __launch_bounds__(kThreads, 1024 / kThreads) nms_classes_kernel(
   // Dynamic shared memory: suppressed bits (by class position; each block touches only its
   // own classes' bits), then the boxes of one large class at a time.
   extern __shared__ uint32_t bits[];
+  wait_for_previous_kernel();
   // This block's image, its part, and which classes it walks (NmsParams::small_parts).
   int part = blockIdx.x, parts = gridDim.x, n = blockIdx.y;
   bool walk_small = true, walk_large = true;
@@ -398,6 +401,7 @@ __global__ void __launch_bounds__(kThreads, 1024 / kThreads) nms_classes_kernel(
 // slots' boxes decoded again, mapped to the image and clipped, a slot a thread (a thread whose
 // word held many kept ranks decoding them one after another was most of this kernel's time).
 __global__ void __launch_bounds__(kNmsThreads) nms_select_kernel(NmsParams p) {
+  wait_for_previous_kernel();
   const int n = blockIdx.x;
   const int words = (nms_count(p, n) + 31) / 32;
   const uint64_t* keys = p.keys + int64_t{n} * p.capacity;
@@ -530,18 +534,24 @@ Expected<NmsPlan> plan_nms(const DetectArgs& a) {
 
 Status run_nms(const NmsPlan& plan, NmsParams p, int batch, cudaStream_t stream) {
   constexpr const char* kOp = "detect";
-  class_sort_kernel<<<batch, kClassSortThreads, 0, stream>>>(
-      p.counts, p.capacity, p.max_nms, p.h.args.classes, p.keys, p.class_keys, p.class_first);
-  QYOLO_RETURN_IF_ERROR(ops::launched(kOp));
+  // Launches overlapped with the kernel before (launch.cuh); each kernel waits for it first.
+  QYOLO_RETURN_IF_ERROR(check(launch_kernel<class_sort_kernel>(
+                                  batch, kClassSortThreads, 0, stream, p.counts, p.capacity,
+                                  p.max_nms, p.h.args.classes, p.keys, p.class_keys, p.class_first),
+                              kOp));
   p.stage_boxes = plan.stage_boxes;
-  nms_boxes_kernel<<<dim3(ops::blocks_for(p.max_nms, 256), batch), 256, 0, stream>>>(p);
-  QYOLO_RETURN_IF_ERROR(ops::launched(kOp));
+  QYOLO_RETURN_IF_ERROR(check(launch_kernel<nms_boxes_kernel>(
+                                  dim3(ops::blocks_for(p.max_nms, 256), batch), 256, 0, stream, p),
+                              kOp));
   p.large_parts = plan.parts;
   p.small_parts = plan.small_parts;
-  plan.kernel<<<dim3(plan.parts + plan.small_parts, batch), plan.threads, plan.smem, stream>>>(p);
-  QYOLO_RETURN_IF_ERROR(ops::launched(kOp));
-  nms_select_kernel<<<batch, kNmsThreads, 0, stream>>>(p);
-  return ops::launched(kOp);
+  if (plan.kernel != nms_classes_kernel<1024>)
+    return internal_error(kOp, ": unexpected class NMS kernel variant");
+  QYOLO_RETURN_IF_ERROR(check(launch_kernel<nms_classes_kernel<1024>>(
+                                  dim3(plan.parts + plan.small_parts, batch), plan.threads,
+                                  plan.smem, stream, p),
+                              kOp));
+  return check(launch_kernel<nms_select_kernel>(batch, kNmsThreads, 0, stream, p), kOp);
 }
 
 }  // namespace qyolo::cuda::detect_internal
