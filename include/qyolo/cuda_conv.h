@@ -27,14 +27,6 @@ struct ConvInt8Args {
   // ceil(C/32) x H x W x 32 with the padded channels written zero (an engine's head written in
   // place of its output reformat). Needs int8 output and round_up(C, 16) == round_up(C, 32).
   int output_block = 0;
-  // A Concat's requantizing copy after the epilogue (int8 output only): each int8 result q is
-  // mapped through `requant_table` (int8[256], index q + 128) into `requant_output`, an NHWC
-  // int8 slice (requant_layout), besides being stored in `output`; with requant_output null the
-  // mapped value is stored in `output` in place of q. (The engine's EngineLayer::requant_from
-  // and also_output, whose tables are requantizations from one scale to another.)
-  const int8_t* requant_table = nullptr;
-  int8_t* requant_output = nullptr;
-  ChannelSlice requant_layout;
   // Tile variant (conv_int8_tile_name); -1 lets conv_int8_pick_tile choose.
   int tile = -1;
   // Split K (the mma.sync tiles, "mma_*"): each output tile's K steps over split_k blocks, their

@@ -51,9 +51,6 @@ struct Variant {
   bool residual = false;
   bool slice = false;  // input and output are channel slices of wider tensors
   bool conv_scale = false;  // rounded at the conv's own scale first (ConvInt8Epilogue)
-  // A Concat's requantizing copy (ConvInt8Args::requant_table): 1 in place of the output, 2
-  // into a second slice besides it.
-  int requant = 0;
 };
 
 const Variant kVariants[] = {
@@ -61,8 +58,6 @@ const Variant kVariants[] = {
     {ConvOutput::kInt8, true, true, false},     {ConvOutput::kFloat16, false, false, false},
     {ConvOutput::kFloat16, true, true, true},   {ConvOutput::kInt8, true, true, true},
     {ConvOutput::kInt8, true, true, false, true}, {ConvOutput::kInt8, true, false, true, true},
-    {ConvOutput::kInt8, true, true, false, true, 1}, {ConvOutput::kInt8, true, false, true, false, 2},
-    {ConvOutput::kInt8, false, true, true, true, 2},
 };
 
 struct Totals {
@@ -201,14 +196,7 @@ Totals run_case(const std::string& label, const ConvInt8Shape& shape, const Vari
   auto d_residual = DeviceBuffer::allocate(std::max<size_t>(residual.size(), 16));
   auto d_acc = DeviceBuffer::allocate(size_t(out_pixels) * cout * 4);
   auto d_out = DeviceBuffer::allocate(out_elements * element);
-  // The requantizing copy: from the output's scale to a coarser one (a q off by one step stays
-  // within one step), into a slice of its own layout.
-  const ChannelSlice copy_layout{round_up(cout, 16) + 32, 16};
-  const size_t copy_elements = size_t(out_pixels) * copy_layout.stride;
-  auto d_copy = DeviceBuffer::allocate(std::max<size_t>(copy_elements, 16));
-  auto d_table = DeviceBuffer::allocate(256);
-  for (auto* b : {&d_input, &d_weights, &d_scales, &d_bias, &d_residual, &d_acc, &d_out, &d_copy,
-                  &d_table})
+  for (auto* b : {&d_input, &d_weights, &d_scales, &d_bias, &d_residual, &d_acc, &d_out})
     if (!b->has_value()) {
       ADD_FAILURE() << label << ": " << b->status().message();
       return t;
@@ -222,12 +210,8 @@ Totals run_case(const std::string& label, const ConvInt8Shape& shape, const Vari
       !ok(d_scales->upload(weight_scales.data(), cout * 4)) ||
       !ok(d_bias->upload(bias.data(), cout * 4)) ||
       (variant.residual && !ok(d_residual->upload(residual.data(), residual.size()))) ||
-      !ok(d_acc->fill(0x5a)) || !ok(d_out->fill(0x5a)) || !ok(d_copy->fill(0x5a)))
+      !ok(d_acc->fill(0x5a)) || !ok(d_out->fill(0x5a)))
     return t;
-  int8_t table[256];  // the reference's requantize(q, from, to)
-  for (int q = -128; q < 128; ++q)
-    table[q + 128] = quantize_rne(float(q) * epilogue.output_scale, epilogue.output_scale * 1.37f);
-  if (!ok(d_table->upload(table, 256))) return t;
 
   cuda::ConvInt8Args args;
   args.shape = shape;
@@ -273,40 +257,11 @@ Totals run_case(const std::string& label, const ConvInt8Shape& shape, const Vari
   args.epilogue.residual = variant.residual ? d_residual->as<int8_t>() : nullptr;
   args.output = d_out->data();
   args.output_layout = out_layout;
-  if (variant.requant) {
-    args.requant_table = d_table->as<int8_t>();
-    if (variant.requant == 2) {
-      args.requant_output = d_copy->as<int8_t>();
-      args.requant_layout = copy_layout;
-    }
-  }
   if (!ok(cuda::conv_int8(args, nullptr)) || !ok(cuda::check(cudaDeviceSynchronize(), label.c_str())))
     return t;
   std::vector<uint8_t> gpu_out(out_elements * element), ref_out(out_elements * element, 0x5a);
   if (!ok(d_out->download(gpu_out.data(), gpu_out.size()))) return t;
   conv_int8_epilogue_reference(shape, acc.data(), epilogue, ref_out.data(), out_layout);
-  if (variant.requant) {  // the reference's copy, from its own output
-    std::vector<uint8_t> gpu_copy(copy_elements), ref_copy(copy_elements, 0x5a);
-    if (!ok(d_copy->download(gpu_copy.data(), gpu_copy.size()))) return t;
-    for (int64_t m = 0; m < out_pixels; ++m)
-      for (int c = 0; c < cout; ++c) {
-        uint8_t& q = ref_out[size_t(m) * out_layout.stride + out_layout.offset + c];
-        const uint8_t mapped = uint8_t(table[int8_t(q) + 128]);
-        if (variant.requant == 1) q = mapped;
-        else ref_copy[size_t(m) * copy_layout.stride + copy_layout.offset + c] = mapped;
-      }
-    int64_t bad = 0, one_step = 0;
-    for (size_t i = 0; i < copy_elements; ++i) {
-      const int diff = std::abs(int(int8_t(gpu_copy[i])) - int(int8_t(ref_copy[i])));
-      one_step += diff == 1;
-      if (diff > 1 || (diff == 1 && (ref_copy[i] == 0x5a) != (gpu_copy[i] == 0x5a))) {
-        if (bad++ < 5)
-          ADD_FAILURE() << label << " [" << tile_name << "]: requant copy element " << i << " is "
-                        << int(int8_t(gpu_copy[i])) << ", reference " << int(int8_t(ref_copy[i]));
-      }
-    }
-    EXPECT_LE(one_step, 8) << label << " [" << tile_name << "]: requant copy one-step differences";
-  }
 
   for (size_t i = 0; i < out_elements; ++i) {
     const int c = int(i % out_layout.stride) - out_layout.offset;
@@ -645,16 +600,6 @@ TEST(ConvInt8Cuda, RejectsBadArguments) {
   a.workspace = dummy;
   a.workspace_bytes = sizeof dummy;
   expect_error(a, "needs a 16-byte aligned workspace");
-  a = good;
-  a.requant_output = reinterpret_cast<int8_t*>(dummy);  // without its table
-  expect_error(a, "requant_output needs requant_table");
-  a.requant_table = reinterpret_cast<const int8_t*>(dummy);
-  a.requant_layout = {16, 8};
-  expect_error(a, "requant_layout (stride 16, offset 8)");
-  a = good;
-  a.requant_table = reinterpret_cast<const int8_t*>(dummy);
-  a.epilogue.output = ConvOutput::kFloat16;
-  expect_error(a, "requant_output needs requant_table and int8 output");
 }
 
 }  // namespace

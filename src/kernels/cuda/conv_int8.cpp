@@ -346,17 +346,6 @@ Status conv_int8(const ConvInt8Args& a, cudaStream_t stream) {
     return invalid_argument("conv_int8: output_block ", a.output_block,
                             " needs 32, int8 output, a 16-byte aligned output and channels whose "
                             "last 16 reach the block's end (", s.out_channels, " channels)");
-  if (a.requant_table || a.requant_output) {
-    if (!a.requant_table || e.output != ConvOutput::kInt8)
-      return invalid_argument("conv_int8: requant_output needs requant_table and int8 output");
-    if (a.requant_output && a.output_block)
-      return invalid_argument("conv_int8: requant_output with output_block ", a.output_block);
-    if (a.requant_output && (a.requant_layout.offset < 0 ||
-                             a.requant_layout.offset + s.out_channels > a.requant_layout.stride))
-      return invalid_argument("conv_int8: requant_layout (stride ", a.requant_layout.stride,
-                              ", offset ", a.requant_layout.offset, ") does not hold ",
-                              s.out_channels, " channels");
-  }
   const int64_t pixels = s.out_pixels();
   if (pixels > std::numeric_limits<int>::max() / 2)
     return invalid_argument("conv_int8: ", pixels, " output pixels is too many for one launch");
@@ -440,11 +429,6 @@ Status conv_int8(const ConvInt8Args& a, cudaStream_t stream) {
                                  e.residual_layout.stride % vec == 0
                            : true;
   }
-  p.requant_table = a.requant_table;
-  p.requant_output = a.requant_output ? a.requant_output + a.requant_layout.offset : nullptr;
-  p.requant_stride = a.requant_output ? a.requant_layout.stride : 0;
-  if (p.requant_output)
-    vector_io = vector_io && aligned16(p.requant_output) && a.requant_layout.stride % 16 == 0;
   p.vector_io = vector_io ? 1 : 0;
   p.out_block = a.output_block;
   p.out_blocks = a.output_block ? (s.out_channels + a.output_block - 1) / a.output_block : 0;

@@ -98,7 +98,7 @@ constexpr float kNear = 0.5f;  // a score from here on: recompute exactly
 
 // Which epilogue steps run, fixed at compile time for the common combinations so the
 // unrolled store loop has no per-element branches: 0 off, 1 on, 2 as the parameters say.
-template <int kSilu, int kConvScale, int kResidual, int kTable = 0>
+template <int kSilu, int kConvScale, int kResidual>
 struct Mode {
   __device__ __forceinline__ static bool silu(const ConvInt8Params& p) {
     if constexpr (kSilu == 2) return p.silu; else return kSilu == 1;
@@ -109,23 +109,8 @@ struct Mode {
   __device__ __forceinline__ static bool residual(const ConvInt8Params& p) {
     if constexpr (kResidual == 2) return p.residual != nullptr; else return kResidual == 1;
   }
-  // A Concat's requantizing copy through p.requant_table (int8 output).
-  static constexpr bool kRequantTable = kTable == 1;
 };
 using AnyMode = Mode<2, 2, 2>;
-using TableMode = Mode<2, 2, 2, 1>;  // the few layers that do a Concat's copy: steps at run time
-
-// requant_table applied to the four int8 values of a word (read through the L1 cache: 256
-// bytes that every thread of the layer reads).
-__device__ __forceinline__ uint32_t requant_word(const int8_t* table, uint32_t w) {
-  uint32_t r = 0;
-#pragma unroll
-  for (int b = 0; b < 4; ++b) {
-    const int q = static_cast<int8_t>(w >> (8 * b));
-    r |= uint32_t(static_cast<uint8_t>(__ldg(table + q + 128))) << (8 * b);
-  }
-  return r;
-}
 
 // One int8 output element from the staged (dequantized, biased) value y, fast; `score` >= kNear
 // when the fast value is too close to a rounding boundary to be trusted (fix_up then
@@ -199,21 +184,16 @@ __device__ __forceinline__ float half_element(const ConvInt8Params& p, float y, 
 // the unrolled fast path, called for a few percent of the items. The caller's fast test picks
 // the elements, so fix_up computes only those (each exact element costs a double-precision exp
 // and an IEEE division; testing all of an item's elements again here cost more than that).
-// With a requant_table (int8), an element's exact q is mapped as the fast path's was:
-// `requant_at` is the element's place in requant_output.
 template <int kKind>
 __device__ __noinline__ void fix_up(const ConvInt8Params& p, const float* y, const int8_t* residual,
-                                    int64_t out_at, uint32_t near, int64_t requant_at = 0) {
+                                    int64_t out_at, uint32_t near) {
 #pragma unroll 1
   for (; near; near &= near - 1) {
     const int i = __ffs(near) - 1;
     const int r = residual ? residual[i] : 0;
-    if constexpr (kKind == kOutInt8) {
-      const int8_t q = exact_int8(p, y[i], r);
-      const int8_t mapped = p.requant_table ? p.requant_table[q + 128] : q;
-      if (p.requant_output) p.requant_output[requant_at + i] = mapped;
-      static_cast<int8_t*>(p.output)[out_at + i] = p.requant_output ? q : mapped;
-    } else
+    if constexpr (kKind == kOutInt8)
+      static_cast<int8_t*>(p.output)[out_at + i] = exact_int8(p, y[i], r);
+    else
       static_cast<__half*>(p.output)[out_at + i] = __float2half_rn(exact_value(p, y[i], r));
   }
 }
@@ -295,55 +275,35 @@ __device__ __forceinline__ void store_slab_items(const ConvInt8Params& p, const 
           near |= (uint32_t(n0) | uint32_t(n1) << 1 | uint32_t(n2) << 2 | uint32_t(n3) << 3) << (4 * g);
         }
       }
-      int64_t requant_at = 0;
-      if constexpr (kKind == kOutInt8 && M::kRequantTable) {
-        // q to the output first where the copy goes elsewhere, then mapped in place (few live
-        // registers); fix_up maps its exact values itself.
-        int8_t* dst = static_cast<int8_t*>(p.output) + out_at;
-        if (p.requant_output) {
-          *reinterpret_cast<uint4*>(dst) = make_uint4(packed[0], packed[1], packed[2], packed[3]);
-          requant_at = int64_t{m} * p.requant_stride + n;
-          dst = p.requant_output + requant_at;
-        }
-#pragma unroll
-        for (int g = 0; g < 4; ++g) packed[g] = requant_word(p.requant_table, packed[g]);
-        *reinterpret_cast<uint4*>(dst) = make_uint4(packed[0], packed[1], packed[2], packed[3]);
-      } else if constexpr (kKind == kOutInt8)
+      if constexpr (kKind == kOutInt8)
         *reinterpret_cast<uint4*>(static_cast<int8_t*>(p.output) + out_at) =
             make_uint4(packed[0], packed[1], packed[2], packed[3]);
       else
         *reinterpret_cast<uint4*>(static_cast<__half*>(p.output) + out_at) =
             make_uint4(packed[0], packed[1], packed[2], packed[3]);
-      if (near) [[unlikely]] fix_up<kKind>(p, y, residual, out_at, near, requant_at);
+      if (near) [[unlikely]] fix_up<kKind>(p, y, residual, out_at, near);
     } else {
       uint32_t near = 0;
       const int count = p.cout - n < kVec ? p.cout - n : kVec;
-      const int64_t requant_at = int64_t{m} * p.requant_stride + n;
       for (int i = 0; i < count; ++i) {
         const int r = residual ? residual[i] : 0;
         bool n_i;
-        if constexpr (kKind == kOutInt8) {
-          int8_t q = static_cast<int8_t>(int8_element<M>(p, y[i], r, n_i) & 0xff);
-          if (M::kRequantTable) {
-            const int8_t mapped = p.requant_table[q + 128];
-            if (p.requant_output) p.requant_output[requant_at + i] = mapped;
-            else q = mapped;
-          }
-          static_cast<int8_t*>(p.output)[out_at + i] = q;
-        } else
+        if constexpr (kKind == kOutInt8)
+          static_cast<int8_t*>(p.output)[out_at + i] =
+              static_cast<int8_t>(int8_element<M>(p, y[i], r, n_i) & 0xff);
+        else
           static_cast<__half*>(p.output)[out_at + i] = __float2half_rn(half_element<M>(p, y[i], r, n_i));
         near |= uint32_t(n_i) << i;
       }
       if (kKind == kOutInt8 && p.out_block)  // the block's padded channels are zero
         for (int i = count; i < kVec; ++i) static_cast<int8_t*>(p.output)[out_at + i] = 0;
-      if (near) [[unlikely]] fix_up<kKind>(p, y, residual, out_at, near, requant_at);
+      if (near) [[unlikely]] fix_up<kKind>(p, y, residual, out_at, near);
     }
   }
 }
 
 // A kernel's epilogue state: the variant it runs (its output kind and, for int8, the steps: bit
-// 0 SiLU, 1 a Concat's or residual's rounding at the conv's scale, 2 a residual; 16 for a
-// Concat's copy through requant_table, with the steps as the parameters say), read from
+// 0 SiLU, 1 a Concat's or residual's rounding at the conv's scale, 2 a residual), read from
 // the parameters once, and the channel tile whose scales are staged. epilogue_warp dispatches
 // on the variant once per tile to code with the steps fixed at compile time for the
 // combinations YOLOv5's layers use (Conv+SiLU, with a Concat's or a residual's rounding, plain
@@ -360,9 +320,7 @@ struct EpilogueState {
   int channels_of = -1;  // the n_warp whose scales and biases are in the warp's stage
   __device__ __forceinline__ explicit EpilogueState(const ConvInt8Params& p)
       : variant(p.output_kind == kOutInt8
-                    ? (p.requant_table ? 16
-                                       : int(p.silu) | int(p.conv_scale > 0.0f) << 1 |
-                                             int(p.residual != nullptr) << 2)
+                    ? int(p.silu) | int(p.conv_scale > 0.0f) << 1 | int(p.residual != nullptr) << 2
                     : p.output_kind == kOutFloat16 ? (!p.silu && !p.residual ? 8 : 9)
                                                    : 10) {}
 };
@@ -451,7 +409,6 @@ __device__ __forceinline__ void epilogue_warp(const ConvInt8Params& p, int32_t (
       return epilogue_warp_steps<kOutInt8, AnyMode>(p, acc, stage, m_warp, n_warp, lane, c, m_end);
     case 8: return epilogue_warp_steps<kOutFloat16, Mode<0, 0, 0>>(p, acc, stage, m_warp, n_warp, lane, c, m_end);
     case 9: return epilogue_warp_steps<kOutFloat16, AnyMode>(p, acc, stage, m_warp, n_warp, lane, c, m_end);
-    case 16: return epilogue_warp_steps<kOutInt8, TableMode>(p, acc, stage, m_warp, n_warp, lane, c, m_end);
     default: return epilogue_warp_steps<kOutInt32, AnyMode>(p, acc, stage, m_warp, n_warp, lane, c, m_end);
   }
 }

@@ -46,12 +46,6 @@ struct ConvInt8Params {
   int split_k;
   int* split_counters;
   int4* split_partials;
-  // A Concat's requantizing copy (ConvInt8Args::requant_table): int8 results mapped through
-  // the table, into requant_output (already offset to its first channel; requant_stride
-  // elements a pixel) besides output, or into output in place of q when requant_output is null.
-  const int8_t* requant_table;
-  int8_t* requant_output;
-  int requant_stride;
 };
 
 // The kernel variants, in two lists. K runs in steps of 64 bytes; each variant is compiled in
