@@ -4,8 +4,9 @@
 # GPU tests' fixtures, val2017-mini's JPEGs, yolov5n engines for the accuracy contract
 # (percentile cache from calib2017, configurations 1-3, cuda target, max batch 64; run.sh times
 # them too) and yolov5s engines to time (bench/make_yolov5s.py; configuration 1, or those in
-# YOLOV5S_CONFIGS="1 2 3" at 7-8 MB each). About 55 MB with configuration 1: mind a 64 MB
-# limit on what travels to the GPU machine.
+# YOLOV5S_CONFIGS="1 2 3" at 7-8 MB each, and configuration 1 with the Concat copies kept as
+# layers, for comparison). About 61 MB with configuration 1: mind a 64 MB limit on what
+# travels to the GPU machine.
 #
 #   bash bench/cuda_engine/prepare.sh <dir> [build]      (QYOLO_DATA: the data folder)
 #
@@ -57,6 +58,15 @@ for c in ${YOLOV5S_CONFIGS:-1}; do
     $(precisions $c) --inputIOFormats int8:hwc4 --target cuda --maxBatch 64 \
     --saveEngine "$dir/bench/yolov5s_config$c.engine" >/dev/null
 done
+# The same configuration 1 with a Requantize layer for each Concat input its producer would
+# requantize (QYOLO_KEEP_CONCAT_COPIES=1, as before engine format 2): run.sh times both, so the
+# fused copies' gain is measured in every call (COPIES_ENGINE=0 leaves it out; 7 MB).
+if [ "${COPIES_ENGINE:-1}" = 1 ]; then
+  # shellcheck disable=SC2046
+  QYOLO_KEEP_CONCAT_COPIES=1 "$qyolo" build --onnx "$dir/yolov5s.onnx" \
+    --calib "$dir/yolov5s_percentile.cache" --int8 $(precisions 1) --inputIOFormats int8:hwc4 \
+    --target cuda --maxBatch 64 --saveEngine "$dir/bench/yolov5s_config1_copies.engine" >/dev/null
+fi
 rm -f "$dir/yolov5s.onnx"
 du -sh "$dir"
 

@@ -188,10 +188,15 @@ class CudaPrepared : public PreparedEngine {
       QYOLO_ASSIGN_OR_RETURN(scratch_, DeviceBuffer::allocate(scratch));
     }
     // Split K's counters and partials for the small int8 convs (batch 1's deep layers), zeroed
-    // once: every launch leaves them zeroed (qyolo/cuda_conv.h).
-    QYOLO_ASSIGN_OR_RETURN(split_workspace_,
-                           DeviceBuffer::allocate(cuda::conv_int8_split_workspace_bytes()));
-    QYOLO_RETURN_IF_ERROR(split_workspace_.fill(0));
+    // once: every launch leaves them zeroed (qyolo/cuda_conv.h). None without an int8 conv.
+    const bool int8_convs = std::any_of(engine_.layers.begin(), engine_.layers.end(), [](const EngineLayer& l) {
+      return l.kind == LayerKind::kConv && l.precision == ElementType::kInt8;
+    });
+    if (int8_convs) {
+      QYOLO_ASSIGN_OR_RETURN(split_workspace_,
+                             DeviceBuffer::allocate(cuda::conv_int8_split_workspace_bytes()));
+      QYOLO_RETURN_IF_ERROR(split_workspace_.fill(0));
+    }
     find_direct_outputs();
     find_direct_inputs();
     return Status::ok();
