@@ -145,7 +145,8 @@ class CudaPrepared : public PreparedEngine {
 
  private:
   // QYOLO_CUDA_GENERIC_LAYERS=1 runs every data-movement layer through the generic kernel
-  // (engine_layers.h), to compare it with the specialised int8 kernels.
+  // (engine_layers.h), to compare it with the specialised int8 kernels (but those with a fused
+  // Concat copy, which only the int8 kernels do).
   explicit CudaPrepared(const Engine& engine)
       : engine_(engine), generic_only_(std::getenv("QYOLO_CUDA_GENERIC_LAYERS") != nullptr) {}
 
@@ -463,23 +464,40 @@ class CudaPrepared : public PreparedEngine {
   // The int8 -> int8 data movement of qyolo/cuda_ops.h (16 channels a thread where the slices
   // allow): MaxPool, Resize, Requantize and tables. Unavailable (false) for other types or a
   // batch that is not contiguous; the generic kernel then runs.
+  // A layer with a fused Concat copy always runs here (the generic kernel has none), image by
+  // image where a batch is not contiguous.
   bool int8_fast_path(const EngineLayer& l, int batch, cudaStream_t stream, Status& status) {
     const EngineTensor& in = engine_.tensors[l.inputs[0]];
     const EngineTensor& out = engine_.tensors[l.output];
-    if (in.type != ElementType::kInt8 || out.type != ElementType::kInt8 || l.inputs.size() != 1 ||
-        !batch_contiguous(engine_, in) || !batch_contiguous(engine_, out))
-      return false;
     const EngineTensor* also = l.also_output >= 0 ? &engine_.tensors[l.also_output] : nullptr;
-    if (also && !batch_contiguous(engine_, *also)) return false;
-    const qyolo::cuda::NhwcShape input{batch, in.height, in.width, out.channels};
-    const qyolo::cuda::NhwcShape output{batch, out.height, out.width, out.channels};
-    auto* x = static_cast<const int8_t*>(image_base(in, 0));
-    auto* y = static_cast<int8_t*>(image_base(out, 0));
+    if (in.type != ElementType::kInt8 || out.type != ElementType::kInt8 || l.inputs.size() != 1)
+      return false;
+    const bool contiguous = batch_contiguous(engine_, in) && batch_contiguous(engine_, out) &&
+                            (!also || batch_contiguous(engine_, *also));
+    if (contiguous && !(generic_only_ && !has_fused_copy(l)))
+      return int8_images(l, 0, batch, stream, status);
+    if (!has_fused_copy(l)) return false;
+    for (int n = 0; n < batch; ++n) {
+      if (!int8_images(l, n, 1, stream, status)) return false;
+      if (!status.is_ok()) return true;
+    }
+    return true;
+  }
+
+  // Images n .. n + count - 1 of an int8 data-movement layer (int8_fast_path).
+  bool int8_images(const EngineLayer& l, int n, int count, cudaStream_t stream, Status& status) {
+    const EngineTensor& in = engine_.tensors[l.inputs[0]];
+    const EngineTensor& out = engine_.tensors[l.output];
+    const EngineTensor* also = l.also_output >= 0 ? &engine_.tensors[l.also_output] : nullptr;
+    const qyolo::cuda::NhwcShape input{count, in.height, in.width, out.channels};
+    const qyolo::cuda::NhwcShape output{count, out.height, out.width, out.channels};
+    auto* x = static_cast<const int8_t*>(image_base(in, n));
+    auto* y = static_cast<int8_t*>(image_base(out, n));
     // A Concat's copy done here (EngineLayer::requant_from / also_output).
     qyolo::cuda::FusedCopyInt8 copy;
     copy.mid_scale = l.requant_from;
     if (also) {
-      copy.y2 = static_cast<int8_t*>(image_base(*also, 0));
+      copy.y2 = static_cast<int8_t*>(image_base(*also, n));
       copy.y2_layout = also->layout;
       copy.y2_scale = also->scale;
     }
@@ -531,10 +549,9 @@ class CudaPrepared : public PreparedEngine {
     const EngineTensor& out = engine_.tensors[l.output];
     const EngineTensor* in2 = l.inputs.size() > 1 ? &engine_.tensors[l.inputs[1]] : nullptr;
     Status fast;
-    if (!generic_only_ && int8_fast_path(l, batch, stream, fast)) return fast;
+    if (int8_fast_path(l, batch, stream, fast)) return fast;
     if (has_fused_copy(l))
-      return unsupported("layer '", l.name, "': its fused Concat copy needs the int8 kernels ",
-                         "(QYOLO_CUDA_GENERIC_LAYERS unset, batch-contiguous tensors)");
+      return internal_error("layer '", l.name, "': a fused Concat copy on a ", l.op, " layer");
     qyolo::cuda::EngineLayerArgs e;
     switch (l.kind) {
       case LayerKind::kMaxPool:
