@@ -533,8 +533,9 @@ Status remove_concat(BuildGraph& g, const BuildOptions& options, PassReport& rep
       // itself: rounding at its own scale when the Concat is the only reader (requant_from),
       // or writing the slice besides its own tensor (also_output).
       const bool int8_copy_layer =
-          options.fuse_concat_copies && maker && in.type == ElementType::kInt8 && target.type == ElementType::kInt8 &&
-          in.scale > 0.0f && target.scale > 0.0f && maker->requant_from == 0.0f &&
+          options.fuse_concat_copies && maker && in.type == ElementType::kInt8 &&
+          target.type == ElementType::kInt8 && in.scale > 0.0f && target.scale > 0.0f &&
+          maker->requant_from == 0.0f &&
           maker->also_output < 0 && maker->precision == ElementType::kInt8 &&
           ((maker->op == BuildOp::kConv && maker->activation != Activation::kSigmoid) ||
            maker->op == BuildOp::kMaxPool || maker->op == BuildOp::kResize);

@@ -391,7 +391,8 @@ Status detect(const DetectArgs& a, cudaStream_t stream) {
 
   // Detect's kernels overlap their launches with the kernel before (launch.cuh): each waits for
   // it first. The segmented sort's kernels (cub's) are launched plainly.
-  QYOLO_RETURN_IF_ERROR(check(launch_kernel<prepare_kernel>(3, 256, 0, stream, h, batch, counts, tables), kOp));
+  QYOLO_RETURN_IF_ERROR(
+      check(launch_kernel<prepare_kernel>(3, 256, 0, stream, h, batch, counts, tables), kOp));
   bool vector = true;  // every head blocked and 16-byte aligned: 16-byte loads
   for (const HeadTensor& t : a.heads.heads)
     vector = vector && t.channel_block != 0 && reinterpret_cast<uintptr_t>(t.data) % 16 == 0;

@@ -3,7 +3,8 @@
 // the INT8 executor's kSelect step does (a plain copy when the scales are equal). Where the
 // slices hold whole aligned groups of 16 channels (YOLOv5's always do), one thread moves 16
 // channels of a pixel: byte-wise signed max (__vmaxs4) and a requantization table in shared
-// memory; otherwise one thread per element. A Concat's requantizing copy can be fused (FusedCopyInt8).
+// memory; otherwise one thread per element. A Concat's requantizing copy can be fused
+// (FusedCopyInt8).
 #include <algorithm>
 #include <cmath>
 

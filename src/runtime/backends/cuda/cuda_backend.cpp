@@ -190,9 +190,10 @@ class CudaPrepared : public PreparedEngine {
     }
     // Split K's counters and partials for the small int8 convs (batch 1's deep layers), zeroed
     // once: every launch leaves them zeroed (qyolo/cuda_conv.h). None without an int8 conv.
-    const bool int8_convs = std::any_of(engine_.layers.begin(), engine_.layers.end(), [](const EngineLayer& l) {
-      return l.kind == LayerKind::kConv && l.precision == ElementType::kInt8;
-    });
+    const bool int8_convs =
+        std::any_of(engine_.layers.begin(), engine_.layers.end(), [](const EngineLayer& l) {
+          return l.kind == LayerKind::kConv && l.precision == ElementType::kInt8;
+        });
     if (int8_convs) {
       QYOLO_ASSIGN_OR_RETURN(split_workspace_,
                              DeviceBuffer::allocate(cuda::conv_int8_split_workspace_bytes()));
@@ -405,7 +406,8 @@ class CudaPrepared : public PreparedEngine {
       a.workspace_bytes = split_workspace_.size();
       QYOLO_RETURN_IF_ERROR(qyolo::cuda::conv_int8(a, stream));
       if (has_fused_copy(l)) {
-        if (direct_dst) return internal_error("layer '", l.name, "': a fused copy and a direct output");
+        if (direct_dst)
+          return internal_error("layer '", l.name, "': a fused copy and a direct output");
         // The Concat's copy after the conv, as the requantizing copy kernel: in place in the
         // slice (rounded at requant_from by the epilogue) or from the own tensor into
         // also_output. An epilogue variant that mapped each result through a 256-entry table
