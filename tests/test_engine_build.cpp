@@ -93,6 +93,27 @@ TEST(EngineBuild, MatchesTheReferenceWithUnequalConcatScales) {
   expect_equal_to_reference(m.graph, o);
 }
 
+// fuse_concat_copies off (QYOLO_KEEP_CONCAT_COPIES=1): a Requantize layer for each of those
+// inputs instead, the same numbers.
+TEST(EngineBuild, KeptConcatCopiesGiveTheSameNumbers) {
+  GraphMaker m = yolo_like();
+  BuildOptions o;
+  o.scales = m.scales();
+  o.fuse_concat_copies = false;
+  auto r = build_engine(m.graph, o);
+  ASSERT_TRUE(r) << r.status().message();
+  int copies = 0, fused = 0;
+  for (const EngineLayer& l : r->engine.layers) {
+    copies += l.op == "Copy" || l.op == "Requantize";
+    fused += l.requant_from > 0.0f || l.also_output >= 0;
+  }
+  const std::string& s = find_pass(*r, "remove_concat")->summary;
+  EXPECT_EQ(copies, 6) << s;
+  EXPECT_EQ(fused, 0) << s;
+  EXPECT_NE(s.find("6 copied (6 QYOLO_KEEP_CONCAT_COPIES=1)"), std::string::npos) << s;
+  expect_equal_to_reference(m.graph, o);
+}
+
 // Equal scales at every Concat (what a QAT cache has): producers write into their slices and
 // no copy is left, and the numbers still equal the reference's.
 TEST(EngineBuild, ConcatWithEqualScalesCostsNothing) {
