@@ -7,7 +7,9 @@
 #   3. bench_cuda_engine on every engine given, and a per-layer profile of the first;
 #   4. e2e_cuda_engine: COCO results of the accuracy engines (score them with qyolo cocoeval on
 #      a machine with qyolo) and end-to-end timing at batch 1, 32, 64;
-#   5. bench/pytorch_peer.py at the widths of yolov5s and yolov5n, in the same run.
+#   5. the fused Concat copies' A/B (prepare.sh's yolov5s_config1_copies.engine against
+#      yolov5s_config1.engine, ab_env.sh, three alternating rounds);
+#   6. bench/pytorch_peer.py at the widths of yolov5s and yolov5n, in the same run.
 #
 #   bash bench/cuda_engine/run.sh <dir> [out]
 #
@@ -82,6 +84,15 @@ if [ -d "$dir/images" ]; then
     done
   done | tee "$out/e2e.md"
   rm -f "$out/images.rgb"
+fi
+
+# The fused Concat copies against the same engine with them kept as layers (prepare.sh builds
+# both): alternating rounds, medians.
+copies_engine="$dir/bench/yolov5s_config1_copies.engine"
+if [ -f "$copies_engine" ] && [ -f "$dir/bench/yolov5s_config1.engine" ]; then
+  echo "== fused Concat copies vs Requantize layers (yolov5s configuration 1)"
+  BUILD_DIR=$build ROUNDS=3 RUN_SECONDS=0.4 timeout 150 bash bench/cuda_engine/ab_env.sh \
+    "$copies_engine" "$dir/bench/yolov5s_config1.engine" -- "" 2>&1 | tail -8 | tee "$out/ab_copies.md"
 fi
 
 if [ "${SKIP_PEER:-0}" != 1 ]; then
