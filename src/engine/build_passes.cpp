@@ -498,6 +498,13 @@ Status remove_concat(BuildGraph& g, const BuildOptions& options, PassReport& rep
   const auto users = consumers(g);
   std::vector<int> moved_to(g.layers.size(), -1);  // index in `out` of each layer kept
   std::vector<BuildLayer> out;
+  // At most one new slice value and one copy layer a Concat input: reserved, so the references
+  // to values (`in`) and to kept layers (`maker`) below stay valid while both grow.
+  size_t concat_inputs = 0;
+  for (const BuildLayer& l : g.layers)
+    if (l.op == BuildOp::kConcat) concat_inputs += l.inputs.size();
+  out.reserve(g.layers.size() + concat_inputs);
+  g.values.reserve(g.values.size() + concat_inputs);
   for (size_t i = 0; i < g.layers.size(); ++i) {
     BuildLayer l = std::move(g.layers[i]);
     if (l.op != BuildOp::kConcat) {
@@ -508,6 +515,16 @@ Status remove_concat(BuildGraph& g, const BuildOptions& options, PassReport& rep
     ++concats;
     const BuildValue target = g.values[l.output];
     int offset = 0;
+    // A new value: channels [offset, offset + channels) of the Concat's output.
+    auto add_slice = [&](int channels) {
+      BuildValue slice = target;
+      slice.name = str_cat(target.name, "[", offset, ":", offset + channels, "]");
+      slice.channels = channels;
+      slice.parent = l.output;
+      slice.channel_offset = offset;
+      slice.graph_output = false;
+      return add_value(g, slice);
+    };
     std::set<int> seen;
     for (int v : l.inputs) {
       BuildValue& in = g.values[v];
@@ -557,23 +574,11 @@ Status remove_concat(BuildGraph& g, const BuildOptions& options, PassReport& rep
         ++in_place;
         ++fused_copies;
       } else if (free && int8_copy_layer && !only_reader) {
-        BuildValue slice = target;
-        slice.name = str_cat(target.name, "[", offset, ":", offset + in.channels, "]");
-        slice.channels = in.channels;
-        slice.parent = l.output;
-        slice.channel_offset = offset;
-        slice.graph_output = false;
-        slice.producer = moved_to[in.producer];
-        maker->also_output = add_value(g, slice);
+        maker->also_output = add_slice(in.channels);  // its producer: set after the loop
         ++in_place;
         ++fused_copies;
       } else {
-        BuildValue slice = target;
-        slice.name = str_cat(target.name, "[", offset, ":", offset + in.channels, "]");
-        slice.channels = in.channels;
-        slice.parent = l.output;
-        slice.channel_offset = offset;
-        slice.graph_output = false;
+        const int slice = add_slice(in.channels);
         BuildLayer copy;
         copy.op = BuildOp::kConvert;
         copy.nodes = {
@@ -581,7 +586,7 @@ Status remove_concat(BuildGraph& g, const BuildOptions& options, PassReport& rep
                     in.name, " into ", l.nodes[0])};
         copy.inputs = {v};
         copy.precision = target.type;
-        copy.output = add_value(g, slice);
+        copy.output = slice;
         out.push_back(std::move(copy));
         ++copies;
         const BuildOp producer_op = in.producer >= 0 ? op_of[in.producer] : BuildOp::kInputReformat;
