@@ -136,6 +136,7 @@ struct EngineLayer {
   // requantize(q, from, to) = quantize_rne(float(q) * from, to), a copy when from == to.
   float requant_from = 0.0f;
   int also_output = -1;  // tensor index
+  bool has_fused_copy() const { return requant_from > 0.0f || also_output >= 0; }
 
   // kMaxPool.
   int kernel = 1, stride = 1, pad = 0;
@@ -146,8 +147,14 @@ struct EngineLayer {
 struct Engine;
 // The scale the layer rounds its int8 result at: requant_from when set, else its output's.
 float layer_round_scale(const Engine& engine, const EngineLayer& layer);
-// requantize(q, from, to) of EngineLayer's fused Concat copy, for every q (index q + 128).
-void requantize_table(float from, float to, int8_t* table);
+// A layer's fused Concat copy as the requantizing copy it replaces: from `source` (the
+// layer's output, holding q) at `from` into `target` (the output itself, or also_output) at
+// `to`.
+struct FusedCopy {
+  int source = -1, target = -1;  // tensor indices
+  float from = 0.0f, to = 0.0f;
+};
+FusedCopy fused_copy(const Engine& engine, const EngineLayer& layer);  // has_fused_copy() layers
 
 // Per-layer precision decision, kept for the fallback report (DLA's "layers running on GPU").
 struct EngineFallback {

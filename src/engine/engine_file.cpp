@@ -114,9 +114,13 @@ float layer_round_scale(const Engine& engine, const EngineLayer& layer) {
   return layer.requant_from > 0.0f ? layer.requant_from : engine.tensors[layer.output].scale;
 }
 
-void requantize_table(float from, float to, int8_t* table) {
-  for (int q = -128; q < 128; ++q)
-    table[q + 128] = from == to ? int8_t(q) : quantize_rne(float(q) * from, to);
+FusedCopy fused_copy(const Engine& engine, const EngineLayer& layer) {
+  FusedCopy c;
+  c.source = layer.output;
+  c.target = layer.also_output >= 0 ? layer.also_output : layer.output;
+  c.from = layer.also_output >= 0 ? engine.tensors[layer.output].scale : layer.requant_from;
+  c.to = engine.tensors[c.target].scale;
+  return c;
 }
 
 WeightRange Engine::add_weights(const void* data, size_t bytes) {
@@ -210,7 +214,7 @@ Status validate_engine(const Engine& e) {
       return invalid_argument("layer '", l.name, "': also_output out of range");
     if (l.requant_from < 0.0f || !std::isfinite(l.requant_from))
       return invalid_argument("layer '", l.name, "': requant_from ", l.requant_from);
-    if (l.requant_from > 0.0f || l.also_output >= 0) {
+    if (l.has_fused_copy()) {
       const bool kind_ok = (l.kind == LayerKind::kConv && l.precision == ElementType::kInt8 &&
                             l.activation != Activation::kSigmoid) ||
                            l.kind == LayerKind::kMaxPool || l.kind == LayerKind::kResizeNearest;

@@ -155,15 +155,16 @@ Status run_pointwise(const Context& ctx, int index) {
 Status apply_fused_copy(const Context& ctx, int index) {
   const Engine& e = *ctx.engine;
   const EngineLayer& l = e.layers[index];
-  if (l.requant_from <= 0.0f && l.also_output < 0) return Status::ok();
-  const EngineTensor& out = e.tensors[l.output];
-  const EngineTensor& dst = l.also_output >= 0 ? e.tensors[l.also_output] : out;
-  int8_t table[256];
-  requantize_table(l.also_output >= 0 ? out.scale : l.requant_from, dst.scale, table);
+  if (!l.has_fused_copy()) return Status::ok();
+  const FusedCopy copy = fused_copy(e, l);
+  const EngineTensor& out = e.tensors[copy.source];
+  const EngineTensor& dst = e.tensors[copy.target];
+  int8_t table[256];  // requantize() of every int8 value
+  for (int q = -128; q < 128; ++q) table[q + 128] = requantize(int8_t(q), copy.from, copy.to);
   const int64_t hw = int64_t(out.height) * out.width;
   for (int n = 0; n < ctx.batch; ++n) {
-    const int8_t* x = ctx.image<int8_t>(l.output, n);
-    int8_t* y = ctx.image<int8_t>(l.also_output >= 0 ? l.also_output : l.output, n);
+    const int8_t* x = ctx.image<int8_t>(copy.source, n);
+    int8_t* y = ctx.image<int8_t>(copy.target, n);
 #pragma omp parallel for
     for (int64_t p = 0; p < hw; ++p)
       for (int c = 0; c < out.channels; ++c)

@@ -297,10 +297,6 @@ class CudaPrepared : public PreparedEngine {
   // A Conv whose output goes through a table (Conv + Sigmoid at the conv's own scale) runs into
   // a scratch tensor, then the table pass; the residual Add rounds in the epilogue (conv_scale).
   static bool needs_scratch(const EngineLayer& l) { return l.table.bytes > 0; }
-  // A Concat's requantizing copy done by the layer (EngineLayer::requant_from / also_output).
-  static bool has_fused_copy(const EngineLayer& l) {
-    return l.requant_from > 0.0f || l.also_output >= 0;
-  }
 
   // Image n of tensor t at channel 0 of its buffer's row: what the kernels of cuda_conv.h and
   // cuda_ops.h take, with the slice's offset in their ChannelSlice.
@@ -405,7 +401,7 @@ class CudaPrepared : public PreparedEngine {
       a.workspace = split_workspace_.data();
       a.workspace_bytes = split_workspace_.size();
       QYOLO_RETURN_IF_ERROR(qyolo::cuda::conv_int8(a, stream));
-      if (has_fused_copy(l)) {
+      if (l.has_fused_copy()) {
         if (direct_dst)
           return internal_error("layer '", l.name, "': a fused copy and a direct output");
         // The Concat's copy after the conv, as the requantizing copy kernel: in place in the
@@ -413,15 +409,16 @@ class CudaPrepared : public PreparedEngine {
         // also_output. An epilogue variant that mapped each result through a 256-entry table
         // (read through the L1 cache) measured slower on an H200: yolov5s at batch 64 4.254
         // against 4.129 ms with the copies, batch 32 2.401 against 2.291 (docs/cuda_kernels.md).
+        const FusedCopy copy = fused_copy(engine_, l);
+        const EngineTensor& dst = engine_.tensors[copy.target];
         qyolo::cuda::RequantizeInt8Args r;
         r.shape = {count, out.height, out.width, out.channels};
         r.x = static_cast<const int8_t*>(image_base(out, n));
         r.x_layout = out.layout;
-        r.input_scale = also ? out.scale : l.requant_from;
-        const EngineTensor& dst = also ? *also : out;
+        r.input_scale = copy.from;
         r.y = static_cast<int8_t*>(image_base(dst, n));
         r.y_layout = dst.layout;
-        r.output_scale = dst.scale;
+        r.output_scale = copy.to;
         return qyolo::cuda::requantize_int8(r, stream);
       }
       if (!scratch) return Status::ok();
@@ -464,21 +461,22 @@ class CudaPrepared : public PreparedEngine {
   }
 
   // The int8 -> int8 data movement of qyolo/cuda_ops.h (16 channels a thread where the slices
-  // allow): MaxPool, Resize, Requantize and tables. Unavailable (false) for other types or a
-  // batch that is not contiguous; the generic kernel then runs.
-  // A layer with a fused Concat copy always runs here (the generic kernel has none), image by
-  // image where a batch is not contiguous.
+  // allow): MaxPool, Resize, Requantize and tables. Unavailable (false) for other types, a
+  // batch that is not contiguous, and under QYOLO_CUDA_GENERIC_LAYERS; the generic kernel then
+  // runs. A layer with a fused Concat copy always runs here (the generic kernel has none),
+  // image by image where a batch is not contiguous.
   bool int8_fast_path(const EngineLayer& l, int batch, cudaStream_t stream, Status& status) {
     const EngineTensor& in = engine_.tensors[l.inputs[0]];
     const EngineTensor& out = engine_.tensors[l.output];
     const EngineTensor* also = l.also_output >= 0 ? &engine_.tensors[l.also_output] : nullptr;
     if (in.type != ElementType::kInt8 || out.type != ElementType::kInt8 || l.inputs.size() != 1)
       return false;
+    const bool fused = l.has_fused_copy();
+    if (generic_only_ && !fused) return false;
     const bool contiguous = batch_contiguous(engine_, in) && batch_contiguous(engine_, out) &&
                             (!also || batch_contiguous(engine_, *also));
-    if (contiguous && !(generic_only_ && !has_fused_copy(l)))
-      return int8_images(l, 0, batch, stream, status);
-    if (!has_fused_copy(l)) return false;
+    if (contiguous) return int8_images(l, 0, batch, stream, status);
+    if (!fused) return false;
     for (int n = 0; n < batch; ++n) {
       if (!int8_images(l, n, 1, stream, status)) return false;
       if (!status.is_ok()) return true;
@@ -552,7 +550,7 @@ class CudaPrepared : public PreparedEngine {
     const EngineTensor* in2 = l.inputs.size() > 1 ? &engine_.tensors[l.inputs[1]] : nullptr;
     Status fast;
     if (int8_fast_path(l, batch, stream, fast)) return fast;
-    if (has_fused_copy(l))
+    if (l.has_fused_copy())
       return internal_error("layer '", l.name, "': a fused Concat copy on a ", l.op, " layer");
     qyolo::cuda::EngineLayerArgs e;
     switch (l.kind) {
