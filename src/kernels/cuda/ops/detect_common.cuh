@@ -129,7 +129,6 @@ struct NmsParams {
 // How the class NMS runs for one detect call: which nms_classes_kernel, its blocks an image, its
 // dynamic shared memory and how many boxes of a large class it stages there.
 struct NmsPlan {
-  void (*kernel)(NmsParams) = nullptr;
   int threads = 0, parts = 0, stage_boxes = 0;
   int small_parts = 0;  // > 0: blocks split by role (NmsParams::small_parts), parts large ones
   size_t smem = 0;

@@ -84,7 +84,11 @@ __global__ void __launch_bounds__(kClassSortThreads)
   }
 }
 
-constexpr int kNmsThreads = 1024;  // nms_select_kernel; nms_classes_kernel's default
+// nms_select_kernel's and nms_classes_kernel's block size. For the class NMS, 256- and
+// 512-thread blocks (more of them resident) were slower on an H200, detect 1.015 and 0.716 ms
+// against 0.664 at batch 64 (an image's largest class is one block's walk, and fewer threads
+// make it longer).
+constexpr int kNmsThreads = 1024;
 constexpr int kTile = 256;         // open boxes of a large class handled together
 
 __device__ __forceinline__ int nms_count(const NmsParams& p, int n) {
@@ -449,24 +453,17 @@ __global__ void __launch_bounds__(kNmsThreads) nms_select_kernel(NmsParams p) {
   if (threadIdx.x == 0) p.out_counts[n] = count;
 }
 
-// nms_classes_kernel for kThreads threads, with the dynamic shared memory a block of it gets
-// without opting in (48 KB less its static shared memory: the class ranges, the tile's boxes
-// and IoU bits, the scan's storage; 21.7 KB static with 1024 threads), read once.
-struct NmsClasses {
-  void (*kernel)(NmsParams);
-  int threads;
-  size_t dynamic_smem;
-};
-
-template <int kThreads>
-NmsClasses nms_classes_variant() {
+// The dynamic shared memory a block of nms_classes_kernel gets without opting in (48 KB less
+// its static shared memory: the class ranges, the tile's boxes and IoU bits, the scan's
+// storage; 21.7 KB static with 1024 threads), read once.
+size_t nms_classes_dynamic_smem() {
   static const size_t bytes = [] {
     cudaFuncAttributes f{};
-    return cudaFuncGetAttributes(&f, nms_classes_kernel<kThreads>) == cudaSuccess
+    return cudaFuncGetAttributes(&f, nms_classes_kernel<kNmsThreads>) == cudaSuccess
                ? static_cast<size_t>(f.maxDynamicSharedSizeBytes)
                : size_t{32 * 1024};
   }();
-  return {nms_classes_kernel<kThreads>, kThreads, bytes};
+  return bytes;
 }
 
 }  // namespace
@@ -489,23 +486,19 @@ Expected<NmsPlan> plan_nms(const DetectArgs& a) {
   if (parts_env && (parts_override < 1 || parts_override > 64))
     return invalid_argument(kOp, ": QYOLO_DETECT_NMS_PARTS=", parts_env, " (1..64)");
   QYOLO_ASSIGN_OR_RETURN(const bool split, env_switch("QYOLO_DETECT_NMS_SPLIT", true));
-  // 1024 threads: 256- and 512-thread blocks (more of them resident) were slower on an H200,
-  // detect 1.015 and 0.716 ms against 0.664 at batch 64 (an image's largest class is one
-  // block's walk, and fewer threads make it longer).
-  const NmsClasses classes = nms_classes_variant<1024>();
+  const size_t dynamic_smem = nms_classes_dynamic_smem();
   // The suppression bits (rounded to 16 bytes, so the staged boxes are aligned), then as many
   // boxes of a large class as fit in the dynamic shared memory every GPU gives a block without
   // opting in.
   const size_t kept_words = (static_cast<size_t>(a.max_nms) + 31) / 32;
   const size_t mask_bytes = (kept_words + 3) / 4 * 4 * sizeof(uint32_t);
-  if (mask_bytes > classes.dynamic_smem / 2)
+  if (mask_bytes > dynamic_smem / 2)
     return invalid_argument(kOp, ": max_nms ", a.max_nms, " needs more than ",
-                            classes.dynamic_smem / 2048, " KB of bitmasks");
+                            dynamic_smem / 2048, " KB of bitmasks");
   NmsPlan plan;
-  plan.kernel = classes.kernel;
-  plan.threads = classes.threads;
+  plan.threads = kNmsThreads;
   plan.stage_boxes = static_cast<int>(std::min<size_t>(
-      (classes.dynamic_smem - mask_bytes) / sizeof(float4), static_cast<size_t>(a.max_nms)));
+      (dynamic_smem - mask_bytes) / sizeof(float4), static_cast<size_t>(a.max_nms)));
   plan.smem = mask_bytes + static_cast<size_t>(plan.stage_boxes) * sizeof(float4);
   // The classes of an image over several blocks (an image's large classes are its slowest
   // part, each one block's serial walk). Before the split below, yolov5s at batch 64 on an H200
@@ -545,9 +538,7 @@ Status run_nms(const NmsPlan& plan, NmsParams p, int batch, cudaStream_t stream)
                               kOp));
   p.large_parts = plan.parts;
   p.small_parts = plan.small_parts;
-  if (plan.kernel != nms_classes_kernel<1024>)
-    return internal_error(kOp, ": unexpected class NMS kernel variant");
-  QYOLO_RETURN_IF_ERROR(check(launch_kernel<nms_classes_kernel<1024>>(
+  QYOLO_RETURN_IF_ERROR(check(launch_kernel<nms_classes_kernel<kNmsThreads>>(
                                   dim3(plan.parts + plan.small_parts, batch), plan.threads,
                                   plan.smem, stream, p),
                               kOp));
